@@ -1,0 +1,5 @@
+import sys
+
+from musicgen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""Command line: `python -m musicgen COMMAND ...`; parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def _prepare(args) -> int:
+    from musicgen.corpus import prepare
+
+    out = args.out or str(Path("cache") / Path(args.data).resolve().name)
+    summary = prepare(args.data, out, workers=args.workers, progress=not args.json)
+    if args.json:
+        print(json.dumps(asdict(summary)))
+    else:
+        print(f"{summary.files_ok} files encoded ({summary.files_reused} reused), "
+              f"{summary.files_skipped} skipped, in {summary.seconds:.1f} s -> {summary.cache}")
+        for split, count in summary.tokens.items():
+            print(f"  {split:<10} {summary.pieces[split]:5d} pieces {count:>12,} tokens")
+        for skipped in summary.skipped:
+            print(f"  skipped {skipped['file']}: {skipped['reason']}")
+    return 0
+
+
+def _train(args) -> int:
+    from musicgen.train import load_train_config, train
+
+    overrides = {"model": args.model, "data": args.data, "out": args.out,
+                 "max_steps": args.max_steps, "batch_size": args.batch_size,
+                 "seq_len": args.seq_len, "lr": args.lr, "seed": args.seed,
+                 "eval_interval": args.eval_interval, "precision": args.precision}
+    if args.no_augment:
+        overrides["augment"] = False
+    config = load_train_config(args.config, **overrides)
+    if config.out == "runs/lstm" and config.model != "lstm":
+        config.out = f"runs/{config.model}"
+    train(config, resume=args.resume)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musicgen", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("prepare", help="encode a folder of MIDI files into a token cache")
+    p.add_argument("--data", required=True, help="MAESTRO tree or any folder of MIDI files")
+    p.add_argument("--out", help="cache folder (default: cache/<name of DATA>)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary")
+    p.set_defaults(run=_prepare)
+
+    p = commands.add_parser("train", help="train a model on a token cache")
+    p.add_argument("--model", choices=("lstm", "transformer"))
+    p.add_argument("--config", help="JSON file of TrainConfig settings")
+    p.add_argument("--data", help="token cache folder")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue OUT/last exactly")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-interval", type=int)
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"))
+    p.add_argument("--no-augment", action="store_true")
+    p.set_defaults(run=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Training windows from a token cache, with Music Transformer augmentation.
+
+Needs numpy only (no MIDI libraries), so it runs on any training machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from musicgen.events import VOCAB, Vocabulary, event_steps, interleave_time_shifts
+
+TRANSPOSE_RANGE = (-3, 3)  # semitones, inclusive
+STRETCH_RANGE = (0.95, 1.05)
+
+
+def load_index(cache_dir: str | os.PathLike) -> dict:
+    """Read a cache's index.json (FileNotFoundError if there is none)."""
+    with open(Path(cache_dir) / "index.json", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@dataclass
+class TokenCache:
+    """A prepared token cache: all tokens and the (offset, length) of each piece.
+
+    Attributes:
+        tokens: uint16 array of every piece as [BOS, events..., EOS].
+        pieces: One dict per piece (source, split, offset, length, seconds).
+    """
+
+    tokens: np.ndarray
+    pieces: list[dict]
+
+    @staticmethod
+    def load(cache_dir: str | os.PathLike, vocab: Vocabulary = VOCAB) -> TokenCache:
+        """Open a cache written by `musicgen prepare` (tokens are memory-mapped)."""
+        index = load_index(cache_dir)
+        vocab.check_compatible(index["vocab"])
+        tokens = np.load(Path(cache_dir) / "tokens.npy", mmap_mode="r")
+        return TokenCache(tokens, index["pieces"])
+
+    def split(self, name: str) -> list[np.ndarray]:
+        """The token arrays of every piece in one split."""
+        return [self.tokens[p["offset"]:p["offset"] + p["length"]]
+                for p in self.pieces if p["split"] == name]
+
+
+def transpose(tokens: np.ndarray, semitones: int, vocab: Vocabulary = VOCAB) -> np.ndarray:
+    """Shift every NOTE_ON/NOTE_OFF by `semitones`; other tokens unchanged.
+
+    The caller keeps pitches in 0..127 (see `safe_transpositions`).
+    """
+    out = np.array(tokens, dtype=np.int64)
+    for name in ("note_on", "note_off"):
+        event_range = vocab[name]
+        is_note = (out >= event_range.offset) & (out < event_range.stop)
+        out[is_note] += semitones
+    return out
+
+
+def safe_transpositions(tokens: np.ndarray, vocab: Vocabulary = VOCAB,
+                        limits: tuple[int, int] = TRANSPOSE_RANGE) -> tuple[int, int]:
+    """The widest (low, high) within `limits` that keeps every pitch in 0..127."""
+    pitches = []
+    for name in ("note_on", "note_off"):
+        event_range = vocab[name]
+        is_note = (tokens >= event_range.offset) & (tokens < event_range.stop)
+        pitches.append(event_range.value(tokens[is_note]))
+    pitches = np.concatenate(pitches)
+    if not len(pitches):
+        return limits
+    return max(limits[0], -int(pitches.min())), min(limits[1], 127 - int(pitches.max()))
+
+
+def time_stretch(tokens: np.ndarray, factor: float, vocab: Vocabulary = VOCAB) -> np.ndarray:
+    """Scale every gap between events by `factor`, re-quantised to 10 ms steps.
+
+    Trailing time shifts after the last event are dropped.
+    """
+    steps, events = event_steps(tokens, vocab)
+    return interleave_time_shifts(np.rint(steps * factor).astype(np.int64), events, vocab)
+
+
+class WindowSampler:
+    """Random fixed-length windows from one split, augmented on the fly.
+
+    Each window is `length + 1` tokens (inputs and shifted targets). Pieces
+    are chosen in proportion to their length; a piece shorter than a window is
+    padded with PAD, which the loss ignores.
+    """
+
+    def __init__(self, pieces: list[np.ndarray], length: int, augment: bool = True,
+                 transpose_range: tuple[int, int] = TRANSPOSE_RANGE,
+                 stretch_range: tuple[float, float] = STRETCH_RANGE,
+                 vocab: Vocabulary = VOCAB):
+        if not pieces:
+            raise ValueError("no pieces in this split")
+        self.pieces, self.length, self.augment = pieces, length, augment
+        self.transpose_range, self.stretch_range, self.vocab = transpose_range, stretch_range, vocab
+        lengths = np.array([len(p) for p in pieces], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+
+    def window(self, rng: np.random.Generator) -> np.ndarray:
+        """One int64 window of `length + 1` tokens."""
+        piece = self.pieces[rng.choice(len(self.pieces), p=self.weights)]
+        # Cut extra so that a stretch that shortens the window still fills it.
+        need = self.length + 1
+        cut = need + (int(need * (1 - self.stretch_range[0])) + 8 if self.augment else 0)
+        start = int(rng.integers(0, max(1, len(piece) - need + 1)))
+        window = np.asarray(piece[start:start + cut], dtype=np.int64)
+        if self.augment:
+            window = self._augmented(window, rng)
+        window = window[:need]
+        if len(window) < need:
+            window = np.concatenate((window, np.full(need - len(window), self.vocab.pad)))
+        return window
+
+    def _augmented(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        low, high = safe_transpositions(window, self.vocab, self.transpose_range)
+        semitones = int(rng.integers(low, high + 1)) if low <= high else 0
+        factor = float(rng.uniform(*self.stretch_range))
+        return time_stretch(transpose(window, semitones, self.vocab), factor, self.vocab)
+
+    def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """int64 array [size, length + 1]."""
+        return np.stack([self.window(rng) for _ in range(size)])

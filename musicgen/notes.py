@@ -1,0 +1,46 @@
+"""Notes of one piano part as parallel numpy arrays: the hand-off between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Notes:
+    """Notes of one piano part as parallel numpy arrays, sorted by (start, pitch).
+
+    Attributes:
+        pitch: MIDI pitch 0..127 (int16).
+        velocity: MIDI velocity 1..127 (int16).
+        start: Onset in seconds (float64).
+        end: Offset in seconds (float64), always > start.
+    """
+
+    pitch: np.ndarray
+    velocity: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pitch)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from time zero to the last offset (0.0 when empty)."""
+        return float(self.end.max()) if len(self) else 0.0
+
+    @staticmethod
+    def from_arrays(pitch, velocity, start, end) -> Notes:
+        """Build sorted `Notes` from any array-likes of equal length."""
+        pitch = np.asarray(pitch, dtype=np.int16)
+        velocity = np.asarray(velocity, dtype=np.int16)
+        start = np.asarray(start, dtype=np.float64)
+        end = np.asarray(end, dtype=np.float64)
+        order = np.lexsort((pitch, start))
+        return Notes(pitch[order], velocity[order], start[order], end[order])
+
+    @staticmethod
+    def empty() -> Notes:
+        return Notes.from_arrays([], [], [], [])

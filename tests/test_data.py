@@ -1,0 +1,67 @@
+"""Training windows and the Music Transformer augmentations."""
+
+import numpy as np
+import pytest
+
+from musicgen.data import WindowSampler, safe_transpositions, time_stretch, transpose
+from musicgen.events import VOCAB, event_steps, interleave_time_shifts
+
+ON, OFF, SHIFT = VOCAB["note_on"], VOCAB["note_off"], VOCAB["time_shift"]
+
+
+def _piece(length_events=300, seed=0):
+    rng = np.random.default_rng(seed)
+    steps = np.cumsum(rng.integers(0, 40, length_events))
+    pitches = rng.integers(30, 90, length_events)
+    events = np.where(rng.random(length_events) < 0.5, ON.token(pitches), OFF.token(pitches))
+    return np.concatenate(([VOCAB.bos], interleave_time_shifts(steps, events), [VOCAB.eos]))
+
+
+def test_transpose_moves_only_notes():
+    tokens = np.array([VOCAB.bos, ON.token(60), SHIFT.token(5), OFF.token(60)])
+    assert transpose(tokens, 3).tolist() == [VOCAB.bos, ON.token(63), SHIFT.token(5),
+                                             OFF.token(63)]
+
+
+def test_safe_transpositions_keep_pitches_in_range():
+    tokens = np.array([ON.token(1), ON.token(126)])
+    assert safe_transpositions(tokens) == (-1, 1)
+    assert safe_transpositions(np.array([ON.token(60)])) == (-3, 3)
+
+
+def test_time_stretch_scales_event_times():
+    tokens = _piece()
+    steps, events = event_steps(tokens)
+    stretched_steps, stretched_events = event_steps(time_stretch(tokens, 1.05))
+    assert stretched_events.tolist() == events.tolist()
+    assert np.abs(stretched_steps - steps * 1.05).max() <= 0.5
+    assert np.array_equal(time_stretch(tokens, 1.0), tokens)
+
+
+def test_windows_without_augmentation_are_slices():
+    piece = _piece()
+    sampler = WindowSampler([piece], length=64, augment=False)
+    window = sampler.window(np.random.default_rng(1))
+    assert len(window) == 65
+    text, pattern = piece.tobytes(), window.astype(piece.dtype).tobytes()
+    assert pattern in text
+
+
+def test_augmented_windows_are_valid_and_full_length():
+    sampler = WindowSampler([_piece(seed=s) for s in range(3)], length=128, augment=True)
+    batch = sampler.batch(np.random.default_rng(2), 16)
+    assert batch.shape == (16, 129)
+    assert batch.min() >= 0 and batch.max() < VOCAB.size
+    assert not (batch == VOCAB.pad).any()
+
+
+def test_short_pieces_are_padded():
+    sampler = WindowSampler([np.array([VOCAB.bos, ON.token(60), VOCAB.eos])], length=8,
+                            augment=False)
+    window = sampler.window(np.random.default_rng(0))
+    assert window.tolist() == [VOCAB.bos, ON.token(60), VOCAB.eos] + [VOCAB.pad] * 6
+
+
+def test_empty_split_is_an_error():
+    with pytest.raises(ValueError, match="no pieces"):
+        WindowSampler([], length=8)
