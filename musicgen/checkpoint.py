@@ -1,0 +1,151 @@
+"""Checkpoints that are safe to load: safetensors weights plus JSON metadata.
+
+A checkpoint is a folder:
+
+    model.safetensors      weights; the header's metadata repeats card.json
+    card.json              config, vocabulary, training record, metrics, licence
+    optimizer.safetensors  (training checkpoints only) optimizer tensors
+    trainer.json           (training checkpoints only) step, schedule, RNG states
+
+Nothing is ever unpickled: tensors come from safetensors, everything else
+from JSON. Weights are loaded on the CPU and then moved, so a checkpoint
+written on a GPU loads on a machine without one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from musicgen.events import VOCAB
+from musicgen.model import build_model, config_from_dict
+
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+OPTIMIZER = "optimizer.safetensors"
+TRAINER = "trainer.json"
+DATA_LICENCE = ("Trained on MAESTRO v3.0.0 (Hawthorne et al. 2019), licensed CC BY-NC-SA 4.0; "
+                "these weights are shared under the same terms (non-commercial, share-alike).")
+
+
+def save_weights(directory: str | os.PathLike, model: torch.nn.Module, card: dict,
+                 dtype: torch.dtype | None = None) -> Path:
+    """Write model.safetensors and card.json into `directory`.
+
+    Args:
+        directory: Checkpoint folder (created if missing).
+        model: The model; tied weights are stored once.
+        card: JSON-ready metadata; must hold "config" (the model config as a dict).
+        dtype: Store floating-point weights in this dtype (e.g. torch.float16
+            for shipping); None keeps the model's own.
+
+    Returns:
+        The folder.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    card = {**card, "vocab": VOCAB.to_dict()}
+    stored = model
+    if dtype is not None:
+        stored = copy.deepcopy(model).to(dtype=dtype)
+    save_model(stored, str(directory / WEIGHTS), metadata={"musicgen": json.dumps(card)})
+    card["weights_sha256"] = file_sha256(directory / WEIGHTS)
+    (directory / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return directory
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The metadata of a checkpoint folder or of a bare .safetensors file."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / CARD).is_file():
+            return json.loads((path / CARD).read_text(encoding="utf-8"))
+        path = path / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "musicgen" not in metadata:
+        raise ValueError(f"{path} is not a musicgen checkpoint (no metadata)")
+    return json.loads(metadata["musicgen"])
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    ) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from a checkpoint folder or .safetensors file.
+
+    Args:
+        path: Checkpoint folder or its model.safetensors.
+        device: Where the model should live; weights are read on the CPU first.
+
+    Returns:
+        (model in eval mode, float32, on `device`; the card).
+
+    Raises:
+        FileNotFoundError: Nothing at `path`.
+        ValueError: Not a musicgen checkpoint, or another vocabulary.
+    """
+    path = Path(path)
+    weights = path / WEIGHTS if path.is_dir() else path
+    card = read_card(path)
+    VOCAB.check_compatible(card["vocab"])
+    model = build_model(config_from_dict(card["config"]))
+    load_model(model, str(weights), strict=True, device="cpu")
+    card.setdefault("weights_sha256", file_sha256(weights))
+    return model.float().to(device).eval(), card
+
+
+def save_training_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer,
+                        trainer: dict, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write optimizer.safetensors and trainer.json so training can resume exactly.
+
+    Args:
+        directory: Checkpoint folder (normally the "last" one).
+        optimizer: Its per-parameter tensors go to safetensors, its
+            param_groups (plain numbers) to JSON.
+        trainer: JSON-ready loop state (step, RNG state of numpy, ...).
+        tensors: Extra tensors to keep, e.g. the torch RNG state.
+    """
+    directory = Path(directory)
+    state = optimizer.state_dict()
+    flat = {f"state.{index}.{name}": value.detach().cpu().contiguous()
+            for index, entries in state["state"].items()
+            for name, value in entries.items() if torch.is_tensor(value)}
+    flat.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()})
+    save_file(flat, str(directory / OPTIMIZER))
+    record = {**trainer, "param_groups": state["param_groups"]}
+    (directory / TRAINER).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def load_training_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer,
+                        ) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore the optimizer in place; return (trainer record, extra tensors)."""
+    directory = Path(directory)
+    record = json.loads((directory / TRAINER).read_text(encoding="utf-8"))
+    flat = load_file(str(directory / OPTIMIZER), device="cpu")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    extras = {}
+    for key, value in flat.items():
+        if key.startswith("extra."):
+            extras[key[len("extra."):]] = value
+            continue
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": record.pop("param_groups")})
+    return record, extras
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (names the exact weights in recipes and cards)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

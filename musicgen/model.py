@@ -1,0 +1,202 @@
+"""The two sequence models over performance events, behind one interface.
+
+Both models map token ids [batch, time] to next-token logits and carry a
+state between calls, so that sampling costs one model call per token:
+
+    logits, state = model(tokens, state)        # a whole window (training)
+    logits, state = model.step(token, state)    # one token per sequence
+
+For the LSTM the state is (h, c); for the Transformer it is a key/value cache
+per layer plus the absolute position of the next token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+from torch import nn
+
+from musicgen.events import VOCAB
+
+
+@dataclass
+class LSTMConfig:
+    """Performance RNN's shape by default: 3 x 512 LSTM."""
+
+    vocab_size: int = VOCAB.size
+    embed_dim: int = 256
+    hidden_size: int = 512
+    num_layers: int = 3
+    dropout: float = 0.1
+    kind: str = "lstm"
+
+
+@dataclass
+class TransformerConfig:
+    """A small decoder-only Transformer; `context` is the attention window."""
+
+    vocab_size: int = VOCAB.size
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 8
+    d_ff: int = 1024
+    context: int = 1024
+    dropout: float = 0.1
+    rope_base: float = 10000.0
+    kind: str = "transformer"
+
+
+ModelConfig = LSTMConfig | TransformerConfig
+
+
+class LSTMModel(nn.Module):
+    """Embedding -> stacked LSTM -> linear over the vocabulary."""
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.lstm = nn.LSTM(config.embed_dim, config.hidden_size, config.num_layers,
+                            batch_first=True,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, tokens: torch.Tensor, state=None):
+        """Logits [B, T, V] for tokens [B, T], and the state after the last token."""
+        hidden, state = self.lstm(self.drop(self.embed(tokens)), state)
+        return self.head(self.drop(hidden)), state
+
+    def step(self, token: torch.Tensor, state=None):
+        """Logits [B, V] after one token [B] per sequence."""
+        logits, state = self(token[:, None], state)
+        return logits[:, 0], state
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float):
+    """cos and sin [T, head_dim / 2] for rotary embeddings at the given positions."""
+    inverse = base ** (-torch.arange(0, head_dim, 2, device=positions.device,
+                                     dtype=torch.float32) / head_dim)
+    angles = positions.float()[:, None] * inverse[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of x [B, H, T, D] by position-dependent angles."""
+    even, odd = x[..., 0::2].float(), x[..., 1::2].float()
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class Block(nn.Module):
+    """Pre-norm attention + MLP block."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.norm1 = nn.LayerNorm(config.d_model)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.norm2 = nn.LayerNorm(config.d_model)
+        self.mlp = nn.Sequential(nn.Linear(config.d_model, config.d_ff), nn.GELU(),
+                                 nn.Linear(config.d_ff, config.d_model))
+        self.dropout = config.dropout
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, cache=None):
+        batch, time, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(batch, time, 3, self.n_heads, -1).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
+        past = k.shape[2] - time
+        # Query i sees keys 0 .. past + i (the cache plus the causal part).
+        mask = None if past == 0 and time > 1 else torch.ones(
+            time, k.shape[2], dtype=torch.bool, device=x.device).tril(past)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None,
+            dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(attended.transpose(1, 2).reshape(batch, time, width)))
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, (k, v)
+
+
+class TransformerModel(nn.Module):
+    """Decoder-only Transformer with rotary position embeddings (RoPE).
+
+    Why RoPE rather than Music Transformer's relative attention or ALiBi: all
+    three make attention depend on relative distance, which is what lets a
+    model reuse a motif wherever it occurs; but relative attention needs a
+    learned [context, head_dim] table and its skewing trick, and ALiBi an
+    additive bias matrix, and either of those turns `scaled_dot_product_attention`
+    away from its fused (flash / memory-efficient) kernels. RoPE only rotates
+    q and k before the call, so training and the KV-cached step keep the fast
+    kernels, and a cache that slides past `context` stays correct.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor, state=None):
+        """Logits [B, T, V]; `state` is (caches, next position) or None."""
+        caches, position = state if state is not None else (None, 0)
+        time = tokens.shape[1]
+        positions = torch.arange(position, position + time, device=tokens.device)
+        cos, sin = rope_tables(positions, self.config.d_model // self.config.n_heads,
+                               self.config.rope_base)
+        x = self.drop(self.embed(tokens))
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            x, (k, v) = block(x, cos, sin, None if caches is None else caches[i])
+            # Keep at most context - 1 past keys so the next token sees `context`.
+            keep = self.config.context - 1
+            new_caches.append((k[:, :, -keep:], v[:, :, -keep:]))
+        return self.head(self.norm(x)), (new_caches, position + time)
+
+    def step(self, token: torch.Tensor, state=None):
+        """Logits [B, V] after one token [B] per sequence, using the KV cache."""
+        logits, state = self(token[:, None], state)
+        return logits[:, 0], state
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The model for a config (dispatch on its `kind`)."""
+    return LSTMModel(config) if config.kind == "lstm" else TransformerModel(config)
+
+
+def config_from_dict(values: dict) -> ModelConfig:
+    """Rebuild a config dataclass from `asdict(config)` (e.g. from a checkpoint)."""
+    kind = values.get("kind", "lstm")
+    cls = LSTMConfig if kind == "lstm" else TransformerConfig
+    return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def describe(config: ModelConfig) -> str:
+    """One line naming the architecture, for logs and model cards."""
+    if config.kind == "lstm":
+        return f"LSTM {config.num_layers} x {config.hidden_size} (embedding {config.embed_dim})"
+    return (f"Transformer {config.n_layers} layers x d{config.d_model}, {config.n_heads} heads, "
+            f"RoPE, context {config.context}")

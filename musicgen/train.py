@@ -1,0 +1,312 @@
+"""Train a model on a token cache: AdamW, warm-up + cosine, clipping, exact resume.
+
+Needs only torch, numpy and the cache written by `musicgen prepare`, so it
+runs on a GPU machine without MIDI libraries. One process by default; under
+`torchrun --nproc_per_node N -m musicgen train ...` it trains with
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs), rank 0 writing all files.
+
+Output folder:
+
+    last/      weights + optimizer + trainer.json (what --resume continues)
+    best/      weights with the lowest validation loss so far
+    log.csv    step, tokens, lr, train loss, validation loss/accuracy, tokens/s
+    curves.png learning curves
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+from safetensors.torch import load_model
+from tqdm import tqdm
+
+from musicgen.checkpoint import DATA_LICENCE, load_training_state, save_training_state, save_weights
+from musicgen.data import TokenCache, WindowSampler
+from musicgen.events import VOCAB
+from musicgen.model import (
+    LSTMConfig,
+    ModelConfig,
+    TransformerConfig,
+    build_model,
+    config_from_dict,
+    count_parameters,
+    describe,
+)
+
+LOG_FIELDS = ("step", "tokens", "lr", "train_loss", "val_loss", "val_accuracy", "tokens_per_s",
+              "elapsed_s")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (stored in every checkpoint)."""
+
+    model: str = "lstm"
+    data: str = "cache/maestro"
+    out: str = "runs/lstm"
+    seq_len: int = 256
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    max_steps: int = 10000
+    grad_clip: float = 1.0
+    augment: bool = True
+    eval_interval: int = 250
+    eval_windows: int = 128
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
+    model_config: dict = field(default_factory=dict)  # overrides of the model's defaults
+
+    def build_model_config(self) -> ModelConfig:
+        defaults = LSTMConfig() if self.model == "lstm" else TransformerConfig()
+        return config_from_dict({**asdict(defaults), **self.model_config, "kind": self.model})
+
+
+def load_train_config(path: str | os.PathLike, **overrides) -> TrainConfig:
+    """A TrainConfig from a JSON file, with non-None keyword overrides applied."""
+    values = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    return TrainConfig(**values)
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    decay_steps = max(1, config.max_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def pick_device() -> torch.device:
+    """CUDA (this rank's GPU under torchrun) if present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast on CUDA and on CPUs with native bf16, unless precision says fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    cpu_bf16 = device.type == "cpu" and torch.backends.mkldnn.is_available() and (
+        torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if precision == "bf16" or device.type == "cuda" or cpu_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def sequence_loss(model, batch: torch.Tensor):
+    """Mean next-token cross-entropy (nats) over non-PAD targets, and accuracy."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits, _ = model(inputs)
+    logits = logits.float().reshape(-1, logits.shape[-1])
+    targets = targets.reshape(-1)
+    loss = F.cross_entropy(logits, targets, ignore_index=VOCAB.pad)
+    keep = targets != VOCAB.pad
+    accuracy = (logits.argmax(-1)[keep] == targets[keep]).float().mean()
+    return loss, accuracy
+
+
+@torch.no_grad()
+def validate(model, windows: torch.Tensor, device, precision: str,
+             batch_size: int) -> tuple[float, float]:
+    """Mean loss and accuracy over fixed validation windows (token-weighted)."""
+    model.eval()
+    total_loss = total_correct = total = 0.0
+    for i in range(0, len(windows), batch_size):
+        batch = windows[i:i + batch_size].to(device)
+        with autocast_for(device, precision):
+            loss, accuracy = sequence_loss(model, batch)
+        count = int((batch[:, 1:] != VOCAB.pad).sum())
+        total_loss += float(loss) * count
+        total_correct += float(accuracy) * count
+        total += count
+    model.train()
+    return total_loss / total, total_correct / total
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or continue) training; returns the final record (also in last/trainer.json).
+
+    Args:
+        config: The run's settings.
+        resume: Continue from `config.out`/last exactly (weights, optimizer,
+            schedule, data RNG, dropout RNG, log); the settings stored there win.
+        progress: Show a progress bar on stderr (rank 0 only).
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = pick_device()
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    out = Path(config.out)
+    last_dir, best_dir = out / "last", out / "best"
+    record: dict = {"step": 0, "tokens": 0, "best_val_loss": None, "elapsed_s": 0.0}
+    if resume:
+        stored = json.loads((last_dir / "trainer.json").read_text(encoding="utf-8"))
+        config = TrainConfig(**{**stored["config"], "max_steps": config.max_steps})
+    model_config = config.build_model_config()
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay, betas=(0.9, 0.98))
+    rng = np.random.default_rng([config.seed, rank])
+    if resume:
+        load_model(model, str(last_dir / "model.safetensors"), device=str(device))
+        record, extras = load_training_state(last_dir, optimizer)
+        rng.bit_generator.state = record["numpy_rng"][rank]
+        torch.set_rng_state(extras["torch_rng"])
+    trainable = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    cache = TokenCache.load(config.data)
+    train_windows = WindowSampler(cache.split("train"), config.seq_len, augment=config.augment)
+    val_windows = torch.from_numpy(WindowSampler(cache.split("validation"), config.seq_len,
+                                                 augment=False)
+                                   .batch(np.random.default_rng(1234), config.eval_windows))
+    tokens_per_step = config.batch_size * config.seq_len * world
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{describe(model_config)}: {count_parameters(model):,} parameters on {device} "
+              f"x{world}; {tokens_per_step:,} tokens/step", flush=True)
+    bar = tqdm(total=config.max_steps, initial=record["step"], disable=rank != 0 or not progress,
+               unit="step", dynamic_ncols=True)
+    model.train()
+    window_began, window_tokens = time.perf_counter(), 0
+    run_began = time.perf_counter() - record["elapsed_s"]
+    while record["step"] < config.max_steps:
+        step = record["step"]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        batch = torch.from_numpy(train_windows.batch(rng, config.batch_size)).to(device)
+        with autocast_for(device, config.precision):
+            loss, _ = sequence_loss(trainable, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        record["step"] += 1
+        record["tokens"] += tokens_per_step
+        window_tokens += tokens_per_step
+        train_loss = float(loss.detach())
+        bar.update()
+        rate = window_tokens / max(1e-9, time.perf_counter() - window_began)
+        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}")
+
+        if record["step"] % config.eval_interval == 0 or record["step"] == config.max_steps:
+            record["elapsed_s"] = time.perf_counter() - run_began
+            states = _gather_rng_states(rng, distributed, world)
+            if rank == 0:
+                val_loss, val_accuracy = validate(model, val_windows, device, config.precision,
+                                                  config.batch_size)
+                row = {"step": record["step"], "tokens": record["tokens"],
+                       "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                       "val_loss": val_loss, "val_accuracy": val_accuracy,
+                       "tokens_per_s": rate, "elapsed_s": record["elapsed_s"]}
+                _append_log(out / "log.csv", row)
+                bar.write(f"step {record['step']}: train {train_loss:.4f}  val {val_loss:.4f} "
+                          f"(acc {val_accuracy:.3f})  {rate:,.0f} tok/s")
+                card = _card(config, model_config, model, record, device, world,
+                             val_loss, val_accuracy)
+                if record["best_val_loss"] is None or val_loss < record["best_val_loss"]:
+                    record["best_val_loss"] = val_loss
+                    card["best_val_loss"] = val_loss
+                    save_weights(best_dir, model, card)
+                card["best_val_loss"] = record["best_val_loss"]
+                save_weights(last_dir, model, card)
+                save_training_state(last_dir, optimizer,
+                                    {**record, "numpy_rng": states, "config": asdict(config)},
+                                    {"torch_rng": torch.get_rng_state()})
+                plot_learning_curves(out / "log.csv", out / "curves.png")
+            window_began, window_tokens = time.perf_counter(), 0
+    bar.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return record
+
+
+def _gather_rng_states(rng: np.random.Generator, distributed: bool, world: int) -> list:
+    state = rng.bit_generator.state
+    if not distributed:
+        return [state]
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _card(config: TrainConfig, model_config: ModelConfig, model, record: dict,
+          device: torch.device, world: int, val_loss: float, val_accuracy: float) -> dict:
+    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"CPU ({os.cpu_count()} cores)")
+    return {
+        "name": Path(config.out).name,
+        "architecture": describe(model_config),
+        "config": asdict(model_config),
+        "parameters": count_parameters(model),
+        "training": {**asdict(config), "steps": record["step"], "tokens_seen": record["tokens"],
+                     "wall_time_s": round(record["elapsed_s"], 1),
+                     "hardware": f"{world} x {hardware}", "torch": torch.__version__},
+        "validation": {"loss_nats_per_token": val_loss, "accuracy": val_accuracy,
+                       "windows": config.eval_windows, "window_tokens": config.seq_len},
+        "licence": DATA_LICENCE,
+    }
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row[k] for k in LOG_FIELDS})
+
+
+def plot_learning_curves(log_path: str | os.PathLike, png_path: str | os.PathLike) -> bool:
+    """Draw train/validation loss against tokens seen; False if matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional on training machines
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    with open(log_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return False
+    tokens = np.array([float(r["tokens"]) for r in rows]) / 1e6
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
+    axis.plot(tokens, [float(r["train_loss"]) for r in rows], label="train (one batch)", alpha=0.6)
+    axis.plot(tokens, [float(r["val_loss"]) for r in rows], label="validation", linewidth=2)
+    axis.set_xlabel("tokens seen (millions)")
+    axis.set_ylabel("cross-entropy (nats / event)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(png_path)
+    plt.close(figure)
+    return True
