@@ -38,7 +38,20 @@ def _train(args) -> int:
     config = load_train_config(args.config, **overrides)
     if config.out == "runs/lstm" and config.model != "lstm":
         config.out = f"runs/{config.model}"
-    train(config, resume=args.resume)
+    time_limit = None if args.time_limit_minutes is None else 60 * args.time_limit_minutes
+    train(config, resume=args.resume, until_step=args.until_step, time_limit_s=time_limit)
+    return 0
+
+
+def _download(args) -> int:
+    from musicgen.download import DownloadError, download_maestro
+
+    try:
+        folder = download_maestro(args.dest, progress=True)
+    except DownloadError as error:
+        print(f"musicgen: {error}", file=sys.stderr)
+        return 1
+    print(f"MAESTRO v3.0.0 is in {folder}")
     return 0
 
 
@@ -53,13 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(run=_prepare)
 
+    p = commands.add_parser("data", help="fetch data sets")
+    data_commands = p.add_subparsers(dest="data_command", required=True)
+    p = data_commands.add_parser("download", help="download a data set (resumable)")
+    p.add_argument("dataset", choices=("maestro",))
+    p.add_argument("--dest", default="data", help="folder to unpack into (default: data)")
+    p.set_defaults(run=_download)
+
     p = commands.add_parser("train", help="train a model on a token cache")
     p.add_argument("--model", choices=("lstm", "transformer"))
     p.add_argument("--config", help="JSON file of TrainConfig settings")
     p.add_argument("--data", help="token cache folder")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue OUT/last exactly")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=int, help="length of the schedule")
+    p.add_argument("--until-step", type=int, help="stop here (resumable) without changing it")
+    p.add_argument("--time-limit-minutes", type=float, help="stop (resumable) after this long")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seq-len", type=int)
     p.add_argument("--lr", type=float)

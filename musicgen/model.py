@@ -134,7 +134,9 @@ class TransformerModel(nn.Module):
     additive bias matrix, and either of those turns `scaled_dot_product_attention`
     away from its fused (flash / memory-efficient) kernels. RoPE only rotates
     q and k before the call, so training and the KV-cached step keep the fast
-    kernels, and a cache that slides past `context` stays correct.
+    kernels, and a cache can slide past `context`: old keys keep their rotation,
+    so only distances matter. (Past the window, as in Transformer-XL, the cached
+    keys of deeper layers still carry what their tokens attended to earlier.)
     """
 
     def __init__(self, config: TransformerConfig):

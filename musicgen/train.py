@@ -144,7 +144,8 @@ def validate(model, windows: torch.Tensor, device, precision: str,
     return total_loss / total, total_correct / total
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(config: TrainConfig, resume: bool = False, progress: bool = True,
+          until_step: int | None = None, time_limit_s: float | None = None) -> dict:
     """Run (or continue) training; returns the final record (also in last/trainer.json).
 
     Args:
@@ -152,6 +153,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         resume: Continue from `config.out`/last exactly (weights, optimizer,
             schedule, data RNG, dropout RNG, log); the settings stored there win.
         progress: Show a progress bar on stderr (rank 0 only).
+        until_step: Stop (with a checkpoint) at this step, leaving the schedule
+            of `max_steps` intact so that `resume` carries on where it stopped.
+        time_limit_s: Likewise, stop at the first evaluation after this many
+            seconds of this call (for sessions with a wall-clock limit).
     """
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = pick_device()
@@ -198,7 +203,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     model.train()
     window_began, window_tokens = time.perf_counter(), 0
     run_began = time.perf_counter() - record["elapsed_s"]
-    while record["step"] < config.max_steps:
+    call_began = time.perf_counter()
+    stop_step = min(config.max_steps, until_step or config.max_steps)
+    while record["step"] < stop_step:
         step = record["step"]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
@@ -217,7 +224,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         rate = window_tokens / max(1e-9, time.perf_counter() - window_began)
         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}")
 
-        if record["step"] % config.eval_interval == 0 or record["step"] == config.max_steps:
+        out_of_time = time_limit_s is not None and (
+            time.perf_counter() - call_began > time_limit_s)
+        if distributed:  # every rank must take the same branch
+            flag = torch.tensor(float(out_of_time))
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag)
+        at_end = record["step"] == stop_step or out_of_time
+        if record["step"] % config.eval_interval == 0 or at_end:
             record["elapsed_s"] = time.perf_counter() - run_began
             states = _gather_rng_states(rng, distributed, world)
             if rank == 0:
@@ -243,6 +257,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                                     {"torch_rng": torch.get_rng_state()})
                 plot_learning_curves(out / "log.csv", out / "curves.png")
             window_began, window_tokens = time.perf_counter(), 0
+            if out_of_time:
+                break
     bar.close()
     if distributed:
         dist.barrier()

@@ -45,3 +45,31 @@ def maestro_dir() -> Path:
         print(f"SKIP: {reason}")
         pytest.skip(reason)
     return MAESTRO
+
+
+def tiny_cache(directory: Path, pieces: int = 8, events: int = 400, seed: int = 0) -> Path:
+    """A token cache of random-ish performances, written as `prepare` would (no MIDI needed)."""
+    import json
+
+    import numpy as np
+
+    from musicgen.events import VOCAB, interleave_time_shifts
+
+    rng = np.random.default_rng(seed)
+    on, off = VOCAB["note_on"], VOCAB["note_off"]
+    arrays, records, offset = [], [], 0
+    for i in range(pieces):
+        steps = np.cumsum(rng.integers(0, 30, events))
+        pitches = rng.integers(40, 80, events)
+        kinds = np.where(rng.random(events) < 0.5, on.token(pitches), off.token(pitches))
+        tokens = np.concatenate(([VOCAB.bos], interleave_time_shifts(steps, kinds), [VOCAB.eos]))
+        split = "train" if i < pieces - 2 else ("validation" if i == pieces - 2 else "test")
+        records.append({"source": f"p{i}.mid", "sha256": f"{i:064x}", "split": split,
+                        "offset": offset, "length": len(tokens), "seconds": steps[-1] / 100})
+        arrays.append(tokens.astype(np.uint16))
+        offset += len(tokens)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "tokens.npy", np.concatenate(arrays))
+    (directory / "index.json").write_text(json.dumps(
+        {"vocab": VOCAB.to_dict(), "encoder_version": "test", "pieces": records, "skipped": []}))
+    return directory

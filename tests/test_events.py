@@ -108,7 +108,8 @@ def test_decoder_repairs_odd_sequences():
     assert report.restarted_notes == 2
     assert report.dropped_empty_notes == 1
     assert report.closed_at_end == 2
-    assert sorted(zip(notes.pitch.tolist(), notes.start.tolist(), notes.end.tolist())) == [
+    assert sorted(zip(notes.pitch.tolist(), notes.start.tolist(), notes.end.tolist(),
+                      strict=True)) == [
         (60, 0.0, 0.1), (60, 0.1, 0.6), (62, 0.3, 0.6)]
 
 

@@ -1,0 +1,508 @@
+"""MIDI to audio: FluidSynth with a reused synthesizer, and a numpy fallback.
+
+pretty_midi's own `fluidsynth()` builds a synthesizer and loads the soundfont on
+every call (0.1-0.6 s for FluidR3_GM before a single note is played). A
+`Renderer` instead keeps one `fluidsynth.Synth` per soundfont, loaded once,
+resets it before each render and drives it event by event. Every clip is then
+normalised to the same RMS loudness so that clips compare fairly by ear.
+
+When FluidSynth or a soundfont is missing, a small additive synth in numpy
+stands in, so that callers (the CLI, the app) always get audio back; the
+`Rendering` says which engine made it and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+TAIL_SECONDS = 1.0  # rendered after the last event so releases and reverb ring out
+FADE_SECONDS = 0.05  # appended after the tail: ends the clip without a click
+SILENCE_SECONDS = 1.0  # length of the clip for a MIDI without notes
+MAX_RENDER_SECONDS = 30 * 60.0  # beyond this the audio alone would take gigabytes
+PEAK_DBFS = -1.0
+SILENCE_DBFS = -120.0  # reported level of digital silence, instead of -inf
+# Quieter than this is silence or FluidSynth's dither (about -96 dBFS), which
+# normalising would only turn into loud noise, so it is left as it is.
+QUIETEST_DBFS = -90.0
+SOUNDFONT_ENV = "MUSICGEN_SOUNDFONT"
+SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
+REPO_SOUNDFONT_DIR = Path(__file__).resolve().parent.parent / "soundfonts"
+SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
+COMPRESSED_FORMATS = {"mp3": "libmp3lame", "ogg": "libvorbis"}
+
+# FluidSynth's default gain (0.2) is quiet, about -38 dBFS for one piano note,
+# but its int16 output clips irreversibly while quietness is undone by
+# normalisation, so the headroom is kept.
+SYNTH_GAIN = 0.2
+DRUM_CHANNEL = 9
+MELODIC_CHANNELS = tuple(c for c in range(16) if c != DRUM_CHANNEL)
+RESET_SAMPLES = 4096  # rendered and dropped at a time while resetting the synth
+MAX_RESET_SECONDS = 5.0
+DITHER_PEAK = 1  # FluidSynth dithers its int16 output: silence reads 0 or +-1
+# FluidSynth renders 64-sample blocks and applies events at block starts. Every
+# render asks for whole blocks (RESET_SAMPLES and the clip length are padded),
+# so each render starts on a block boundary and its timing repeats exactly.
+BLOCK = 64
+
+# Sort order of simultaneous events: a note-off before a note-on lets a key be
+# struck again at the instant it is released.
+NOTE_OFF, CONTROL, PITCH_BEND, NOTE_ON = range(4)
+
+
+def find_soundfonts(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Soundfont files that exist, most preferred first, each file once.
+
+    Looked for in order: `explicit`; the `MUSICGEN_SOUNDFONT` environment
+    variable; `.sf2`/`.sf3` files in the repository's `soundfonts/` folder;
+    `/usr/share/sounds/sf2` and `/usr/share/sounds/sf3`; the small
+    `TimGM6mb.sf2` that ships inside pretty_midi. Files reached twice (for
+    example through the `default-GM.sf2` symlink) are listed once, under the
+    path found first.
+
+    Args:
+        explicit: A soundfont the caller asks for by path.
+
+    Returns:
+        Paths of the soundfonts found; empty when there are none.
+
+    Raises:
+        FileNotFoundError: `explicit` is given but is not a file.
+    """
+    candidates: list[Path] = []
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Soundfont not found: {path}")
+        candidates.append(path)
+    if env_value := os.environ.get(SOUNDFONT_ENV):
+        path = Path(env_value).expanduser()
+        if path.is_file():
+            candidates.append(path)
+        else:
+            log.warning("%s=%s is not a file; ignoring it", SOUNDFONT_ENV, env_value)
+    for folder in (REPO_SOUNDFONT_DIR, *SYSTEM_SOUNDFONT_DIRS):
+        if folder.is_dir():
+            candidates += sorted(
+                p for p in folder.iterdir()
+                if p.suffix.lower() in SOUNDFONT_SUFFIXES and p.is_file()
+            )
+    bundled = Path(pretty_midi.__file__).resolve().parent / "TimGM6mb.sf2"
+    if bundled.is_file():
+        candidates.append(bundled)
+
+    found, seen = [], set()
+    for path in candidates:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(path)
+    return found
+
+
+def fluidsynth_available() -> bool:
+    """Whether pyfluidsynth and the libfluidsynth it wraps can be loaded.
+
+    Returns:
+        True when `import fluidsynth` succeeds.
+    """
+    return _import_fluidsynth() is not None
+
+
+def _import_fluidsynth():
+    # pyfluidsynth raises ImportError when it cannot find libfluidsynth, and
+    # ctypes raises OSError when the library is found but cannot be loaded.
+    try:
+        import fluidsynth
+    except (ImportError, OSError):
+        return None
+    return fluidsynth
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """Audio rendered from MIDI, with how it was made.
+
+    Attributes:
+        audio: float32 samples in [-1, 1], shape [samples, 2] (left, right).
+        sample_rate: Samples per second (44100).
+        engine: "fluidsynth" or "numpy-fallback".
+        soundfont: Path of the soundfont used, or None for the fallback.
+        seconds: Length of the audio in seconds.
+        rms_dbfs: RMS level after normalisation, in dB relative to full scale
+            (a full-scale sine reads -3 dB; silence reads -120 dB). Below the
+            target when the peak cap applied; audio quieter than -90 dB is
+            left unnormalised.
+        note: Why the fallback was used, or what else is worth knowing; "" if nothing.
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    engine: str
+    soundfont: str | None
+    seconds: float
+    rms_dbfs: float
+    note: str = ""
+
+
+class Renderer:
+    """Renders `pretty_midi.PrettyMIDI` objects to normalised stereo audio.
+
+    One `fluidsynth.Synth` is created per soundfont on first use and kept, so
+    the soundfont is read from disk once. A lock serialises renders, which
+    makes one `Renderer` safe to share between threads (the app's requests).
+
+    Attributes:
+        soundfonts: What `find_soundfonts()` found when the renderer was made;
+            the first one is used when `render` is not told otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.soundfonts: list[Path] = find_soundfonts()
+        self._synths: dict[str, tuple[object, int]] = {}  # resolved path -> (Synth, sfont id)
+        self._lock = threading.Lock()
+
+    def render(self, midi: pretty_midi.PrettyMIDI, soundfont: str | os.PathLike | None = None,
+               target_dbfs: float = -18.0) -> Rendering:
+        """Render MIDI to audio, with FluidSynth when it can and numpy when not.
+
+        Notes, control changes (the sustain pedal among them) and pitch bends
+        are played; each instrument keeps its program on a channel of its own,
+        drums on channel 9. After the last event the audio runs on for
+        `TAIL_SECONDS`, then fades out over `FADE_SECONDS`. The result is scaled
+        to `target_dbfs` RMS, then down again if its peak would pass -1 dBFS.
+
+        The synth is reset first, so nothing of an earlier render is heard and
+        identical MIDI gives the same notes at the same samples. The waveforms
+        still differ slightly (about -25 dB): FluidSynth's reverb modulation runs
+        on between renders and no call resets it.
+
+        Without FluidSynth, without any soundfont, or with a soundfont FluidSynth
+        cannot load, the numpy fallback renders instead and a warning is logged.
+
+        Args:
+            midi: The music. It is not modified.
+            soundfont: Path of the soundfont; None uses `self.soundfonts[0]`.
+            target_dbfs: RMS loudness to normalise to.
+
+        Returns:
+            The `Rendering`. A MIDI without notes gives `SILENCE_SECONDS` of silence.
+
+        Raises:
+            FileNotFoundError: `soundfont` is given but is not a file.
+            ValueError: The MIDI lasts longer than `MAX_RENDER_SECONDS`.
+        """
+        if soundfont is not None:
+            if not Path(soundfont).is_file():
+                raise FileNotFoundError(f"Soundfont not found: {soundfont}")
+            soundfont = str(soundfont)
+        elif self.soundfonts:
+            soundfont = str(self.soundfonts[0])
+        events = _collect_events(midi)
+        end_sample = events[-1][0] if events else 0
+        if end_sample > MAX_RENDER_SECONDS * SAMPLE_RATE:
+            raise ValueError(f"MIDI lasts {end_sample / SAMPLE_RATE:.0f} s; "
+                             f"at most {MAX_RENDER_SECONDS:.0f} s can be rendered")
+
+        fluidsynth = _import_fluidsynth()
+        reason = ""
+        if fluidsynth is None:
+            reason = "FluidSynth is not available (pyfluidsynth or libfluidsynth missing)"
+        elif soundfont is None:
+            reason = "no soundfont found (set MUSICGEN_SOUNDFONT or add one to soundfonts/)"
+
+        if not any(event[1] == NOTE_ON for event in events):
+            n_samples = round(SILENCE_SECONDS * SAMPLE_RATE)
+            engine = "numpy-fallback" if reason else "fluidsynth"
+            note = "; ".join(filter(None, ["no notes to render", reason]))
+            return _finish(np.zeros((n_samples, 2), np.float32), engine,
+                           None if reason else soundfont, target_dbfs, note)
+
+        n_samples = end_sample + round((TAIL_SECONDS + FADE_SECONDS) * SAMPLE_RATE)
+        n_samples += -n_samples % BLOCK
+        audio = None
+        if not reason:
+            with self._lock:
+                loaded = self._synth_for(fluidsynth, soundfont)
+                if loaded is None:
+                    reason = f"FluidSynth could not load the soundfont {soundfont}"
+                else:
+                    synth, sfont_id = loaded
+                    audio = _play(synth, sfont_id, midi, events, n_samples)
+        if audio is None:
+            log.warning("Rendering with the numpy fallback synth: %s", reason)
+            return _finish(_additive_synth(midi, n_samples), "numpy-fallback", None,
+                           target_dbfs, reason)
+        return _finish(audio, "fluidsynth", soundfont, target_dbfs, "")
+
+    def _synth_for(self, fluidsynth, soundfont: str) -> tuple[object, int] | None:
+        """The cached (Synth, sfont id) for a soundfont, loading it on first use."""
+        key = str(Path(soundfont).resolve())
+        if key not in self._synths:
+            synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=float(SAMPLE_RATE))
+            sfont_id = synth.sfload(key)
+            if sfont_id < 0:
+                synth.delete()
+                return None
+            self._synths[key] = (synth, sfont_id)
+        return self._synths[key]
+
+
+_default_renderer: Renderer | None = None
+_default_renderer_lock = threading.Lock()
+
+
+def default_renderer() -> Renderer:
+    """The process-wide shared `Renderer`, made on first call.
+
+    Sharing it keeps each soundfont loaded once per process. It is safe to use
+    from several threads at once: renders take turns on its lock.
+
+    Returns:
+        The same `Renderer` on every call.
+    """
+    global _default_renderer
+    with _default_renderer_lock:
+        if _default_renderer is None:
+            _default_renderer = Renderer()
+        return _default_renderer
+
+
+def _channels(midi: pretty_midi.PrettyMIDI) -> list[int]:
+    """The MIDI channel of each instrument: drums on 9, the others one channel each."""
+    channels = []
+    melodic = 0
+    for instrument in midi.instruments:
+        if instrument.is_drum:
+            channels.append(DRUM_CHANNEL)
+        else:
+            # Beyond 15 melodic instruments channels are shared; rare in practice.
+            channels.append(MELODIC_CHANNELS[melodic % len(MELODIC_CHANNELS)])
+            melodic += 1
+    return channels
+
+
+def _collect_events(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int, int, int]]:
+    """All events as (sample, kind, channel, data1, data2), sorted by time then kind."""
+    events = []
+    for instrument, channel in zip(midi.instruments, _channels(midi), strict=True):
+        for note in instrument.notes:
+            if note.velocity <= 0 or not 0 <= note.pitch <= 127:
+                continue
+            start = _to_sample(note.start)
+            # A note must last a sample, or its note-off would sort before its note-on.
+            end = max(_to_sample(note.end), start + 1)
+            events.append((start, NOTE_ON, channel, note.pitch, min(note.velocity, 127)))
+            events.append((end, NOTE_OFF, channel, note.pitch, 0))
+        for cc in instrument.control_changes:
+            events.append((_to_sample(cc.time), CONTROL, channel, cc.number, cc.value))
+        for bend in instrument.pitch_bends:
+            events.append((_to_sample(bend.time), PITCH_BEND, channel, bend.pitch, 0))
+    events.sort()
+    return events
+
+
+def _to_sample(seconds: float) -> int:
+    return max(0, round(seconds * SAMPLE_RATE))
+
+
+def _reset(synth) -> None:
+    """Silence the synth and return it to power-on state, so no render hears the last."""
+    for channel in range(16):
+        synth.all_sounds_off(channel)
+    synth.get_samples(RESET_SAMPLES)  # killed voices fade out over a few samples
+    synth.system_reset()  # controllers, programs, and most of the reverb state
+    # What the reset leaves of the reverb rings on for up to half a second;
+    # silence renders some 400x faster than real time, so wait it out.
+    for _ in range(round(MAX_RESET_SECONDS * SAMPLE_RATE / RESET_SAMPLES)):
+        if np.abs(synth.get_samples(RESET_SAMPLES)).max() <= DITHER_PEAK:
+            break
+
+
+def _play(synth, sfont_id: int, midi: pretty_midi.PrettyMIDI,
+          events: list[tuple[int, int, int, int, int]], n_samples: int) -> np.ndarray:
+    """Drive the synth through the events; returns float32 [n_samples, 2]."""
+    _reset(synth)
+    for instrument, channel in zip(midi.instruments, _channels(midi), strict=True):
+        bank, preset = (128 if instrument.is_drum else 0), instrument.program
+        if synth.program_select(channel, sfont_id, bank, preset) != 0:
+            # Small soundfonts lack many General MIDI presets: use the bank's first.
+            synth.program_select(channel, sfont_id, bank, 0)
+
+    pcm = np.zeros(2 * n_samples, np.int16)  # interleaved left, right
+    cursor = 0
+    sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> notes holding the key
+    for sample, kind, channel, data1, data2 in events:
+        if sample > cursor:
+            pcm[2 * cursor:2 * sample] = synth.get_samples(sample - cursor)
+            cursor = sample
+        if kind == NOTE_ON:
+            sounding[channel, data1] = sounding.get((channel, data1), 0) + 1
+            synth.noteon(channel, data1, data2)
+        elif kind == NOTE_OFF:
+            # With overlapping notes of one pitch the key is released by the
+            # last of them, not the first, so the later note is not cut short.
+            sounding[channel, data1] -= 1
+            if sounding[channel, data1] == 0:
+                synth.noteoff(channel, data1)
+        elif kind == CONTROL:
+            synth.cc(channel, data1, data2)
+        else:
+            synth.pitch_bend(channel, data1)
+    pcm[2 * cursor:] = synth.get_samples(n_samples - cursor)
+    return (pcm.astype(np.float32) / 32768.0).reshape(-1, 2)
+
+
+def _additive_synth(midi: pretty_midi.PrettyMIDI, n_samples: int) -> np.ndarray:
+    """A plain piano-like tone per note; returns float32 [n_samples, 2].
+
+    Each note is a few harmonics under an exponential decay, higher notes and
+    higher harmonics dying faster, as on a piano; a released note dies away
+    within a second. Drums and controllers (the pedal too) are ignored.
+    """
+    attack, release = 0.005, 0.15
+    harmonics = np.array([1.0, 0.5, 0.3, 0.2, 0.12, 0.08])
+    out = np.zeros(n_samples)
+    for instrument in midi.instruments:
+        if instrument.is_drum:
+            continue
+        for note in instrument.notes:
+            if note.velocity <= 0 or not 0 <= note.pitch <= 127:
+                continue
+            start = _to_sample(note.start)
+            held = max(_to_sample(note.end), start + 1) - start
+            length = min(held + round(5 * release * SAMPLE_RATE), n_samples - start)
+            if length <= 0:
+                continue
+            t = np.arange(length) / SAMPLE_RATE
+            freq = 440.0 * 2.0 ** ((note.pitch - 69) / 12)
+            decay = np.clip(2.5 * (261.6 / freq) ** 0.7, 0.2, 6.0)  # seconds to 1/e
+            envelope = np.minimum(t / attack, 1.0)
+            envelope *= np.exp(-np.maximum(t - held / SAMPLE_RATE, 0.0) / release)
+            # Harmonic k is sin(k x) * fade**k. Both come by recurrence from
+            # k - 1, about twice as fast as calling sin and exp for each harmonic.
+            angle = 2 * np.pi * freq * t
+            cos_x, fade_1 = np.cos(angle), np.exp(-t / decay)
+            sin_before, sin_k, fade_k = np.zeros(length), np.sin(angle), fade_1
+            tone = np.zeros(length)
+            for k, amplitude in enumerate(harmonics, start=1):
+                if k * freq >= 0.45 * SAMPLE_RATE:
+                    break
+                tone += amplitude * fade_k * sin_k
+                sin_before, sin_k = sin_k, 2 * cos_x * sin_k - sin_before
+                fade_k = fade_k * fade_1
+            out[start:start + length] += (note.velocity / 127) ** 2 * envelope * tone
+    return np.repeat(out[:, None], 2, axis=1).astype(np.float32)
+
+
+def _finish(audio: np.ndarray, engine: str, soundfont: str | None, target_dbfs: float,
+            note: str) -> Rendering:
+    """Fade out the end, normalise loudness, cap the peak, and wrap in a `Rendering`.
+
+    `audio` is faded in place.
+    """
+    fade = min(round(FADE_SECONDS * SAMPLE_RATE), len(audio))
+    if fade:
+        audio[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)[:, None]
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms > 10.0 ** (QUIETEST_DBFS / 20):
+        gain = 10.0 ** (target_dbfs / 20) / rms
+        peak = float(np.abs(audio).max()) * gain
+        gain *= min(1.0, 10.0 ** (PEAK_DBFS / 20) / peak)
+        audio = (audio * gain).astype(np.float32)
+        rms *= gain
+    rms_dbfs = max(20 * np.log10(max(rms, 1e-12)), SILENCE_DBFS)
+    return Rendering(audio=audio, sample_rate=SAMPLE_RATE, engine=engine, soundfont=soundfont,
+                     seconds=len(audio) / SAMPLE_RATE, rms_dbfs=float(rms_dbfs), note=note)
+
+
+def write_wav(path: str | os.PathLike, rendering: Rendering) -> Path:
+    """Write a rendering as a 16-bit PCM stereo WAV file.
+
+    Args:
+        path: Where to write; an existing file is replaced.
+        rendering: The audio.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(rendering.sample_rate)
+        wav.writeframes(_to_pcm16(rendering.audio))
+    return path
+
+
+def _to_pcm16(audio: np.ndarray) -> bytes:
+    """Interleaved little-endian int16 bytes, as WAV files and ffmpeg's s16le expect."""
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
+def encoders_available() -> list[str]:
+    """Audio formats this machine can write.
+
+    Returns:
+        "wav" always, then "mp3" and "ogg" when ffmpeg is on PATH and has their encoders.
+    """
+    formats = ["wav"]
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return formats
+    try:
+        listing = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True,
+                                 text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return formats
+    return formats + [fmt for fmt, codec in COMPRESSED_FORMATS.items() if codec in listing]
+
+
+def write_compressed(path: str | os.PathLike, rendering: Rendering,
+                     fmt: str = "mp3") -> Path | None:
+    """Encode a rendering to MP3 or Ogg Vorbis with ffmpeg, if ffmpeg is installed.
+
+    Args:
+        path: Where to write; an existing file is replaced.
+        rendering: The audio.
+        fmt: "mp3" or "ogg".
+
+    Returns:
+        The path written, or None when ffmpeg is not on PATH or fails to
+        encode (the reason is logged); callers can offer the WAV instead.
+
+    Raises:
+        ValueError: `fmt` is not "mp3" or "ogg".
+    """
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"Unknown format {fmt!r}; use one of {list(COMPRESSED_FORMATS)}")
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return None
+    path = Path(path)
+    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "s16le", "-ar", str(rendering.sample_rate), "-ac", "2", "-i", "pipe:0",
+               "-c:a", COMPRESSED_FORMATS[fmt], "-q:a", "2" if fmt == "mp3" else "5", str(path)]
+    try:
+        result = subprocess.run(command, input=_to_pcm16(rendering.audio), capture_output=True,
+                                timeout=600, check=False)
+    except (OSError, subprocess.SubprocessError) as error:
+        log.warning("ffmpeg could not be run: %s", error)
+        return None
+    if result.returncode != 0:
+        log.warning("ffmpeg failed to write %s: %s", path,
+                    result.stderr.decode(errors="replace").strip()[-500:])
+        return None
+    return path

@@ -1,0 +1,242 @@
+"""Tests for musicgen.audio: FluidSynth rendering, its reuse, the fallback, files out."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+
+from musicgen import audio
+
+FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+
+
+def make_midi(notes=(), pedal=(), program: int = 0) -> pretty_midi.PrettyMIDI:
+    """One instrument with (pitch, velocity, start, end) notes and (time, value) CC64 events."""
+    midi = pretty_midi.PrettyMIDI()
+    instrument = pretty_midi.Instrument(program=program)
+    instrument.notes += [pretty_midi.Note(v, p, s, e) for p, v, s, e in notes]
+    instrument.control_changes += [pretty_midi.ControlChange(64, v, t) for t, v in pedal]
+    midi.instruments.append(instrument)
+    return midi
+
+
+def peak_hz(rendering: audio.Rendering) -> float:
+    mono = rendering.audio.astype(np.float64).sum(axis=1)
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
+    return float(np.fft.rfftfreq(len(mono), 1 / rendering.sample_rate)[np.argmax(spectrum)])
+
+
+def log_spectrogram(samples: np.ndarray, size: int = 2048, hop: int = 512) -> np.ndarray:
+    frames = np.lib.stride_tricks.sliding_window_view(samples.sum(axis=1), size)[::hop]
+    return 20 * np.log10(np.abs(np.fft.rfft(frames * np.hanning(size), axis=1)) + 1e-9)
+
+
+@pytest.fixture
+def fluid_r3() -> Path:
+    if not audio.fluidsynth_available():
+        pytest.skip("FluidSynth is not available (pyfluidsynth or libfluidsynth missing)")
+    if not FLUID_R3.is_file():
+        pytest.skip(f"soundfont {FLUID_R3} is not installed")
+    return FLUID_R3
+
+
+def test_a4_with_fluidsynth_is_440_hz_at_target_loudness(fluid_r3):
+    rendering = audio.Renderer().render(make_midi([(69, 100, 0.0, 1.0)]), soundfont=str(fluid_r3))
+
+    assert rendering.engine == "fluidsynth"
+    assert rendering.soundfont == str(fluid_r3)
+    assert rendering.note == ""
+    assert rendering.audio.dtype == np.float32 and rendering.audio.shape[1] == 2
+    assert rendering.sample_rate == 44100
+    assert rendering.seconds == pytest.approx(len(rendering.audio) / 44100)
+    assert rendering.seconds >= 1.0 + 1.0
+    assert np.abs(rendering.audio).max() > 0.1
+    assert np.abs(rendering.audio).max() <= 10 ** (-1 / 20) + 1e-6
+    assert abs(rendering.rms_dbfs - -18.0) <= 1.0
+    measured = 20 * np.log10(np.sqrt(np.mean(np.square(rendering.audio, dtype=np.float64))))
+    assert measured == pytest.approx(rendering.rms_dbfs, abs=0.01)
+    assert peak_hz(rendering) == pytest.approx(440.0, abs=3.0)
+
+
+def test_renderer_loads_soundfont_once_and_leaks_nothing(fluid_r3, monkeypatch):
+    import fluidsynth
+
+    calls = {"Synth": 0, "sfload": 0}
+    original_init, original_sfload = fluidsynth.Synth.__init__, fluidsynth.Synth.sfload
+
+    def counting_init(self, *args, **kwargs):
+        calls["Synth"] += 1
+        original_init(self, *args, **kwargs)
+
+    def counting_sfload(self, *args, **kwargs):
+        calls["sfload"] += 1
+        return original_sfload(self, *args, **kwargs)
+
+    monkeypatch.setattr(fluidsynth.Synth, "__init__", counting_init)
+    monkeypatch.setattr(fluidsynth.Synth, "sfload", counting_sfload)
+    renderer = audio.Renderer()
+    a4 = make_midi([(69, 100, 0.5, 1.5)])
+    # Loud, pedal held to the end, and on another program: all of it must be gone next time.
+    loud = make_midi([(p, 127, 0.0, 0.5) for p in range(36, 96, 3)], pedal=[(0.0, 127)],
+                     program=48)
+
+    first = renderer.render(a4, soundfont=str(fluid_r3))
+    renderer.render(loud, soundfont=str(fluid_r3))
+    again = renderer.render(a4, soundfont=str(fluid_r3))
+
+    assert calls == {"Synth": 1, "sfload": 1}
+    assert again.audio.shape == first.audio.shape
+    assert again.rms_dbfs == pytest.approx(first.rms_dbfs, abs=0.05)
+    # Before the note starts there is only dither, not the tail of the loud chord.
+    assert np.abs(again.audio[: int(0.45 * 44100)]).max() < 3e-3
+    # FluidSynth's reverb modulation keeps running between renders (no call resets
+    # it), so the waveforms are not bit-identical; what is heard must be.
+    ours, theirs = log_spectrogram(first.audio), log_spectrogram(again.audio)
+    audible = ours > ours.max() - 60
+    assert np.abs(ours - theirs)[audible].mean() < 3.0
+    assert peak_hz(again) == pytest.approx(440.0, abs=3.0)
+
+
+def test_sustain_pedal_keeps_a_note_sounding(fluid_r3):
+    renderer = audio.Renderer()
+    dry = renderer.render(make_midi([(60, 100, 0.0, 0.2)], pedal=[(1.5, 0)]), str(fluid_r3))
+    held = renderer.render(make_midi([(60, 100, 0.0, 0.2)], pedal=[(0.0, 127), (1.5, 0)]),
+                           str(fluid_r3))
+
+    def level_near(rendering, seconds):
+        window = rendering.audio[int(seconds * 44100):int((seconds + 0.2) * 44100)]
+        return np.sqrt(np.mean(np.square(window))) / 10 ** (rendering.rms_dbfs / 20)
+
+    assert level_near(held, 1.0) > 10 * level_near(dry, 1.0)
+
+
+def test_overlapping_notes_of_one_pitch_hold_until_the_last_ends(fluid_r3):
+    renderer = audio.Renderer()
+    overlapping = renderer.render(make_midi([(69, 100, 0.0, 2.0), (69, 100, 0.5, 1.0)]))
+    restruck = renderer.render(make_midi([(69, 100, 0.0, 0.5), (69, 100, 0.5, 2.0)]))
+
+    def level_at_1_5_s(rendering):
+        window = rendering.audio[int(1.5 * 44100):int(1.7 * 44100)]
+        return np.sqrt(np.mean(np.square(window))) / 10 ** (rendering.rms_dbfs / 20)
+
+    # Had the inner note's note-off released the key, the sound would be fading by 1.5 s.
+    assert level_at_1_5_s(overlapping) == pytest.approx(level_at_1_5_s(restruck), rel=0.4)
+
+
+def test_concurrent_renders_on_one_renderer(fluid_r3):
+    renderer = audio.Renderer()
+    midis = [make_midi([(60 + i, 100, 0.2, 0.7)]) for i in range(4)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        renderings = list(pool.map(renderer.render, midis))
+
+    for i, rendering in enumerate(renderings):
+        assert rendering.engine == "fluidsynth"
+        assert np.abs(rendering.audio[: int(0.15 * 44100)]).max() < 3e-3
+        expected = 440.0 * 2 ** ((60 + i - 69) / 12)
+        assert peak_hz(rendering) == pytest.approx(expected, rel=0.01)
+
+
+def test_unloadable_soundfont_falls_back_and_missing_one_raises(fluid_r3, tmp_path):
+    broken = tmp_path / "broken.sf2"
+    broken.write_bytes(b"not a soundfont")
+    renderer = audio.Renderer()
+
+    rendering = renderer.render(make_midi([(69, 100, 0.0, 1.0)]), soundfont=str(broken))
+
+    assert rendering.engine == "numpy-fallback"
+    assert "could not load" in rendering.note
+    with pytest.raises(FileNotFoundError):
+        renderer.render(make_midi([(69, 100, 0.0, 1.0)]), soundfont=str(tmp_path / "no.sf2"))
+
+
+def test_fallback_when_fluidsynth_cannot_be_imported(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "fluidsynth", None)  # makes `import fluidsynth` fail
+    assert not audio.fluidsynth_available()
+
+    with caplog.at_level(logging.WARNING, logger="musicgen.audio"):
+        rendering = audio.Renderer().render(make_midi([(69, 100, 0.0, 1.0)]))
+
+    assert rendering.engine == "numpy-fallback"
+    assert rendering.soundfont is None
+    assert "FluidSynth is not available" in rendering.note
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert peak_hz(rendering) == pytest.approx(440.0, abs=3.0)
+    assert rendering.seconds >= 2.0
+    assert abs(rendering.rms_dbfs - -18.0) <= 1.0
+
+
+def test_fallback_when_no_soundfont_is_found():
+    renderer = audio.Renderer()
+    renderer.soundfonts = []
+
+    rendering = renderer.render(make_midi([(69, 100, 0.0, 1.0)]))
+
+    assert rendering.engine == "numpy-fallback"
+    assert "soundfont" in rendering.note
+    assert peak_hz(rendering) == pytest.approx(440.0, abs=3.0)
+
+
+def test_find_soundfonts_order(tmp_path, monkeypatch):
+    explicit, from_env = tmp_path / "explicit.sf2", tmp_path / "env.sf3"
+    repo_dir = tmp_path / "soundfonts"
+    repo_dir.mkdir()
+    in_repo = repo_dir / "repo.sf2"
+    for path in (explicit, from_env, in_repo, repo_dir / "notes.txt"):
+        path.write_bytes(b"RIFF")
+    monkeypatch.setenv("MUSICGEN_SOUNDFONT", str(from_env))
+    monkeypatch.setattr(audio, "REPO_SOUNDFONT_DIR", repo_dir)
+
+    found = audio.find_soundfonts(explicit)
+
+    assert found[:3] == [explicit, from_env, in_repo]
+    assert len(found) == len({p.resolve() for p in found})
+    assert audio.find_soundfonts(from_env)[:2] == [from_env, in_repo]  # env path listed once
+    with pytest.raises(FileNotFoundError, match="missing.sf2"):
+        audio.find_soundfonts(tmp_path / "missing.sf2")
+
+
+def test_write_wav_round_trips(tmp_path):
+    renderer = audio.Renderer()
+    rendering = renderer.render(make_midi([(60, 90, 0.0, 0.5), (64, 90, 0.25, 0.75)]))
+
+    path = audio.write_wav(tmp_path / "clip.wav", rendering)
+
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getframerate() == 44100
+        assert wav.getnchannels() == 2
+        assert wav.getsampwidth() == 2
+        assert wav.getnframes() == len(rendering.audio)
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
+    np.testing.assert_allclose(pcm / 32767, rendering.audio, atol=1 / 32767)
+
+
+def test_empty_midi_renders_short_silence():
+    renderer = audio.Renderer()
+    for midi in (pretty_midi.PrettyMIDI(), make_midi()):
+        rendering = renderer.render(midi)
+        assert 0.5 <= rendering.seconds <= 2.0
+        assert rendering.audio.shape == (round(rendering.seconds * 44100), 2)
+        assert not rendering.audio.any()
+        assert rendering.rms_dbfs == audio.SILENCE_DBFS
+
+
+def test_compressed_output_needs_ffmpeg(tmp_path, monkeypatch):
+    rendering = audio.Renderer().render(make_midi([(60, 90, 0.0, 0.5)]))
+    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+
+    assert audio.encoders_available() == ["wav"]
+    assert audio.write_compressed(tmp_path / "clip.mp3", rendering) is None
+    with pytest.raises(ValueError, match="flac"):
+        audio.write_compressed(tmp_path / "clip.flac", rendering, fmt="flac")
+
+
+def test_default_renderer_is_shared():
+    assert audio.default_renderer() is audio.default_renderer()
