@@ -506,3 +506,25 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering,
                     result.stderr.decode(errors="replace").strip()[-500:])
         return None
     return path
+
+
+def write_audio(path: str | os.PathLike, rendering: Rendering) -> Path:
+    """Write by the file's suffix: .mp3/.ogg when ffmpeg can encode it, else WAV.
+
+    Args:
+        path: Target file; with no encoder for .mp3/.ogg the WAV goes beside it
+            (same name, .wav suffix).
+        rendering: The audio.
+
+    Returns:
+        The path actually written.
+    """
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt in COMPRESSED_FORMATS:
+        written = write_compressed(path, rendering, fmt)
+        if written is not None:
+            return written
+        log.warning("no %s encoder (ffmpeg) found; writing WAV instead", fmt)
+        path = path.with_suffix(".wav")
+    return write_wav(path, rendering)

@@ -55,6 +55,74 @@ def _download(args) -> int:
     return 0
 
 
+def _generate(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from musicgen import compose
+    from musicgen.audio import default_renderer, write_audio
+    from musicgen.midi import MidiError
+
+    try:
+        if args.recipe_from:
+            recipe = compose.read_recipe(args.recipe_from)
+            checkpoint = args.checkpoint or compose.model_for_recipe(recipe)
+            primer = compose.primer_from_recipe(recipe)
+            settings = compose.settings_from_recipe(recipe)
+        else:
+            checkpoint = args.checkpoint or next(iter(compose.find_checkpoints().values()), None)
+            if checkpoint is None:
+                raise FileNotFoundError("no checkpoint given and none found in checkpoints/")
+            if args.seed_midi:
+                primer = compose.primer_from_midi(args.seed_midi, args.primer_seconds,
+                                                  Path(args.seed_midi).name)
+            elif args.example:
+                primer = compose.primer_from_example(args.example, args.primer_seconds)
+            else:
+                primer = compose.silence()
+            settings = compose.Settings(seconds=args.seconds, temperature=args.temperature,
+                                        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                                        n=args.n, include_primer=not args.no_primer)
+        model = compose.load_model(checkpoint)
+        if args.recipe_from and model.weights_sha256 != recipe["weights_sha256"]:
+            print("musicgen: warning: these weights differ from the recipe's; "
+                  "the notes will differ", file=sys.stderr)
+        bar = tqdm(total=100, unit="%", desc="sampling", disable=args.json, file=sys.stderr)
+        candidates = compose.compose(model, primer, settings,
+                                     on_progress=lambda f: bar.update(round(100 * f) - bar.n))
+        bar.close()
+    except (MidiError, ValueError, KeyError, FileNotFoundError) as error:
+        print(f"musicgen: {error}", file=sys.stderr)
+        return 1
+
+    out = Path(args.out)
+    results = []
+    for candidate in candidates:
+        suffix = f"-{candidate.index + 1}" if len(candidates) > 1 else ""
+        midi_path = compose.write_midi(candidate, out.with_name(out.stem + suffix + out.suffix))
+        entry = {"midi": str(midi_path), "recipe": candidate.recipe, "stats": candidate.stats,
+                 "decode": vars(candidate.report)}
+        if args.audio:
+            began = time.perf_counter()
+            rendering = default_renderer().render(candidate.midi, soundfont=args.soundfont)
+            audio = Path(args.audio)
+            audio = write_audio(audio.with_name(audio.stem + suffix + audio.suffix), rendering)
+            entry["audio"] = {"path": str(audio), "engine": rendering.engine,
+                              "soundfont": rendering.soundfont, "note": rendering.note,
+                              "rms_dbfs": round(rendering.rms_dbfs, 2),
+                              "rendering_s": round(time.perf_counter() - began, 3)}
+        results.append(entry)
+        if not args.json:
+            print(f"{midi_path}: {compose.describe_stats(candidate.stats)}"
+                  + (f" -> {entry['audio']['path']}" if args.audio else ""))
+    if args.json:
+        for entry in results:
+            entry["recipe"] = {k: v for k, v in entry["recipe"].items() if k != "primer_tokens"}
+        print(json.dumps({"checkpoint": str(checkpoint), "candidates": results}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musicgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +133,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(run=_prepare)
+
+    p = commands.add_parser("generate", help="continue a seed with a trained model")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the first in checkpoints/)")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed-midi", help="continue the end of this MIDI file")
+    seed.add_argument("--example", help="continue a built-in example (see --list-examples)")
+    seed.add_argument("--recipe-from", help="regenerate the notes of a MIDI written by musicgen")
+    p.add_argument("--primer-seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the continuation")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (argmax)")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=0.95, help="1.0 = off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=1, help="candidates (1-4)")
+    p.add_argument("--no-primer", action="store_true", help="write only the continuation")
+    p.add_argument("--out", default="out.mid")
+    p.add_argument("--audio", help="also render to this .wav (or .mp3/.ogg with ffmpeg)")
+    p.add_argument("--soundfont", help="soundfont file (default: the first one found)")
+    p.add_argument("--json", action="store_true", help="print paths, recipe, timings as JSON")
+    p.set_defaults(run=_generate)
 
     p = commands.add_parser("data", help="fetch data sets")
     data_commands = p.add_subparsers(dest="data_command", required=True)

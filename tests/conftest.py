@@ -73,3 +73,20 @@ def tiny_cache(directory: Path, pieces: int = 8, events: int = 400, seed: int = 
     (directory / "index.json").write_text(json.dumps(
         {"vocab": VOCAB.to_dict(), "encoder_version": "test", "pieces": records, "skipped": []}))
     return directory
+
+
+def tiny_checkpoint(directory: Path, kind: str = "lstm", seed: int = 0) -> Path:
+    """A randomly initialised small model saved as a checkpoint folder."""
+    from dataclasses import asdict
+
+    import torch
+
+    from musicgen.checkpoint import save_weights
+    from musicgen.model import LSTMConfig, TransformerConfig, build_model
+
+    config = (LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2) if kind == "lstm" else
+              TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=128))
+    torch.manual_seed(seed)
+    save_weights(directory, build_model(config), {"config": asdict(config),
+                                                  "name": directory.name})
+    return directory

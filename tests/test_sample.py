@@ -1,0 +1,105 @@
+"""The sampler: reproducible, exact filtering, batched = single, stops on time."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_checkpoint
+
+from musicgen.checkpoint import load_checkpoint
+from musicgen.events import VOCAB
+from musicgen.sample import filter_logits, generate
+
+SHIFT = VOCAB["time_shift"]
+PRIMER = np.array([VOCAB["note_on"].token(60), SHIFT.token(20), VOCAB["note_off"].token(60)])
+
+
+@pytest.fixture(scope="module", params=["lstm", "transformer"])
+def model(request, tmp_path_factory):
+    path = tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / request.param, request.param)
+    return load_checkpoint(path)[0]
+
+
+def test_same_seed_same_tokens(model):
+    a = generate(model, PRIMER, max_tokens=60, seed=7, top_p=0.9)
+    b = generate(model, PRIMER, max_tokens=60, seed=7, top_p=0.9)
+    c = generate(model, PRIMER, max_tokens=60, seed=8, top_p=0.9)
+    assert np.array_equal(a.tokens[0], b.tokens[0])
+    assert not np.array_equal(a.tokens[0], c.tokens[0])
+
+
+def test_temperature_zero_is_argmax(model):
+    result = generate(model, PRIMER, max_tokens=30, temperature=0.0, seed=3)
+    # Greedy by hand, one step at a time.
+    with torch.no_grad():
+        logits, state = model(torch.tensor([[VOCAB.bos, *PRIMER]]))
+        logits = logits[:, -1]
+        expected = []
+        for _ in range(30):
+            token = int(logits.argmax(-1))
+            expected.append(token)
+            if token == VOCAB.eos:
+                break
+            logits, state = model.step(torch.tensor([token]), state)
+    assert result.tokens[0].tolist() == expected
+
+
+def test_top_k_keeps_exactly_the_k_best():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probabilities = torch.tensor([[0.05, 0.5, 0.3, 0.1, 0.05]])
+    logits = probabilities.log()
+    kept = lambda p: torch.isfinite(filter_logits(logits, top_p=p))[0].tolist()  # noqa: E731
+    assert kept(0.5) == [False, True, False, False, False]    # 0.5 alone reaches 0.5
+    assert kept(0.6) == [False, True, True, False, False]     # 0.5 + 0.3
+    assert kept(0.85) == [False, True, True, True, False]     # 0.5 + 0.3 + 0.1 = 0.9
+    assert kept(1.0) == [True] * 5
+
+
+def test_top_k_and_top_p_combine():
+    logits = torch.tensor([[0.05, 0.5, 0.3, 0.1, 0.05]]).log()
+    kept = torch.isfinite(filter_logits(logits, top_k=3, top_p=0.95))[0].tolist()
+    assert kept == [False, True, True, True, False]
+
+
+def test_batch_of_four_equals_four_single_runs(model):
+    batch = generate(model, PRIMER, max_tokens=40, seed=10, n=4, temperature=1.2)
+    for i in range(4):
+        single = generate(model, PRIMER, max_tokens=40, seed=10 + i, n=1, temperature=1.2)
+        assert np.array_equal(batch.tokens[i], single.tokens[0])
+        np.testing.assert_allclose(batch.entropy[i], single.entropy[0], rtol=1e-4, atol=1e-5)
+
+
+def test_stops_within_one_time_shift_of_the_target(model):
+    result = generate(model, PRIMER, seconds=3.0, seed=1, n=3)
+    for tokens, seconds, reason in zip(result.tokens, result.music_seconds, result.stop_reasons,
+                                       strict=True):
+        if reason != "seconds":
+            continue
+        last = tokens[-1]
+        assert SHIFT.offset <= last < SHIFT.stop
+        last_shift = SHIFT.value(last) / 100
+        assert seconds >= 3.0 and seconds - last_shift < 3.0
+    assert "seconds" in result.stop_reasons
+
+
+def test_diagnostics_line_up_with_tokens(model):
+    result = generate(model, [], max_tokens=25, seed=0)  # from silence
+    assert len(result.entropy[0]) == len(result.chosen_probability[0]) == len(result.tokens[0])
+    assert (result.entropy[0] >= 0).all() and (result.entropy[0] <= np.log(VOCAB.size)).all()
+    assert ((result.chosen_probability[0] > 0) & (result.chosen_probability[0] <= 1)).all()
+
+
+def test_progress_is_reported(model):
+    seen = []
+    generate(model, PRIMER, max_tokens=100, on_progress=seen.append)
+    assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_k=-2), dict(n=0)])
+def test_bad_settings_are_refused(model, bad):
+    with pytest.raises(ValueError):
+        generate(model, PRIMER, max_tokens=5, **bad)
