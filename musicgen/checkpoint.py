@@ -149,3 +149,30 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
+                      name: str | None = None, dtype: torch.dtype = torch.float16,
+                      extra: dict | None = None) -> Path:
+    """Copy a training checkpoint as a shippable one: weights in `dtype`, card updated.
+
+    Args:
+        source: A checkpoint folder (e.g. runs/lstm/best).
+        destination: The new folder (e.g. checkpoints/lstm).
+        name: The model's name in the card (default: the destination's name).
+        dtype: Storage dtype of the weights (fp16 halves the size).
+        extra: Entries to add to the card (e.g. test metrics).
+
+    Returns:
+        The destination folder.
+    """
+    model, card = load_checkpoint(source)
+    destination = Path(destination)
+    card = {**card, **(extra or {}), "name": name or destination.name,
+            "weights_dtype": str(dtype).replace("torch.", "")}
+    card.pop("weights_sha256", None)
+    save_weights(destination, model, card, dtype=dtype)
+    curves = Path(source).parent / "curves.png"
+    if curves.is_file():
+        (destination / "curves.png").write_bytes(curves.read_bytes())
+    return destination

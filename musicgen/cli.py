@@ -43,6 +43,19 @@ def _train(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    import torch
+
+    from musicgen.evaluate import evaluate, format_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = evaluate(args.checkpoint, args.data, split=args.split, window=args.window,
+                      bootstrap=args.bootstrap, seed=args.seed)
+    print(json.dumps(result, allow_nan=False) if args.json else format_report(result))
+    return 0
+
+
 def _download(args) -> int:
     from musicgen.download import DownloadError, download_maestro
 
@@ -123,6 +136,14 @@ def _generate(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from musicgen.checkpoint import export_checkpoint
+
+    folder = export_checkpoint(args.source, args.destination, name=args.name)
+    print(f"exported {args.source} -> {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musicgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundfont", help="soundfont file (default: the first one found)")
     p.add_argument("--json", action="store_true", help="print paths, recipe, timings as JSON")
     p.set_defaults(run=_generate)
+
+    p = commands.add_parser("evaluate", help="score a checkpoint against baselines")
+    p.add_argument("checkpoint", help="checkpoint folder")
+    p.add_argument("--data", required=True, help="token cache, MAESTRO tree or MIDI folder")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--window", type=int, help="tokens per model call (see the output)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("export", help="copy a training checkpoint as fp16 for shipping")
+    p.add_argument("source", help="checkpoint folder, e.g. runs/lstm/best")
+    p.add_argument("destination", help="e.g. checkpoints/lstm")
+    p.add_argument("--name", help="model name in the card (default: destination's name)")
+    p.set_defaults(run=_export)
 
     p = commands.add_parser("data", help="fetch data sets")
     data_commands = p.add_subparsers(dest="data_command", required=True)

@@ -87,7 +87,8 @@ class Primer:
         return hashlib.sha256(np.asarray(self.tokens, np.int64).tobytes()).hexdigest()
 
 
-def _primer_from_notes(notes: Notes, seconds: float, source: str) -> Primer:
+def primer_from_notes(notes: Notes, seconds: float, source: str) -> Primer:
+    """The last `seconds` of some notes as a primer (0 seconds: silence)."""
     if not 0 <= seconds <= MAX_PRIMER_SECONDS:
         raise ValueError(f"primer length must be 0-{MAX_PRIMER_SECONDS:g} s, not {seconds:g}")
     if seconds == 0 or not len(notes):
@@ -108,12 +109,12 @@ def primer_from_midi(source: MidiSource, seconds: float, name: str = "upload") -
         MidiError: The file cannot be used (the message says why).
         ValueError: `seconds` is outside 0..60.
     """
-    return _primer_from_notes(read_midi(source), seconds, f"upload:{name}")
+    return primer_from_notes(read_midi(source), seconds, f"upload:{name}")
 
 
 def primer_from_example(name: str, seconds: float) -> Primer:
     """The last `seconds` of a built-in example (`musicgen.examples`)."""
-    return _primer_from_notes(example_notes(name), seconds, f"example:{name}")
+    return primer_from_notes(example_notes(name), seconds, f"example:{name}")
 
 
 def silence() -> Primer:

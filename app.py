@@ -1,0 +1,315 @@
+"""musicgen demo: pick or upload a seed, tune the sampler, listen, compare models.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--share]
+
+This file only wires Gradio widgets to `musicgen.studio.Studio`, which holds
+the models (loaded once here) and does the work. Per-user data lives in
+`gr.State`; nothing module-level changes after start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("GRADIO_TEMP_DIR", str(ROOT / "tmp" / "gradio"))
+os.environ.setdefault("MPLCONFIGDIR", str(ROOT / "tmp" / "matplotlib"))
+
+import gradio as gr  # noqa: E402 - the environment above must be set first
+
+from musicgen.compose import MAX_PRIMER_SECONDS, MAX_SECONDS, Settings  # noqa: E402
+from musicgen.midi import MidiError  # noqa: E402
+from musicgen.studio import SILENCE, UPLOAD, Studio  # noqa: E402
+
+MAX_CANDIDATES = 4
+EXAMPLE = "Built-in example"
+USER_ERRORS = (MidiError, ValueError, KeyError, FileNotFoundError)
+
+INTRO = """# musicgen: expressive piano continuations
+Pick a seed (a built-in example, your own MIDI file, or silence), choose a model and
+how adventurous it should be, and listen. Models: an LSTM and a Transformer over
+performance events (note-on/off, 10 ms time shifts, velocity), trained on MAESTRO v3.0.0."""
+
+HOW_TO = """### Run it yourself
+```bash
+git clone <this repository> && cd musicgen
+make demo     # sets up .venv and opens http://127.0.0.1:7860
+make test     # the whole test suite
+python -m musicgen generate --example "Beethoven: Ode to Joy" --seconds 30 --audio out.wav
+```
+Weights are trained on MAESTRO v3.0.0 (CC BY-NC-SA 4.0): non-commercial use, share alike.
+Ratings you submit are stored with the clip's recipe (model, settings, seed), nothing else."""
+
+
+def _error(error: Exception) -> gr.Error:
+    return gr.Error(str(error).strip("'\""), print_exception=False)
+
+
+def _settings(seconds, temperature, top_k, top_p, seed, n, include_seed) -> Settings:
+    return Settings(seconds=float(seconds), temperature=float(temperature), top_k=int(top_k),
+                    top_p=float(top_p), seed=int(seed), n=int(n), include_primer=bool(include_seed))
+
+
+def _cards_markdown(studio: Studio) -> str:
+    rows = ["| model | architecture | parameters | tokens seen | validation NLL | test NLL "
+            "(nats/event) | bigram baseline |", "|---|---|---:|---:|---:|---:|---:|"]
+    for card in studio.cards():
+        test = card.get("test", {})
+        rows.append(
+            f"| {card.get('name', '?')} | {card.get('architecture', '?')} | "
+            f"{card.get('parameters', 0):,} | {card.get('training', {}).get('tokens_seen', 0):,} "
+            f"| {card.get('best_val_loss', float('nan')):.3f} | "
+            f"{test.get('nll', float('nan')):.3f} | {test.get('bigram_nll', float('nan')):.3f} |")
+    licence = studio.cards()[0].get("licence", "")
+    return "### Models\n" + "\n".join(rows) + f"\n\n{licence}\n\n" + HOW_TO
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The Blocks app around one `Studio`."""
+    models = studio.model_names()
+    soundfonts = studio.soundfont_names()
+
+    with gr.Blocks(title="musicgen", delete_cache=(3600, 3600)) as demo:
+        session = gr.State(None)  # {"id": ..., "clips": [recipe dicts], "candidates": [...]}
+        gr.Markdown(INTRO)
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    source = gr.Radio([EXAMPLE, UPLOAD, SILENCE], value=EXAMPLE, label="Seed")
+                    example = gr.Dropdown(studio.examples, value=studio.examples[0],
+                                          label="Example")
+                    preview = gr.Audio(label="Example preview", type="filepath",
+                                       interactive=False)
+                    upload = gr.File(label="Your MIDI file (.mid/.midi, up to 5 MB)",
+                                     file_types=[".mid", ".midi"], type="filepath")
+                    primer_seconds = gr.Slider(0, MAX_PRIMER_SECONDS, value=10, step=1,
+                                               label="Seconds of the seed to continue from")
+                    include_seed = gr.Checkbox(True, label="Include the seed in the output")
+                with gr.Column(scale=1):
+                    model = gr.Dropdown(models, value=models[0], label="Model")
+                    temperature = gr.Slider(0, 2, value=1.0, step=0.05,
+                                            label="Temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)")
+                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
+                    seconds = gr.Slider(5, MAX_SECONDS, value=30, step=5,
+                                        label="Length of the continuation (seconds)")
+                    n = gr.Slider(1, MAX_CANDIDATES, value=1, step=1, label="Candidates")
+                    with gr.Row():
+                        seed = gr.Number(0, precision=0, label="Random seed", minimum=0)
+                        random_seed = gr.Checkbox(False, label="New random seed each time")
+                    soundfont = gr.Dropdown(soundfonts, value=soundfonts[0] if soundfonts else None,
+                                            label="Soundfont", allow_custom_value=False)
+                    generate_button = gr.Button("Generate", variant="primary")
+            slots = []
+            for i in range(MAX_CANDIDATES):
+                with gr.Group(visible=False) as group:
+                    with gr.Row():
+                        audio = gr.Audio(label=f"Candidate {i + 1}", type="filepath",
+                                         interactive=False, elem_classes=["candidate-audio"])
+                        midi = gr.File(label="MIDI", interactive=False)
+                    roll = gr.Image(label="Piano roll: seed (blue), continuation (orange)",
+                                    type="filepath", interactive=False)
+                    info = gr.Markdown()
+                    rating = gr.Radio(["1", "2", "3", "4", "5"], label="Your rating (5 = best)")
+                slots.append((group, audio, midi, roll, info, rating))
+            with gr.Row():
+                rate_button = gr.Button("Save my ratings")
+                rate_status = gr.Markdown()
+
+        with gr.Tab("Compare models"):
+            gr.Markdown("The same seed and settings (and the same random seed) continued by "
+                        "each model. The prompt is the one chosen on the Generate tab." +
+                        (" With a MAESTRO folder configured you can also use a test-split "
+                         "excerpt and hear the human continuation." if studio.maestro_dir
+                         else ""))
+            with gr.Row():
+                use_maestro = gr.Checkbox(False, label="Use a MAESTRO test-split excerpt",
+                                          visible=studio.maestro_dir is not None)
+                maestro_piece = gr.Number(0, precision=0, label="Test piece number",
+                                          visible=studio.maestro_dir is not None)
+                maestro_start = gr.Number(30, label="Excerpt start (s)",
+                                          visible=studio.maestro_dir is not None)
+            compare_button = gr.Button("Continue with every model", variant="primary")
+            compare_slots = []
+            with gr.Row():
+                for name in [*models, "human"]:
+                    with gr.Column(visible=name != "human") as column:
+                        c_audio = gr.Audio(label=name, type="filepath", interactive=False)
+                        c_roll = gr.Image(type="filepath", interactive=False, show_label=False)
+                        c_info = gr.Markdown()
+                    compare_slots.append((column, c_audio, c_roll, c_info))
+
+        with gr.Tab("Why temperature?"):
+            gr.Markdown(
+                "Greedy decoding (temperature 0) always takes the most likely next event; "
+                "a performance model then falls into loops, repeating a figure or a note. "
+                "Sampling keeps the music moving. The plots show, for every generated event, "
+                "the entropy of the model's prediction (how unsure it was) and the "
+                "probability of the event actually chosen.")
+            last_plot = gr.Image(label="Your last generated clip (candidate 1)",
+                                 type="filepath", interactive=False)
+            versus_button = gr.Button("Greedy vs sampled, same seed and prompt",
+                                      variant="primary")
+            with gr.Row():
+                versus = []
+                for label in ("Greedy (temperature 0)", "Sampled (your temperature)"):
+                    with gr.Column():
+                        v_audio = gr.Audio(label=label, type="filepath", interactive=False)
+                        v_roll = gr.Image(type="filepath", interactive=False, show_label=False)
+                        v_plot = gr.Image(type="filepath", interactive=False, show_label=False)
+                        v_info = gr.Markdown()
+                    versus.append((v_audio, v_roll, v_plot, v_info))
+
+        with gr.Tab("About"):
+            gr.Markdown(_cards_markdown(studio))
+
+        seed_inputs = [source, example, upload, primer_seconds]
+        setting_inputs = [seconds, temperature, top_k, top_p, seed, n, include_seed]
+
+        def new_session(state):
+            return state or {"id": uuid.uuid4().hex, "clips": [], "candidates": []}
+
+        def on_generate(source, example, upload, primer_seconds, model, soundfont, seconds,
+                        temperature, top_k, top_p, seed, n, include_seed, random_seed, state,
+                        progress=gr.Progress()):
+            state = new_session(state)
+            if random_seed:
+                seed = secrets.randbelow(2**31)
+            try:
+                primer = studio.primer(source, example, upload, primer_seconds)
+                settings = _settings(seconds, temperature, top_k, top_p, seed or 0, n,
+                                     include_seed)
+                clips, candidates = studio.generate(
+                    model, primer, settings, soundfont,
+                    on_progress=lambda f: progress(f, desc="sampling"))
+            except USER_ERRORS as error:
+                raise _error(error) from None
+            state = {**state, "clips": [c.recipe_data for c in clips],
+                     "candidates": candidates}
+            updates = []
+            for i, _ in enumerate(slots):
+                if i < len(clips):
+                    clip = clips[i]
+                    text = f"**{clip.stats}**  \n`{clip.recipe}`"
+                    if clip.engine_note:
+                        text += f"  \n_{clip.engine_note}_"
+                    updates += [gr.update(visible=True), clip.audio, clip.midi, clip.piano_roll,
+                                text, None]
+                else:
+                    updates += [gr.update(visible=False), None, None, None, "", None]
+            plot = studio.confidence_plot(candidates[0], f"{model}, T={settings.temperature}")
+            return [*updates, int(seed), state, plot]
+
+        slot_outputs = [component for slot in slots for component in slot]
+        generate_button.click(
+            on_generate,
+            [*seed_inputs, model, soundfont, *setting_inputs, random_seed, session],
+            [*slot_outputs, seed, session, last_plot], api_name="generate",
+            concurrency_limit=1)
+
+        def on_preview(name, soundfont):
+            try:
+                return studio.preview_example(name, soundfont)
+            except USER_ERRORS as error:
+                raise _error(error) from None
+
+        example.change(on_preview, [example, soundfont], preview, api_name="preview")
+        demo.load(on_preview, [example, soundfont], preview, api_name=False)
+
+        def on_rate(*values):
+            *scores, state = values
+            state = new_session(state)
+            if not state["clips"]:
+                raise gr.Error("Generate something first, then rate it.")
+            saved = [studio.rate(state["id"], clip, int(score))
+                     for clip, score in zip(state["clips"], scores, strict=False) if score]
+            if not saved:
+                raise gr.Error("Pick a score (1-5) for at least one candidate.")
+            return f"Saved {len(saved)} rating(s). Thank you!"
+
+        rate_button.click(on_rate, [slot[5] for slot in slots] + [session], rate_status,
+                          api_name="rate")
+
+        def on_compare(source, example, upload, primer_seconds, soundfont, seconds,
+                       temperature, top_k, top_p, seed, n, include_seed, use_maestro, piece,
+                       start, progress=gr.Progress()):
+            outputs = []
+            try:
+                settings = _settings(seconds, temperature, top_k, top_p, seed or 0, 1,
+                                     include_seed)
+                reference = None
+                if use_maestro:
+                    primer, reference = studio.reference(int(piece or 0), float(start or 0),
+                                                         primer_seconds, settings.seconds,
+                                                         soundfont)
+                else:
+                    primer = studio.primer(source, example, upload, primer_seconds)
+                for k, name in enumerate(models):
+                    clips, _ = studio.generate(
+                        name, primer, settings, soundfont,
+                        on_progress=lambda f, k=k, name=name: progress((k + f) / len(models),
+                                                                      desc=name))
+                    clip = clips[0]
+                    outputs += [gr.update(visible=True), clip.audio, clip.piano_roll,
+                                f"**{clip.stats}**  \n`{clip.recipe}`"]
+            except USER_ERRORS as error:
+                raise _error(error) from None
+            if reference is None:
+                outputs += [gr.update(visible=False), None, None, ""]
+            else:
+                outputs += [gr.update(visible=True), reference.audio, reference.piano_roll,
+                            f"**{reference.stats}**  \n{reference.recipe}"]
+            return outputs
+
+        compare_button.click(
+            on_compare,
+            [*seed_inputs, soundfont, *setting_inputs, use_maestro, maestro_piece,
+             maestro_start],
+            [component for slot in compare_slots for component in slot], api_name="compare",
+            concurrency_limit=1)
+
+        def on_versus(source, example, upload, primer_seconds, model, soundfont, seconds,
+                      temperature, top_k, top_p, seed, n, include_seed):
+            outputs = []
+            try:
+                primer = studio.primer(source, example, upload, primer_seconds)
+                for value in (0.0, max(float(temperature), 0.05)):
+                    settings = _settings(seconds, value, top_k, top_p, seed or 0, 1,
+                                         include_seed)
+                    clips, candidates = studio.generate(model, primer, settings, soundfont)
+                    plot = studio.confidence_plot(candidates[0], f"temperature {value:g}")
+                    outputs += [clips[0].audio, clips[0].piano_roll, plot,
+                                f"**{clips[0].stats}**"]
+            except USER_ERRORS as error:
+                raise _error(error) from None
+            return outputs
+
+        versus_button.click(on_versus, [*seed_inputs, model, soundfont, *setting_inputs],
+                            [c for column in versus for c in column], api_name="versus",
+                            concurrency_limit=1)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="make a public gradio.live link")
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    args = parser.parse_args(argv)
+    studio = Studio(args.checkpoints, output_dir=ROOT / "tmp" / "outputs",
+                    maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"))
+    demo = build_app(studio)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                max_file_size="5mb", theme=gr.themes.Soft(), show_error=True,
+                allowed_paths=[str(studio.output_dir)])
+
+
+if __name__ == "__main__":
+    main()
