@@ -33,9 +33,7 @@ def piano_roll(notes: Notes, primer_end: float, path: str | os.PathLike,
     Returns:
         The PNG's path.
     """
-    figure = Figure(figsize=(9, 3.2), dpi=90)
-    FigureCanvasAgg(figure)
-    axis = figure.add_subplot()
+    figure, axis = _figure(height=3.2)
     is_seed = notes.start < primer_end - 1e-9
     for mask, colour, label in ((is_seed, SEED_COLOUR, "seed"),
                                 (~is_seed, CONTINUATION_COLOUR, "continuation")):
@@ -58,11 +56,7 @@ def piano_roll(notes: Notes, primer_end: float, path: str | os.PathLike,
         axis.legend(loc="upper right", fontsize=8)
     axis.set_xlabel("seconds")
     axis.set_ylabel("MIDI pitch")
-    if title:
-        axis.set_title(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    return Path(path)
+    return _save(figure, axis, title, path)
 
 
 def confidence(entropy: np.ndarray, chosen_probability: np.ndarray, path: str | os.PathLike,
@@ -78,9 +72,7 @@ def confidence(entropy: np.ndarray, chosen_probability: np.ndarray, path: str | 
     Returns:
         The PNG's path.
     """
-    figure = Figure(figsize=(9, 3.0), dpi=90)
-    FigureCanvasAgg(figure)
-    axis = figure.add_subplot()
+    figure, axis = _figure(height=3.0)
     steps = np.arange(len(entropy))
     axis.plot(steps, entropy, color="#5b7db1", linewidth=0.8, label="entropy (nats)")
     axis.set_xlabel("generated event")
@@ -90,6 +82,16 @@ def confidence(entropy: np.ndarray, chosen_probability: np.ndarray, path: str | 
               label="p(chosen event)")
     twin.set_ylim(0, 1.02)
     twin.set_ylabel("p(chosen event)", color="#e0823d")
+    return _save(figure, axis, title, path)
+
+
+def _figure(height: float):
+    figure = Figure(figsize=(9, height), dpi=90)
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _save(figure: Figure, axis, title: str, path: str | os.PathLike) -> Path:
     if title:
         axis.set_title(title, fontsize=10)
     figure.tight_layout()
