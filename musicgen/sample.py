@@ -52,7 +52,7 @@ class Generation:
     stop_reasons: list[str]
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def filter_logits(logits: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """Keep the top-k tokens and the smallest set whose probability reaches top_p.
 
     Args:
@@ -62,20 +62,26 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
             sum reaches top_p (the token that crosses it is kept); 1.0 keeps all.
 
     Returns:
-        A copy with every dropped token at -inf.
+        A float64 copy with every dropped token at -inf.
     """
-    logits = logits.clone()
+    logits = np.array(logits, dtype=np.float64)
     if top_k and top_k < logits.shape[-1]:
-        threshold = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits[logits < threshold] = -float("inf")
+        threshold = np.partition(logits, -top_k, axis=-1)[:, -top_k:].min(-1, keepdims=True)
+        logits[logits < threshold] = -np.inf
     if top_p < 1.0:
-        ordered, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = ordered.softmax(-1).cumsum(-1)
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        probabilities = _softmax(np.take_along_axis(logits, order, -1))
         # Drop a token when the tokens before it already reach top_p.
-        drop_sorted = (cumulative - ordered.softmax(-1)) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits[drop] = -float("inf")
+        drop_sorted = np.cumsum(probabilities, -1) - probabilities >= top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, -1)
+        logits[drop] = -np.inf
     return logits
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(logits - logits.max(-1, keepdims=True))
+    return exponentials / exponentials.sum(-1, keepdims=True)
 
 
 def _check(temperature: float, top_k: int, top_p: float, n: int) -> None:
@@ -148,7 +154,7 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
         with fast_steps:
             batch = torch.from_numpy(primer).to(device).expand(n, -1)
             logits, state = model(batch)
-            logits = logits[:, -1].float()
+            logits = logits[:, -1].float().cpu().numpy()
             for t in range(max_tokens):
                 chosen, step_entropy, step_probability = _choose(
                     logits, temperature, top_k, top_p, generators)
@@ -173,7 +179,7 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
                 if on_progress is not None and t % 32 == 0:
                     on_progress(_progress(t, max_tokens, elapsed, target_steps))
                 logits, state = model.step(torch.from_numpy(chosen).to(device), state)
-                logits = logits.float()
+                logits = logits.float().cpu().numpy()
     finally:
         model.train(was_training)
     if on_progress is not None:
@@ -190,20 +196,34 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
                       music_seconds=music_seconds, stop_reasons=reasons)
 
 
-def _choose(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
             generators: list[torch.Generator]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One token per row, with the entropy and chosen probability of the model's distribution."""
-    log_probs = logits.log_softmax(-1)
-    step_entropy = -(log_probs.exp() * log_probs).sum(-1)
+    """One token per row, with the entropy and chosen probability of the model's distribution.
+
+    Numpy rather than torch: on a 391-long row each torch call costs more in
+    overhead than in arithmetic, and this runs once per generated token.
+    """
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(-1, keepdims=True))
+    log_probs = shifted - log_norm
+    probabilities = np.exp(log_probs)
+    step_entropy = -(probabilities * log_probs).sum(-1)
     if temperature == 0:
         chosen = logits.argmax(-1)
     else:
-        probabilities = filter_logits(logits / temperature, top_k, top_p).softmax(-1).cpu()
-        chosen = torch.stack([torch.multinomial(probabilities[i], 1, generator=generator)[0]
-                              for i, generator in enumerate(generators)])
-    chosen = chosen.to(logits.device)
-    picked = log_probs.gather(-1, chosen[:, None])[:, 0].exp()
-    return chosen.cpu().numpy(), step_entropy.cpu().numpy(), picked.cpu().numpy()
+        sampling = _softmax(filter_logits(logits / temperature, top_k, top_p))
+        cumulative = np.cumsum(sampling, -1)
+        # Inverse-CDF sampling with each row's own seeded generator.
+        uniforms = np.array([float(torch.rand(1, generator=g, dtype=torch.float64))
+                             for g in generators])
+        # side="right" never lands on a zero-probability token, except past the
+        # end when u * total rounds up to total: then take the last kept token.
+        last_kept = (sampling.shape[-1] - 1) - np.argmax(sampling[:, ::-1] > 0, axis=-1)
+        chosen = np.array([min(int(np.searchsorted(row, u * row[-1], side="right")), last)
+                           for row, u, last in zip(cumulative, uniforms, last_kept, strict=True)])
+    picked = probabilities[np.arange(len(chosen)), chosen]
+    return chosen.astype(np.int64), step_entropy, picked
 
 
 def _progress(t: int, max_tokens: int, elapsed: np.ndarray, target_steps: int | None) -> float:

@@ -44,15 +44,14 @@ def test_temperature_zero_is_argmax(model):
 
 
 def test_top_k_keeps_exactly_the_k_best():
-    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
-    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    logits = np.array([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = np.isfinite(filter_logits(logits, top_k=2))
     assert kept.tolist() == [[False, True, False, True, False]]
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
-    probabilities = torch.tensor([[0.05, 0.5, 0.3, 0.1, 0.05]])
-    logits = probabilities.log()
-    kept = lambda p: torch.isfinite(filter_logits(logits, top_p=p))[0].tolist()  # noqa: E731
+    logits = np.log([[0.05, 0.5, 0.3, 0.1, 0.05]])
+    kept = lambda p: np.isfinite(filter_logits(logits, top_p=p))[0].tolist()  # noqa: E731
     assert kept(0.5) == [False, True, False, False, False]    # 0.5 alone reaches 0.5
     assert kept(0.6) == [False, True, True, False, False]     # 0.5 + 0.3
     assert kept(0.85) == [False, True, True, True, False]     # 0.5 + 0.3 + 0.1 = 0.9
@@ -60,9 +59,19 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 
 def test_top_k_and_top_p_combine():
-    logits = torch.tensor([[0.05, 0.5, 0.3, 0.1, 0.05]]).log()
-    kept = torch.isfinite(filter_logits(logits, top_k=3, top_p=0.95))[0].tolist()
+    logits = np.log([[0.05, 0.5, 0.3, 0.1, 0.05]])
+    kept = np.isfinite(filter_logits(logits, top_k=3, top_p=0.95))[0].tolist()
     assert kept == [False, True, True, True, False]
+
+
+def test_sampling_follows_the_filtered_distribution():
+    from musicgen.sample import _choose
+    logits = np.log([[0.05, 0.5, 0.3, 0.1, 0.05]])
+    generator = torch.Generator().manual_seed(0)
+    draws = [int(_choose(logits, 1.0, 0, 0.85, [generator])[0][0]) for _ in range(3000)]
+    counts = np.bincount(draws, minlength=5) / len(draws)
+    assert counts[0] == counts[4] == 0  # outside the nucleus: never drawn
+    np.testing.assert_allclose(counts[1:4], np.array([0.5, 0.3, 0.1]) / 0.9, atol=0.03)
 
 
 def test_batch_of_four_equals_four_single_runs(model):
