@@ -56,15 +56,21 @@ def _settings(seconds, temperature, top_k, top_p, seed, n, include_seed) -> Sett
 
 
 def _cards_markdown(studio: Studio) -> str:
-    rows = ["| model | architecture | parameters | tokens seen | validation NLL | test NLL "
-            "(nats/event) | bigram baseline |", "|---|---|---:|---:|---:|---:|---:|"]
+    rows = ["| model | architecture | parameters | tokens seen | test NLL (nats/event) "
+            "[95% CI] | bigram baseline | accuracy |", "|---|---|---:|---:|---:|---:|---:|"]
     for card in studio.cards():
-        test = card.get("test", {})
-        rows.append(
-            f"| {card.get('name', '?')} | {card.get('architecture', '?')} | "
-            f"{card.get('parameters', 0):,} | {card.get('training', {}).get('tokens_seen', 0):,} "
-            f"| {card.get('best_val_loss', float('nan')):.3f} | "
-            f"{test.get('nll', float('nan')):.3f} | {test.get('bigram_nll', float('nan')):.3f} |")
+        test = card.get("evaluation", {}).get("test")
+        if test:
+            model, low_high = test["model"], test["model"]["ci"]["nll"]
+            nll = f"{model['nll']:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]"
+            bigram = f"{test['baselines']['bigram']['nll']:.3f}"
+            accuracy = f"{model['accuracy']:.3f}"
+        else:
+            nll = bigram = accuracy = "not evaluated"
+        rows.append(f"| {card.get('name', '?')} | {card.get('architecture', '?')} | "
+                    f"{card.get('parameters', 0):,} | "
+                    f"{card.get('training', {}).get('tokens_seen', 0):,} | {nll} | {bigram} | "
+                    f"{accuracy} |")
     licence = studio.cards()[0].get("licence", "")
     return "### Models\n" + "\n".join(rows) + f"\n\n{licence}\n\n" + HOW_TO
 

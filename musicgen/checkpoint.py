@@ -176,3 +176,16 @@ def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
     if curves.is_file():
         (destination / "curves.png").write_bytes(curves.read_bytes())
     return destination
+
+
+def update_card(directory: str | os.PathLike, **entries) -> dict:
+    """Add entries to a checkpoint's card.json (the weights, and their hash, stay as they are).
+
+    Returns:
+        The updated card.
+    """
+    path = Path(directory) / CARD
+    card = json.loads(path.read_text(encoding="utf-8"))
+    card.update(entries)
+    path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return card

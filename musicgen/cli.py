@@ -52,6 +52,11 @@ def _evaluate(args) -> int:
         torch.set_num_threads(args.threads)
     result = evaluate(args.checkpoint, args.data, split=args.split, window=args.window,
                       bootstrap=args.bootstrap, seed=args.seed)
+    if args.write_card:
+        from musicgen.checkpoint import read_card, update_card
+
+        evaluation = read_card(args.checkpoint).get("evaluation", {})
+        update_card(args.checkpoint, evaluation={**evaluation, args.split: result})
     print(json.dumps(result, allow_nan=False) if args.json else format_report(result))
     return 0
 
@@ -183,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--write-card", action="store_true",
+                   help="store the result in the checkpoint's card.json under evaluation.SPLIT")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_evaluate)
 
