@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -66,11 +67,19 @@ def test_distributed_data_parallel_with_gloo(tmp_path):
     from dataclasses import asdict
     config_path.write_text(json.dumps(asdict(config)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    # A session of its own, so that a hang kills torchrun *and* its workers.
+    process = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "musicgen", "train", "--config", str(config_path)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, stderr[-3000:]
     card = json.loads((tmp_path / "ddp" / "last" / "card.json").read_text())
     assert card["training"]["hardware"].startswith("2 x CPU")
     assert card["training"]["tokens_seen"] == 4 * 2 * 4 * 32  # steps x ranks x batch x length
