@@ -32,7 +32,8 @@ def _train(args) -> int:
     overrides = {"model": args.model, "data": args.data, "out": args.out,
                  "max_steps": args.max_steps, "batch_size": args.batch_size,
                  "seq_len": args.seq_len, "lr": args.lr, "seed": args.seed,
-                 "eval_interval": args.eval_interval, "precision": args.precision}
+                 "eval_interval": args.eval_interval, "precision": args.precision,
+                 "init_from": args.init_from}
     if args.no_augment:
         overrides["augment"] = False
     config = load_train_config(args.config, **overrides)
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="token cache folder")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue OUT/last exactly")
+    p.add_argument("--init-from", help="start from a checkpoint's weights (new schedule)")
     p.add_argument("--max-steps", type=int, help="length of the schedule")
     p.add_argument("--until-step", type=int, help="stop here (resumable) without changing it")
     p.add_argument("--time-limit-minutes", type=float, help="stop (resumable) after this long")

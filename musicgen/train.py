@@ -31,7 +31,13 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from safetensors.torch import load_model
 from tqdm import tqdm
 
-from musicgen.checkpoint import DATA_LICENCE, load_training_state, save_training_state, save_weights
+from musicgen.checkpoint import (
+    DATA_LICENCE,
+    load_training_state,
+    read_card,
+    save_training_state,
+    save_weights,
+)
 from musicgen.data import TokenCache, WindowSampler
 from musicgen.events import VOCAB
 from musicgen.model import (
@@ -69,10 +75,15 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
     model_config: dict = field(default_factory=dict)  # overrides of the model's defaults
+    # Start from these weights (a checkpoint folder) with a fresh optimizer and
+    # schedule: how a later session continues a shipped model.
+    init_from: str = ""
 
     def build_model_config(self) -> ModelConfig:
-        defaults = LSTMConfig() if self.model == "lstm" else TransformerConfig()
-        return config_from_dict({**asdict(defaults), **self.model_config, "kind": self.model})
+        defaults = asdict(LSTMConfig() if self.model == "lstm" else TransformerConfig())
+        if self.init_from:
+            defaults = read_card(self.init_from)["config"]
+        return config_from_dict({**defaults, **self.model_config, "kind": self.model})
 
 
 def load_train_config(path: str | os.PathLike, **overrides) -> TrainConfig:
@@ -185,6 +196,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         record, extras = load_training_state(last_dir, optimizer)
         rng.bit_generator.state = record["numpy_rng"][rank]
         torch.set_rng_state(extras["torch_rng"])
+    elif config.init_from:
+        load_model(model, str(Path(config.init_from) / "model.safetensors"), device=str(device))
     trainable = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     cache = TokenCache.load(config.data)
@@ -285,12 +298,21 @@ def _card(config: TrainConfig, model_config: ModelConfig, model, record: dict,
         "config": asdict(model_config),
         "parameters": count_parameters(model),
         "training": {**asdict(config), "steps": record["step"], "tokens_seen": record["tokens"],
+                     "tokens_seen_before": _tokens_before(config),
                      "wall_time_s": round(record["elapsed_s"], 1),
                      "hardware": f"{world} x {hardware}", "torch": torch.__version__},
         "validation": {"loss_nats_per_token": val_loss, "accuracy": val_accuracy,
                        "windows": config.eval_windows, "window_tokens": config.seq_len},
         "licence": DATA_LICENCE,
     }
+
+
+def _tokens_before(config: TrainConfig) -> int:
+    """Tokens the initial weights had seen (0 when training from scratch)."""
+    if not config.init_from:
+        return 0
+    training = read_card(config.init_from).get("training", {})
+    return training.get("tokens_seen", 0) + training.get("tokens_seen_before", 0)
 
 
 def _append_log(path: Path, row: dict) -> None:

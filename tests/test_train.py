@@ -83,3 +83,16 @@ def test_distributed_data_parallel_with_gloo(tmp_path):
     card = json.loads((tmp_path / "ddp" / "last" / "card.json").read_text())
     assert card["training"]["hardware"].startswith("2 x CPU")
     assert card["training"]["tokens_seen"] == 4 * 2 * 4 * 32  # steps x ranks x batch x length
+
+
+def test_init_from_a_checkpoint_continues_from_its_weights(tmp_path):
+    first = _config(tmp_path, out="first", max_steps=20, eval_interval=10)
+    train(first, progress=False)
+    first_val = _losses(tmp_path / "first")[-1][2]
+    warm = _config(tmp_path, out="warm", max_steps=2, eval_interval=2, lr=1e-9,
+                   init_from=str(tmp_path / "first" / "best"))
+    train(warm, progress=False)
+    # With a negligible learning rate the warm start scores what the weights scored.
+    assert _losses(tmp_path / "warm")[-1][2] == pytest.approx(first_val, abs=1e-3)
+    card = json.loads((tmp_path / "warm" / "last" / "card.json").read_text())
+    assert card["training"]["tokens_seen_before"] == 20 * 4 * 32
