@@ -1,8 +1,8 @@
 """Sample continuations from a model, one model call per token.
 
 The primer is run through the model once; after that every new token is a
-single `model.step` that carries the LSTM state or the Transformer's KV
-cache, instead of re-feeding a window of the past for each token (the course
+single step that carries the LSTM state or the Transformer's KV cache
+(`musicgen.inference`), instead of re-feeding a window of the past for each token (the course
 version's approach, kept in `bench/sampling.py` for comparison).
 
 Reproducibility: sequence i of a batch draws from its own `torch.Generator`
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from musicgen.events import STEPS_PER_SECOND, VOCAB, Vocabulary
+from musicgen.inference import stepper_for
 
 # Toggling oneDNN (below) also resets its TF32 flag, which makes torch warn about
 # Intel GPUs on every CPU; the warning is irrelevant here.
@@ -134,15 +135,16 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
     context = getattr(getattr(model, "config", None), "context", None)
     if context is not None:
         primer = primer[-(context - 1):]  # the Transformer attends to `context` tokens
-    device = next(model.parameters()).device
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n)]
     shift = vocab["time_shift"]
 
     was_training = model.training
     model.eval()
-    # oneDNN makes single-token LSTM steps 4-15x slower on CPU (measured here).
-    fast_steps = (torch.backends.mkldnn.flags(enabled=False) if device.type == "cpu"
-                  else nullcontext())
+    stepper = stepper_for(model)
+    # oneDNN makes single-token torch steps slower on CPU (measured here); the
+    # LSTM's numpy stepper does not use torch at all.
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    fast_steps = torch.backends.mkldnn.flags(enabled=False) if on_cpu else nullcontext()
     tokens = np.zeros((n, max_tokens), dtype=np.int64)
     entropy = np.zeros((n, max_tokens), dtype=np.float32)
     chosen_probability = np.zeros((n, max_tokens), dtype=np.float32)
@@ -152,9 +154,7 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
     active = np.ones(n, dtype=bool)
     try:
         with fast_steps:
-            batch = torch.from_numpy(primer).to(device).expand(n, -1)
-            logits, state = model(batch)
-            logits = logits[:, -1].float().cpu().numpy()
+            logits = stepper.start(np.repeat(primer[None, :], n, axis=0))
             for t in range(max_tokens):
                 chosen, step_entropy, step_probability = _choose(
                     logits, temperature, top_k, top_p, generators)
@@ -178,8 +178,7 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
                     break
                 if on_progress is not None and t % 32 == 0:
                     on_progress(_progress(t, max_tokens, elapsed, target_steps))
-                logits, state = model.step(torch.from_numpy(chosen).to(device), state)
-                logits = logits.float().cpu().numpy()
+                logits = stepper.step(chosen)
     finally:
         model.train(was_training)
     if on_progress is not None:

@@ -132,3 +132,19 @@ def test_config_round_trip_ignores_unknown_keys():
     config = TINY["transformer"]
     from dataclasses import asdict
     assert config_from_dict({**asdict(config), "future_setting": 1}) == config
+
+
+def test_numpy_lstm_stepper_matches_the_model():
+    import numpy as np
+
+    from musicgen.inference import NumpyLSTMStepper, TorchStepper
+    torch.manual_seed(0)
+    model = build_model(TINY["lstm"]).eval()
+    tokens = np.random.default_rng(0).integers(0, 391, (3, 30))
+    fast, reference = NumpyLSTMStepper(model), TorchStepper(model)
+    with torch.no_grad():
+        np.testing.assert_allclose(fast.start(tokens[:, :10]), reference.start(tokens[:, :10]),
+                                   atol=1e-5, rtol=1e-5)
+        for t in range(10, 30):
+            np.testing.assert_allclose(fast.step(tokens[:, t]), reference.step(tokens[:, t]),
+                                       atol=1e-5, rtol=1e-5)
