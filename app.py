@@ -157,8 +157,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                 "Sampling keeps the music moving. The plots show, for every generated event, "
                 "the entropy of the model's prediction (how unsure it was) and the "
                 "probability of the event actually chosen.")
-            last_plot = gr.Image(label="Your last generated clip (candidate 1)",
-                                 type="filepath", interactive=False)
+            with gr.Row():
+                plot_button = gr.Button("Plot my last generated clip (candidate 1)")
+            last_plot = gr.Image(label="Your last generated clip", type="filepath",
+                                 interactive=False)
             versus_button = gr.Button("Greedy vs sampled, same seed and prompt",
                                       variant="primary")
             with gr.Row():
@@ -208,15 +210,24 @@ def build_app(studio: Studio) -> gr.Blocks:
                                 text, None]
                 else:
                     updates += [gr.update(visible=False), None, None, None, "", None]
-            plot = studio.confidence_plot(candidates[0], f"{model}, T={settings.temperature}")
-            return [*updates, int(seed), state, plot]
+            return [*updates, int(seed), state]
 
         slot_outputs = [component for slot in slots for component in slot]
         generate_button.click(
             on_generate,
             [*seed_inputs, model, soundfont, *setting_inputs, random_seed, session],
-            [*slot_outputs, seed, session, last_plot], api_name="generate",
+            [*slot_outputs, seed, session], api_name="generate",
             concurrency_limit=1)
+
+        def on_plot(state):
+            if not state or not state["candidates"]:
+                raise gr.Error("Generate a clip on the Generate tab first.")
+            candidate = state["candidates"][0]
+            recipe = candidate.recipe
+            return studio.confidence_plot(candidate,
+                                          f"{recipe['model']}, T={recipe['temperature']}")
+
+        plot_button.click(on_plot, session, last_plot, api_name="plot")
 
         def on_preview(name, soundfont):
             try:
