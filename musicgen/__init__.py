@@ -8,10 +8,26 @@ machine with only torch and numpy (`musicgen.train`) never loads symusic or
 pretty_midi.
 """
 
+import contextlib
+import sys
 from importlib import import_module
 
-from musicgen.events import VOCAB, DecodeReport, Vocabulary
-from musicgen.notes import Notes
+
+def _import_fluidsynth_quietly() -> None:
+    """Import pyfluidsynth with its stdout sent to stderr.
+
+    pyfluidsynth prints where it found libfluidsynth to *stdout* whenever $CI is
+    set, and pretty_midi imports it, which would corrupt `--json` output in CI.
+    Importing it first, here, keeps the module cached and stdout clean.
+    """
+    with contextlib.redirect_stdout(sys.stderr), contextlib.suppress(ImportError, OSError):
+        import fluidsynth  # noqa: F401
+
+
+_import_fluidsynth_quietly()
+
+from musicgen.events import VOCAB, DecodeReport, Vocabulary  # noqa: E402
+from musicgen.notes import Notes  # noqa: E402
 
 __version__ = "0.1.0"
 _FROM_MIDI = ("MidiError", "decode_tokens", "encode_midi", "read_midi")
