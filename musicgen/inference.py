@@ -43,11 +43,17 @@ class NumpyLSTMStepper:
         self.hidden = lstm.hidden_size
         self.embedding = _array(model.embed.weight)
         self.layers = []
+        # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
+        # gates' weights here lets one tanh call serve all four gates per step.
+        size = self.hidden
+        scale = np.full(4 * size, 0.5, np.float32)
+        scale[2 * size:3 * size] = 1.0  # the cell gate (PyTorch order i, f, g, o) is a tanh
         for k in range(lstm.num_layers):
             weights = torch.cat((getattr(lstm, f"weight_ih_l{k}"),
                                  getattr(lstm, f"weight_hh_l{k}")), dim=1)
             bias = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
-            self.layers.append((np.ascontiguousarray(_array(weights).T), _array(bias)))
+            self.layers.append((np.ascontiguousarray(_array(weights).T * scale),
+                                _array(bias) * scale))
         self.head_weight = np.ascontiguousarray(_array(model.head.weight).T)
         self.head_bias = _array(model.head.bias)
         self.h = self.c = None
@@ -66,12 +72,11 @@ class NumpyLSTMStepper:
         x = self.embedding[tokens]
         size = self.hidden
         for k, (weights, bias) in enumerate(self.layers):
-            gates = np.concatenate((x, self.h[k]), axis=1) @ weights + bias
-            # PyTorch's gate order: input, forget, cell, output.
-            i, f = _sigmoid(gates[:, :size]), _sigmoid(gates[:, size:2 * size])
-            g, o = np.tanh(gates[:, 2 * size:3 * size]), _sigmoid(gates[:, 3 * size:])
-            self.c[k] = f * self.c[k] + i * g
-            self.h[k] = o * np.tanh(self.c[k])
+            gates = np.tanh(np.concatenate((x, self.h[k]), axis=1) @ weights + bias)
+            i, f = gates[:, :size] + 1, gates[:, size:2 * size] + 1  # 2 x sigmoid
+            g, o = gates[:, 2 * size:3 * size], gates[:, 3 * size:] + 1
+            self.c[k] = 0.5 * (f * self.c[k] + i * g)
+            self.h[k] = 0.5 * o * np.tanh(self.c[k])
             x = self.h[k]
         return x @ self.head_weight + self.head_bias
 
@@ -85,7 +90,3 @@ def stepper_for(model: torch.nn.Module) -> TorchStepper | NumpyLSTMStepper:
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy()
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # stable for large |x|, one ufunc call
