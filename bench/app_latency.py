@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import socket
 import statistics
 import subprocess
@@ -53,7 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 EXAMPLE = "Bach: Prelude in C (opening)"
 TARGET_MEDIAN_S = 1.5
-
+from machine import busy_cpu_seconds, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
 
 # ---------------------------------------------------------------- the app
 
@@ -220,23 +219,8 @@ def concurrent(url: str, downloads: Path, clients: int, seconds: float, timeout:
 # ---------------------------------------------------------------- running
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds all processes on this machine have used (Linux /proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def own_cpu_seconds() -> float:
-    """CPU-seconds used by this process and its finished children (the app, once stopped)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:

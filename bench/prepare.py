@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from musicgen.events import VOCAB
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "maestro-v3.0.0"
 MIDITOK_CLASSES = {"MIDILike": miditok.MIDILike, "TSD": miditok.TSD}
+from machine import busy_cpu_seconds, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
 
 
 def miditok_config() -> dict:
@@ -170,23 +170,8 @@ def miditok_vocab_size(name: str) -> int:
 # ---------------------------------------------------------------- running
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds all processes on this machine have used (Linux /proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def own_cpu_seconds() -> float:
-    """CPU-seconds used by this process and its finished children (the workers)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
 
 
 def run(data_dir: Path, workers: int, repeats: int, tokenizers: list[str],

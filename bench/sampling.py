@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -80,6 +79,7 @@ LSTM_WINDOW = 100  # events re-fed per token by the course approach
 CLIP_SECONDS = 30.0
 TARGETS = {"lstm_tokens_per_s": 2500, "lstm_speedup": 30, "lstm_e2e_s": 1.0,
            "transformer_e2e_s": 3.0}
+from machine import busy_cpu_seconds, cpu_name, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
 
 
 class NoEos(torch.nn.Module):
@@ -206,33 +206,10 @@ def load_transformer(path: Path | None) -> tuple[LoadedModel, bool]:
 # ---------------------------------------------------------------- running
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds all processes on this machine have used (Linux /proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def own_cpu_seconds() -> float:
-    """CPU-seconds used by this process and its finished children."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def summary(seconds: list[float], tokens: int) -> dict:

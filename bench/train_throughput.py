@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -70,6 +69,7 @@ DEFAULT_RUNS = {
 }
 PRECISIONS = ("auto", "fp32")
 N_BATCHES = 4  # distinct random batches cycled through
+from machine import busy_cpu_seconds, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
 
 
 def from_train_config(path: Path) -> tuple[ModelConfig, int, int, float]:
@@ -166,20 +166,8 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds all processes on this machine have used (Linux /proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def own_cpu_seconds() -> float:
-    """CPU-seconds used by this process."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
