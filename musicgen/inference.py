@@ -39,23 +39,8 @@ class NumpyLSTMStepper:
     """The LSTM's step in float32 numpy, with input and recurrent weights fused per layer."""
 
     def __init__(self, model: LSTMModel):
-        lstm = model.lstm
-        self.hidden = lstm.hidden_size
-        self.embedding = _array(model.embed.weight)
-        self.layers = []
-        # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
-        # gates' weights here lets one tanh call serve all four gates per step.
-        size = self.hidden
-        scale = np.full(4 * size, 0.5, np.float32)
-        scale[2 * size:3 * size] = 1.0  # the cell gate (PyTorch order i, f, g, o) is a tanh
-        for k in range(lstm.num_layers):
-            weights = torch.cat((getattr(lstm, f"weight_ih_l{k}"),
-                                 getattr(lstm, f"weight_hh_l{k}")), dim=1)
-            bias = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
-            self.layers.append((np.ascontiguousarray(_array(weights).T * scale),
-                                _array(bias) * scale))
-        self.head_weight = np.ascontiguousarray(_array(model.head.weight).T)
-        self.head_bias = _array(model.head.bias)
+        self.hidden = model.lstm.hidden_size
+        self.embedding, self.layers, self.head_weight, self.head_bias = _numpy_weights(model)
         self.h = self.c = None
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
@@ -79,6 +64,34 @@ class NumpyLSTMStepper:
             self.h[k] = 0.5 * o * np.tanh(self.c[k])
             x = self.h[k]
         return x @ self.head_weight + self.head_bias
+
+
+def _numpy_weights(model: LSTMModel) -> tuple:
+    """The LSTM's weights laid out for `NumpyLSTMStepper`, prepared once per model.
+
+    Preparing them takes ~40 ms, as long as ~100 steps, so they are kept on the
+    model and reused until a parameter changes: its data pointer or its version
+    counter (bumped by every in-place update, e.g. an optimizer step) differs.
+    """
+    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    cached = getattr(model, "_numpy_step_weights", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    lstm, size = model.lstm, model.lstm.hidden_size
+    # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
+    # gates' weights here lets one tanh call serve all four gates per step.
+    scale = np.full(4 * size, 0.5, np.float32)
+    scale[2 * size:3 * size] = 1.0  # the cell gate (PyTorch order i, f, g, o) is a tanh
+    layers = []
+    for k in range(lstm.num_layers):
+        weights = torch.cat((getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")),
+                            dim=1)
+        bias = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
+        layers.append((np.ascontiguousarray(_array(weights).T * scale), _array(bias) * scale))
+    weights = (_array(model.embed.weight), layers,
+               np.ascontiguousarray(_array(model.head.weight).T), _array(model.head.bias))
+    object.__setattr__(model, "_numpy_step_weights", (key, weights))
+    return weights
 
 
 def stepper_for(model: torch.nn.Module) -> TorchStepper | NumpyLSTMStepper:

@@ -70,13 +70,13 @@ def filter_logits(logits: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> np.
         threshold = np.partition(logits, -top_k, axis=-1)[:, -top_k:].min(-1, keepdims=True)
         logits[logits < threshold] = -np.inf
     if top_p < 1.0:
-        order = np.argsort(-logits, axis=-1, kind="stable")
-        probabilities = _softmax(np.take_along_axis(logits, order, -1))
-        # Drop a token when the tokens before it already reach top_p.
-        drop_sorted = np.cumsum(probabilities, -1) - probabilities >= top_p
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, -1)
-        logits[drop] = -np.inf
+        ordered = -np.sort(-logits, axis=-1)
+        probabilities = _softmax(ordered)
+        # Keep a token while the tokens before it sum to less than top_p; then
+        # every logit at or above the last kept one stays (ties are kept together).
+        kept = ((np.cumsum(probabilities, -1) - probabilities) < top_p).sum(-1, keepdims=True)
+        threshold = np.take_along_axis(ordered, kept - 1, axis=-1)
+        logits[logits < threshold] = -np.inf
     return logits
 
 

@@ -148,3 +148,16 @@ def test_numpy_lstm_stepper_matches_the_model():
         for t in range(10, 30):
             np.testing.assert_allclose(fast.step(tokens[:, t]), reference.step(tokens[:, t]),
                                        atol=1e-5, rtol=1e-5)
+
+
+def test_numpy_stepper_weights_follow_weight_updates():
+    import numpy as np
+
+    from musicgen.inference import NumpyLSTMStepper
+    model = build_model(TINY["lstm"]).eval()
+    tokens = np.array([[5, 6, 7]])
+    before = NumpyLSTMStepper(model).start(tokens)
+    assert np.array_equal(NumpyLSTMStepper(model).start(tokens), before)  # cached, same result
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
+    np.testing.assert_allclose(NumpyLSTMStepper(model).start(tokens), before + 1.0, atol=1e-5)
