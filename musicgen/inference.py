@@ -44,26 +44,42 @@ class NumpyLSTMStepper:
         self.h = self.c = None
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the primer [n, T] step by step; return the logits [n, V]."""
-        rows = tokens.shape[0]
+        """Run the primer [n, T]; return the logits [n, V] for the next token.
+
+        Layer by layer: the input projections of all T steps are one matrix
+        product, and only the recurrent half of the weights is read per step.
+        """
+        rows, steps = tokens.shape
         self.h = np.zeros((len(self.layers), rows, self.hidden), np.float32)
         self.c = np.zeros_like(self.h)
-        for t in range(tokens.shape[1]):
-            logits = self.step(tokens[:, t])
-        return logits
+        x = self.embedding[tokens]  # [n, T, inputs]
+        for k, (weights, bias) in enumerate(self.layers):
+            inputs = x.shape[-1]
+            projected = x @ weights[:inputs] + bias
+            recurrent = weights[inputs:]
+            outputs = np.empty((rows, steps, self.hidden), np.float32)
+            for t in range(steps):
+                self._cell(k, projected[:, t] + self.h[k] @ recurrent)
+                outputs[:, t] = self.h[k]
+            x = outputs
+        return x[:, -1] @ self.head_weight + self.head_bias
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
         x = self.embedding[tokens]
-        size = self.hidden
         for k, (weights, bias) in enumerate(self.layers):
-            gates = np.tanh(np.concatenate((x, self.h[k]), axis=1) @ weights + bias)
-            i, f = gates[:, :size] + 1, gates[:, size:2 * size] + 1  # 2 x sigmoid
-            g, o = gates[:, 2 * size:3 * size], gates[:, 3 * size:] + 1
-            self.c[k] = 0.5 * (f * self.c[k] + i * g)
-            self.h[k] = 0.5 * o * np.tanh(self.c[k])
+            self._cell(k, np.concatenate((x, self.h[k]), axis=1) @ weights + bias)
             x = self.h[k]
         return x @ self.head_weight + self.head_bias
+
+    def _cell(self, layer: int, preactivation: np.ndarray) -> None:
+        """Update h and c of one layer from its (pre-scaled) gate preactivations."""
+        size = self.hidden
+        gates = np.tanh(preactivation)
+        i, f = gates[:, :size] + 1, gates[:, size:2 * size] + 1  # 2 x sigmoid
+        g, o = gates[:, 2 * size:3 * size], gates[:, 3 * size:] + 1
+        self.c[layer] = 0.5 * (f * self.c[layer] + i * g)
+        self.h[layer] = 0.5 * o * np.tanh(self.c[layer])
 
 
 def _numpy_weights(model: LSTMModel) -> tuple:
