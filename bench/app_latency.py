@@ -52,7 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 EXAMPLE = "Bach: Prelude in C (opening)"
 TARGET_MEDIAN_S = 1.5
-from machine import busy_cpu_seconds, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
+from machine import LoadMeter, load_line  # noqa: E402 - bench/ is on sys.path
 
 # ---------------------------------------------------------------- the app
 
@@ -224,8 +224,7 @@ def concurrent(url: str, downloads: Path, clients: int, seconds: float, timeout:
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
-    load_before = os.getloadavg()
-    busy_before, own_before, wall_before = busy_cpu_seconds(), own_cpu_seconds(), time.time()
+    meter = LoadMeter()
     with tempfile.TemporaryDirectory(prefix="musicgen-bench-app-") as folder:
         folder = Path(folder)
         log("starting the app")
@@ -237,10 +236,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
                                             args.seconds, args.timeout, log)
                                  if args.concurrent else None)
             startup_s = app.startup_s
-    wall = time.time() - wall_before
-    others = None
-    if busy_before is not None:  # the app has been stopped and reaped: it counts as ours
-        others = max(0.0, (busy_cpu_seconds() - busy_before) - (own_cpu_seconds() - own_before))
     return {
         "request": {"example": EXAMPLE, "primer_seconds": 10, "seconds": args.seconds,
                     "model": "lstm", "n": 1, "temperature": 1.0, "top_p": 0.95},
@@ -249,11 +244,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
         "concurrent": result_concurrent,
         "target_median_s": TARGET_MEDIAN_S,
         "machine": {
-            "cpu_count": os.cpu_count(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "other_processes_cpu_seconds": None if others is None else round(others, 1),
-            "other_processes_cores": None if others is None else round(others / wall, 2),
+            **meter.record(),
             "python": platform.python_version(),
             "gradio": version("gradio"),
             "gradio_client": version("gradio_client"),
@@ -293,12 +284,7 @@ def report(result: dict) -> str:
         lines.append(f"failure: {failure}")
     lines += [
         "",
-        f"machine load: {machine['cpu_count']} CPUs, load average "
-        f"{machine['load_average_before'][0]:.2f} before, "
-        f"{machine['load_average_after'][0]:.2f} after" + (
-            "" if machine["other_processes_cores"] is None else
-            f"; other processes used about {machine['other_processes_cores']:.2f} cores "
-            "meanwhile (a training job makes these times pessimistic)"),
+        load_line(machine),
         f"python {machine['python']}, gradio {machine['gradio']}, "
         f"gradio_client {machine['gradio_client']}",
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import time
 from pathlib import Path
 
 
@@ -41,3 +42,38 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+class LoadMeter:
+    """Made just before a benchmark; `record()` afterwards says how loaded the machine was."""
+
+    def __init__(self) -> None:
+        self.load_before = os.getloadavg()
+        self.busy_before, self.own_before = busy_cpu_seconds(), own_cpu_seconds()
+        self.wall_before = time.time()
+
+    def record(self) -> dict:
+        """CPU count, load averages, and CPU used meanwhile by processes not ours."""
+        wall = max(1e-9, time.time() - self.wall_before)
+        others = None
+        if self.busy_before is not None:
+            others = max(0.0, (busy_cpu_seconds() - self.busy_before)
+                         - (own_cpu_seconds() - self.own_before))
+        return {
+            "cpu_count": os.cpu_count(),
+            "load_average_before": [round(x, 2) for x in self.load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "other_processes_cpu_seconds": None if others is None else round(others, 1),
+            "other_processes_cores": None if others is None else round(others / wall, 2),
+        }
+
+
+def load_line(machine: dict) -> str:
+    """The 'machine load: ...' line of a report, from `LoadMeter.record()`'s entries."""
+    line = (f"machine load: {machine['cpu_count']} CPUs, load average "
+            f"{machine['load_average_before'][0]:.2f} before, "
+            f"{machine['load_average_after'][0]:.2f} after")
+    if machine["other_processes_cores"] is not None:
+        line += (f"; other processes used about {machine['other_processes_cores']:.2f} cores "
+                 "meanwhile (another job running makes these times pessimistic)")
+    return line

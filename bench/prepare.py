@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -61,7 +60,7 @@ from musicgen.events import VOCAB
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "maestro-v3.0.0"
 MIDITOK_CLASSES = {"MIDILike": miditok.MIDILike, "TSD": miditok.TSD}
-from machine import busy_cpu_seconds, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
+from machine import LoadMeter, load_line  # noqa: E402 - bench/ is on sys.path
 
 
 def miditok_config() -> dict:
@@ -187,8 +186,7 @@ def run(data_dir: Path, workers: int, repeats: int, tokenizers: list[str],
     for name in tokenizers:
         results[name] = Measurement(f"miditok {name}", vocab_size=miditok_vocab_size(name))
 
-    load_before = os.getloadavg()
-    busy_before, own_before, wall_before = busy_cpu_seconds(), own_cpu_seconds(), time.time()
+    meter = LoadMeter()
     for repeat in range(1, repeats + 1):
         for key, measurement in results.items():
             if key == "musicgen":
@@ -198,10 +196,6 @@ def run(data_dir: Path, workers: int, repeats: int, tokenizers: list[str],
             seconds, measurement.files_ok, measurement.files_skipped, measurement.tokens = outcome
             measurement.seconds.append(round(seconds, 3))
             log(f"  run {repeat}/{repeats}  {measurement.name:<17} {seconds:8.2f} s")
-    wall = time.time() - wall_before
-    others = None
-    if busy_before is not None:
-        others = max(0.0, (busy_cpu_seconds() - busy_before) - (own_cpu_seconds() - own_before))
 
     return {
         "data_dir": str(data_dir),
@@ -214,11 +208,7 @@ def run(data_dir: Path, workers: int, repeats: int, tokenizers: list[str],
         "miditok_config": {key: (str(value) if isinstance(value, dict) else value)
                            for key, value in miditok_config().items()},
         "machine": {
-            "cpu_count": os.cpu_count(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "other_processes_cpu_seconds": None if others is None else round(others, 1),
-            "other_processes_cores": None if others is None else round(others / wall, 2),
+            **meter.record(),
             "python": platform.python_version(),
             "miditok": version("miditok"),
             "symusic": version("symusic"),
@@ -248,14 +238,9 @@ def report(result: dict) -> str:
         "",
         "musicgen tokens include BOS and EOS around each piece; its time also covers",
         "hashing every file and writing the cache. miditok tokens are counted, not saved.",
-        f"Shared, noisy machine: {machine['cpu_count']} CPUs, load average "
-        f"{machine['load_average_before'][0]:.2f} before, "
-        f"{machine['load_average_after'][0]:.2f} after.",
+        "The runs are interleaved, so that both sides share any load from other processes.",
+        load_line(machine),
     ]
-    if machine["other_processes_cores"] is not None:
-        lines += [f"Other processes (e.g. a training job) used about "
-                  f"{machine['other_processes_cores']:.2f} cores meanwhile, so absolute",
-                  "times are pessimistic; the runs are interleaved so that both sides share it."]
     lines.append(f"python {machine['python']}, miditok {machine['miditok']}, "
                  f"symusic {machine['symusic']}")
     return "\n".join(lines)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -79,7 +78,7 @@ LSTM_WINDOW = 100  # events re-fed per token by the course approach
 CLIP_SECONDS = 30.0
 TARGETS = {"lstm_tokens_per_s": 2500, "lstm_speedup": 30, "lstm_e2e_s": 1.0,
            "transformer_e2e_s": 3.0}
-from machine import busy_cpu_seconds, cpu_name, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
+from machine import LoadMeter, cpu_name, load_line  # noqa: E402 - bench/ is on sys.path
 
 
 class NoEos(torch.nn.Module):
@@ -254,8 +253,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     }
     measurements: dict[str, list[float]] = {key: [] for key in plan}
     e2e: dict[str, list[dict]] = {"lstm": [], "transformer": []}
-    load_before = os.getloadavg()
-    busy_before, own_before, wall_before = busy_cpu_seconds(), own_cpu_seconds(), time.time()
+    meter = LoadMeter()
     with tempfile.TemporaryDirectory(prefix="musicgen-bench-") as folder:
         for repeat in range(1, args.repeats + 1):
             seed = repeat
@@ -274,10 +272,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
             e2e["transformer"].append(transformer_run)
             log(f"  run {repeat}/{args.repeats}  end to end  lstm {lstm_run['total_s']:.3f} s,"
                 f" transformer {transformer_run['total_s']:.3f} s")
-    wall = time.time() - wall_before
-    others = None
-    if busy_before is not None:
-        others = max(0.0, (busy_cpu_seconds() - busy_before) - (own_cpu_seconds() - own_before))
 
     rates = {key: summary(seconds, args.baseline_tokens if key in (
         "lstm_window", "lstm_window_onednn", "transformer_no_cache") else args.tokens)
@@ -318,12 +312,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
         "end_to_end": end_to_end,
         "targets": TARGETS,
         "machine": {
-            "cpu_count": os.cpu_count(),
+            **meter.record(),
             "torch_threads": torch.get_num_threads(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "other_processes_cpu_seconds": None if others is None else round(others, 1),
-            "other_processes_cores": None if others is None else round(others / wall, 2),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "processor": cpu_name(),
@@ -401,12 +391,7 @@ def report(result: dict) -> str:
         "sample s = generate only; compose s adds decoding and building the MIDI. Audio "
         "includes the seed and a 1 s tail.",
         "",
-        f"machine load: {machine['cpu_count']} CPUs, load average "
-        f"{machine['load_average_before'][0]:.2f} before, "
-        f"{machine['load_average_after'][0]:.2f} after" + (
-            "" if machine["other_processes_cores"] is None else
-            f"; other processes used about {machine['other_processes_cores']:.2f} cores "
-            "meanwhile (a training job makes these times pessimistic)"),
+        load_line(machine),
         f"python {machine['python']}, torch {machine['torch']}, {machine['processor']}",
     ]
     return "\n".join(lines)

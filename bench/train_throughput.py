@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -69,7 +68,7 @@ DEFAULT_RUNS = {
 }
 PRECISIONS = ("auto", "fp32")
 N_BATCHES = 4  # distinct random batches cycled through
-from machine import busy_cpu_seconds, own_cpu_seconds  # noqa: E402 - bench/ is on sys.path
+from machine import LoadMeter, cpu_name, load_line  # noqa: E402 - bench/ is on sys.path
 
 
 def from_train_config(path: Path) -> tuple[ModelConfig, int, int, float]:
@@ -157,13 +156,7 @@ def time_training(model_config: ModelConfig, batch_size: int, seq_len: int, lr: 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 
@@ -180,8 +173,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     if args.transformer_config:
         setups["transformer"] = from_train_config(args.transformer_config)
 
-    load_before = os.getloadavg()
-    busy_before, own_before, wall_before = busy_cpu_seconds(), own_cpu_seconds(), time.time()
+    meter = LoadMeter()
     results = {}
     for name, (model_config, batch_size, seq_len, lr) in setups.items():
         for precision in PRECISIONS:
@@ -193,21 +185,13 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
             if device.type == "cuda":  # the model and optimizer of this run are gone
                 torch.cuda.empty_cache()
             log(f"  {name} {precision}: {result['tokens_per_s']:,.0f} tokens/s")
-    wall = time.time() - wall_before
-    others = None
-    if busy_before is not None:
-        others = max(0.0, (busy_cpu_seconds() - busy_before) - (own_cpu_seconds() - own_before))
     return {
         "device": str(device),
         "device_name": device_name(device),
         "results": results,
         "machine": {
-            "cpu_count": os.cpu_count(),
+            **meter.record(),
             "torch_threads": torch.get_num_threads(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "other_processes_cpu_seconds": None if others is None else round(others, 1),
-            "other_processes_cores": None if others is None else round(others / wall, 2),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
@@ -241,12 +225,7 @@ def report(result: dict) -> str:
                              f"{r['tokens_per_s'] / fp32['tokens_per_s']:.2f}x")
     lines += [
         "",
-        f"machine load: {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, "
-        f"load average {machine['load_average_before'][0]:.2f} before, "
-        f"{machine['load_average_after'][0]:.2f} after" + (
-            "" if machine["other_processes_cores"] is None else
-            f"; other processes used about {machine['other_processes_cores']:.2f} cores "
-            "meanwhile"),
+        f"{load_line(machine)}; {machine['torch_threads']} torch threads",
         f"python {machine['python']}, torch {machine['torch']}"
         + (f", CUDA {machine['cuda']}" if machine["cuda"] else ""),
     ]
