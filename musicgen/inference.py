@@ -1,10 +1,10 @@
-"""Run a model one token at a time for sampling: numpy for the LSTM on CPU, torch otherwise.
+"""Run a model one token at a time for sampling: numpy on CPU, torch elsewhere.
 
-Why numpy: at batch 1 an LSTM step is three matrix-vector products, and on
-this project's AMD CPUs torch's CPU matmul takes about 0.8 ms for them where
-numpy's OpenBLAS takes about 0.2 ms (bench/sampling.py); the rest of a step
-is a handful of elementwise operations that numpy also dispatches faster.
-Both steppers give the same logits as `model.step` (tested to 1e-5).
+Why numpy: at batch 1 a step is a chain of matrix-vector products, and on
+this project's AMD CPUs torch's CPU matmul takes about 0.8 ms for an LSTM
+step's three where numpy's OpenBLAS takes about 0.2 ms (bench/sampling.py);
+the rest of a step is elementwise work that numpy also dispatches faster.
+The numpy steppers give the same logits as `model.step` (tested to 1e-4).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from musicgen.model import LSTMModel
+from musicgen.model import LSTMModel, TransformerModel
 
 
 class TorchStepper:
@@ -40,7 +40,8 @@ class NumpyLSTMStepper:
 
     def __init__(self, model: LSTMModel):
         self.hidden = model.lstm.hidden_size
-        self.embedding, self.layers, self.head_weight, self.head_bias = _numpy_weights(model)
+        self.embedding, self.layers, self.head_weight, self.head_bias = _prepared(
+            model, _lstm_weights)
         self.h = self.c = None
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
@@ -82,17 +83,87 @@ class NumpyLSTMStepper:
         self.h[layer] = 0.5 * o * np.tanh(self.c[layer])
 
 
-def _numpy_weights(model: LSTMModel) -> tuple:
-    """The LSTM's weights laid out for `NumpyLSTMStepper`, prepared once per model.
+class NumpyTransformerStepper:
+    """The Transformer's KV-cached step in float32 numpy.
 
-    Preparing them takes ~40 ms, as long as ~100 steps, so they are kept on the
-    model and reused until a parameter changes: its data pointer or its version
-    counter (bumped by every in-place update, e.g. an optimizer step) differs.
+    Each layer's keys and values live in a ring buffer of `context` slots: a
+    new token's key overwrites the oldest one, which is the model's sliding
+    window (context - 1 past tokens plus the current one). The order of the
+    slots does not matter, since RoPE has already rotated each key by its own
+    position and softmax attention is a sum over keys.
     """
-    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+    def __init__(self, model: TransformerModel):
+        config = model.config
+        self.heads, self.head_dim = config.n_heads, config.d_model // config.n_heads
+        self.context = config.context
+        self.inverse_frequency = (config.rope_base ** (
+            -np.arange(0, self.head_dim, 2, dtype=np.float32) / self.head_dim)).astype(np.float32)
+        self.embedding, self.layers, self.head_weight, self.head_bias = _prepared(
+            model, _transformer_weights)
+        self.keys = self.values = None
+        self.position = 0
+
+    def start(self, tokens: np.ndarray) -> np.ndarray:
+        """Run the primer [n, T], T <= context; return the logits [n, V] for the next token."""
+        rows, steps = tokens.shape
+        if steps > self.context:
+            raise ValueError(f"a primer of {steps} tokens is longer than the context "
+                             f"({self.context}); keep its last {self.context - 1}")
+        shape = (len(self.layers), rows, self.heads, self.context, self.head_dim)
+        self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        self.position = 0
+        causal = np.triu(np.full((steps, steps), -np.inf, np.float32), k=1)
+        return self._forward(tokens, causal)
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """Feed one token per row [n]; return the next logits [n, V]."""
+        return self._forward(tokens[:, None], None)
+
+    def _forward(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        rows, steps = tokens.shape
+        positions = np.arange(self.position, self.position + steps)
+        cos, sin = _rope_tables(positions, self.inverse_frequency)
+        slots = positions % self.context
+        seen = min(self.position + steps, self.context)
+        x = self.embedding[tokens]  # [n, T, d]
+        for k, (qkv, qkv_bias, proj, proj_bias, up, up_bias, down, down_bias) in enumerate(
+                self.layers):
+            q, key, value = (_normalized(x) @ qkv + qkv_bias).reshape(
+                rows, steps, 3, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)
+            self.keys[k][:, :, slots] = _rotated(key, cos, sin)
+            self.values[k][:, :, slots] = value
+            # Scores of the T queries against every filled slot [n, H, T, seen].
+            scores = _rotated(q, cos, sin) @ self.keys[k][:, :, :seen].swapaxes(-1, -2)
+            if mask is not None:
+                scores += mask
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            scores /= scores.sum(axis=-1, keepdims=True)
+            attended = (scores @ self.values[k][:, :, :seen]).transpose(0, 2, 1, 3)
+            x = x + attended.reshape(rows, steps, -1) @ proj + proj_bias
+            x = x + _gelu(_normalized(x) @ up + up_bias) @ down + down_bias
+        self.position += steps
+        return _normalized(x[:, -1]) @ self.head_weight + self.head_bias
+
+
+def _prepared(model: torch.nn.Module, build) -> tuple:
+    """`build(model)`, computed once per model and kept on it until a parameter changes.
+
+    Preparing weights takes tens of milliseconds, as long as ~100 steps, so
+    they are reused until a parameter's data pointer or its version counter
+    (bumped by every in-place update, e.g. an optimizer step) differs.
+    """
+    key = (build.__name__, tuple((p.data_ptr(), p._version) for p in model.parameters()))
     cached = getattr(model, "_numpy_step_weights", None)
     if cached is not None and cached[0] == key:
         return cached[1]
+    weights = build(model)
+    object.__setattr__(model, "_numpy_step_weights", (key, weights))
+    return weights
+
+
+def _lstm_weights(model: LSTMModel) -> tuple:
+    """The LSTM's weights laid out for `NumpyLSTMStepper`."""
     lstm, size = model.lstm, model.lstm.hidden_size
     # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
     # gates' weights here lets one tanh call serve all four gates per step.
@@ -104,17 +175,79 @@ def _numpy_weights(model: LSTMModel) -> tuple:
                             dim=1)
         bias = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
         layers.append((np.ascontiguousarray(_array(weights).T * scale), _array(bias) * scale))
-    weights = (_array(model.embed.weight), layers,
-               np.ascontiguousarray(_array(model.head.weight).T), _array(model.head.bias))
-    object.__setattr__(model, "_numpy_step_weights", (key, weights))
-    return weights
+    return (_array(model.embed.weight), layers,
+            np.ascontiguousarray(_array(model.head.weight).T), _array(model.head.bias))
 
 
-def stepper_for(model: torch.nn.Module) -> TorchStepper | NumpyLSTMStepper:
-    """The fastest stepper for a model where it lives."""
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    return NumpyLSTMStepper(model) if on_cpu and isinstance(model, LSTMModel) else (
-        TorchStepper(model))
+def _transformer_weights(model: TransformerModel) -> tuple:
+    """The Transformer's weights laid out for `NumpyTransformerStepper`.
+
+    Each LayerNorm's scale and shift are folded into the linear layer that
+    reads it (LN(x) W + b = x_hat (g W) + (beta W + b)), and the attention's
+    1 / sqrt(head_dim) into the query columns (RoPE is linear, so the order of
+    scaling and rotating does not matter).
+    """
+    width = model.config.d_model
+    query_scale = np.ones(3 * width, np.float32)
+    query_scale[:width] = (width // model.config.n_heads) ** -0.5
+
+    def folded(norm: torch.nn.LayerNorm, linear: torch.nn.Linear, scale=1.0) -> tuple:
+        weight = _array(linear.weight).T  # [in, out]
+        bias = _array(linear.bias) if linear.bias is not None else 0.0
+        bias = _array(norm.bias) @ weight + bias
+        weight = _array(norm.weight)[:, None] * weight
+        return np.ascontiguousarray(weight * scale), (bias * scale).astype(np.float32)
+
+    layers = []
+    for block in model.blocks:
+        up, down = block.mlp[0], block.mlp[2]
+        layers.append((*folded(block.norm1, block.qkv, query_scale),
+                       np.ascontiguousarray(_array(block.proj.weight).T), _array(block.proj.bias),
+                       *folded(block.norm2, up),
+                       np.ascontiguousarray(_array(down.weight).T), _array(down.bias)))
+    return (_array(model.embed.weight), layers, *folded(model.norm, model.head))
+
+
+def _normalized(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """LayerNorm without its affine part (folded into the next weights)."""
+    centred = x - x.mean(axis=-1, keepdims=True)
+    return centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
+
+
+def _rope_tables(positions: np.ndarray, inverse_frequency: np.ndarray) -> tuple:
+    """cos and sin [T, head_dim / 2], computed in float32 as `model.rope_tables` does."""
+    angles = positions.astype(np.float32)[:, None] * inverse_frequency[None, :]
+    return np.cos(angles), np.sin(angles)
+
+
+def _rotated(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """`model.apply_rope` for x [n, H, T, D]: rotate channel pairs (2i, 2i + 1)."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    rotated = np.empty_like(x)
+    rotated[..., 0::2] = even * cos - odd * sin
+    rotated[..., 1::2] = even * sin + odd * cos
+    return rotated
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU, as `nn.GELU()`; erf from Abramowitz & Stegun 7.1.26 (error < 1.5e-7)."""
+    z = np.abs(x) * np.float32(0.5 ** 0.5)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    polynomial = t * (0.254829592 + t * (-0.284496736 + t * (
+        1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = np.copysign(1.0 - polynomial * np.exp(-z * z), x)
+    return 0.5 * x * (1.0 + erf)
+
+
+def stepper_for(model: torch.nn.Module) -> TorchStepper | NumpyLSTMStepper | (
+        NumpyTransformerStepper):
+    """The fastest stepper for a model where it lives: numpy on CPU, torch elsewhere."""
+    if next(model.parameters()).device.type == "cpu":
+        if isinstance(model, LSTMModel):
+            return NumpyLSTMStepper(model)
+        if isinstance(model, TransformerModel):
+            return NumpyTransformerStepper(model)
+    return TorchStepper(model)
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

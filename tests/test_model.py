@@ -161,3 +161,50 @@ def test_numpy_stepper_weights_follow_weight_updates():
     with torch.no_grad():
         model.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
     np.testing.assert_allclose(NumpyLSTMStepper(model).start(tokens), before + 1.0, atol=1e-5)
+
+
+def test_numpy_transformer_stepper_matches_the_model_past_its_context():
+    import numpy as np
+
+    from musicgen.inference import NumpyTransformerStepper, TorchStepper
+    torch.manual_seed(0)
+    config = TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=16,
+                               dropout=0.0)
+    model = build_model(config).eval()
+    with torch.no_grad():  # LayerNorm scales and biases away from 1 and 0, as after training
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    tokens = np.random.default_rng(0).integers(0, 391, (3, 60))
+    fast, reference = NumpyTransformerStepper(model), TorchStepper(model)
+    with torch.no_grad():
+        np.testing.assert_allclose(fast.start(tokens[:, :10]), reference.start(tokens[:, :10]),
+                                   atol=1e-4, rtol=1e-4)
+        for t in range(10, 60):  # 60 tokens through a 16-token window: the cache slides
+            np.testing.assert_allclose(fast.step(tokens[:, t]), reference.step(tokens[:, t]),
+                                       atol=1e-4, rtol=1e-4)
+
+
+def test_numpy_transformer_stepper_refuses_a_primer_longer_than_its_context():
+    import numpy as np
+
+    from musicgen.inference import NumpyTransformerStepper
+    model = build_model(TINY["transformer"]).eval()
+    with pytest.raises(ValueError, match="context"):
+        NumpyTransformerStepper(model).start(np.zeros((1, 65), dtype=np.int64))
+
+
+def test_exact_gelu_matches_torch():
+    import numpy as np
+
+    from musicgen.inference import _gelu
+    x = np.linspace(-8, 8, 10001, dtype=np.float32)
+    # The approximation's error (< 1.5e-7 in erf) plus float32 rounding: a few ulps.
+    np.testing.assert_allclose(_gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(),
+                               atol=2e-6)
+
+
+@pytest.mark.parametrize("kind", TINY)
+def test_sampling_on_cpu_uses_the_numpy_stepper(kind):
+    from musicgen.inference import NumpyLSTMStepper, NumpyTransformerStepper, stepper_for
+    expected = {"lstm": NumpyLSTMStepper, "transformer": NumpyTransformerStepper}[kind]
+    assert isinstance(stepper_for(build_model(TINY[kind])), expected)
