@@ -90,7 +90,10 @@ class NumpyTransformerStepper:
     new token's key overwrites the oldest one, which is the model's sliding
     window (context - 1 past tokens plus the current one). The order of the
     slots does not matter, since RoPE has already rotated each key by its own
-    position and softmax attention is a sum over keys.
+    position and softmax attention is a sum over keys. Likewise the channels
+    of queries and keys are reordered per head, evens then odds (a dot product
+    does not change when both sides are permuted alike), which makes RoPE two
+    products and a sum on contiguous halves.
     """
 
     def __init__(self, model: TransformerModel):
@@ -99,6 +102,8 @@ class NumpyTransformerStepper:
         self.context = config.context
         self.inverse_frequency = (config.rope_base ** (
             -np.arange(0, self.head_dim, 2, dtype=np.float32) / self.head_dim)).astype(np.float32)
+        half = self.head_dim // 2
+        self.swap_halves = np.concatenate((np.arange(half, 2 * half), np.arange(half)))
         self.embedding, self.layers, self.head_weight, self.head_bias = _prepared(
             model, _transformer_weights)
         self.keys = self.values = None
@@ -124,17 +129,20 @@ class NumpyTransformerStepper:
         rows, steps = tokens.shape
         positions = np.arange(self.position, self.position + steps)
         cos, sin = _rope_tables(positions, self.inverse_frequency)
+        cos, sin = np.concatenate((cos, cos), axis=1), np.concatenate((-sin, sin), axis=1)
         slots = positions % self.context
         seen = min(self.position + steps, self.context)
         x = self.embedding[tokens]  # [n, T, d]
         for k, (qkv, qkv_bias, proj, proj_bias, up, up_bias, down, down_bias) in enumerate(
                 self.layers):
-            q, key, value = (_normalized(x) @ qkv + qkv_bias).reshape(
+            qkv_heads = (_normalized(x) @ qkv + qkv_bias).reshape(
                 rows, steps, 3, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-            self.keys[k][:, :, slots] = _rotated(key, cos, sin)
-            self.values[k][:, :, slots] = value
+            query_key = qkv_heads[:2]  # [2, n, H, T, D], channels evens then odds
+            q, key = query_key * cos + query_key[..., self.swap_halves] * sin
+            self.keys[k][:, :, slots] = key
+            self.values[k][:, :, slots] = qkv_heads[2]
             # Scores of the T queries against every filled slot [n, H, T, seen].
-            scores = _rotated(q, cos, sin) @ self.keys[k][:, :, :seen].swapaxes(-1, -2)
+            scores = q @ self.keys[k][:, :, :seen].swapaxes(-1, -2)
             if mask is not None:
                 scores += mask
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
@@ -187,9 +195,14 @@ def _transformer_weights(model: TransformerModel) -> tuple:
     1 / sqrt(head_dim) into the query columns (RoPE is linear, so the order of
     scaling and rotating does not matter).
     """
-    width = model.config.d_model
+    width, heads = model.config.d_model, model.config.n_heads
+    head_dim = width // heads
     query_scale = np.ones(3 * width, np.float32)
-    query_scale[:width] = (width // model.config.n_heads) ** -0.5
+    query_scale[:width] = head_dim ** -0.5
+    # Query and key channels of each head reordered evens then odds (see the stepper).
+    within_head = np.concatenate((np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)))
+    per_head = (np.arange(heads)[:, None] * head_dim + within_head).ravel()
+    qkv_order = np.concatenate((per_head, width + per_head, np.arange(2 * width, 3 * width)))
 
     def folded(norm: torch.nn.LayerNorm, linear: torch.nn.Linear, scale=1.0) -> tuple:
         weight = _array(linear.weight).T  # [in, out]
@@ -201,7 +214,8 @@ def _transformer_weights(model: TransformerModel) -> tuple:
     layers = []
     for block in model.blocks:
         up, down = block.mlp[0], block.mlp[2]
-        layers.append((*folded(block.norm1, block.qkv, query_scale),
+        qkv, qkv_bias = folded(block.norm1, block.qkv, query_scale)
+        layers.append((np.ascontiguousarray(qkv[:, qkv_order]), qkv_bias[qkv_order],
                        np.ascontiguousarray(_array(block.proj.weight).T), _array(block.proj.bias),
                        *folded(block.norm2, up),
                        np.ascontiguousarray(_array(down.weight).T), _array(down.bias)))
@@ -218,15 +232,6 @@ def _rope_tables(positions: np.ndarray, inverse_frequency: np.ndarray) -> tuple:
     """cos and sin [T, head_dim / 2], computed in float32 as `model.rope_tables` does."""
     angles = positions.astype(np.float32)[:, None] * inverse_frequency[None, :]
     return np.cos(angles), np.sin(angles)
-
-
-def _rotated(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """`model.apply_rope` for x [n, H, T, D]: rotate channel pairs (2i, 2i + 1)."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    rotated = np.empty_like(x)
-    rotated[..., 0::2] = even * cos - odd * sin
-    rotated[..., 1::2] = even * sin + odd * cos
-    return rotated
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
