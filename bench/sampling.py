@@ -51,10 +51,12 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
 
+import musicgen.sample
 from musicgen.audio import Renderer, write_wav
 from musicgen.checkpoint import read_card
 from musicgen.compose import (
@@ -66,6 +68,7 @@ from musicgen.compose import (
     primer_from_example,
 )
 from musicgen.events import VOCAB, decode_events
+from musicgen.inference import stepper_for
 from musicgen.midi import notes_to_pretty_midi
 from musicgen.model import TransformerConfig, TransformerModel, count_parameters, describe
 from musicgen.sample import _choose, generate
@@ -82,7 +85,7 @@ from machine import LoadMeter, cpu_name, load_line  # noqa: E402 - bench/ is on 
 
 
 class NoEos(torch.nn.Module):
-    """A model whose EOS logit is pushed far down, so that a run never stops early.
+    """A model whose EOS logit is pushed far down, so that a re-feeding run never stops early.
 
     A large finite value rather than -inf keeps the sampler's entropy finite.
     """
@@ -103,16 +106,36 @@ class NoEos(torch.nn.Module):
         return logits, state
 
 
+class NoEosStepper:
+    """`NoEos` for the stepper `generate` picks (a model wrapper would hide its numpy stepper)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def start(self, tokens: np.ndarray) -> np.ndarray:
+        return self._masked(self.inner.start(tokens))
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        return self._masked(self.inner.step(tokens))
+
+    @staticmethod
+    def _masked(logits: np.ndarray) -> np.ndarray:
+        logits[..., VOCAB.eos] = -1e9
+        return logits
+
+
 # ---------------------------------------------------------------- the two ways to sample
 
 
 def time_incremental(model: torch.nn.Module, primer: np.ndarray, tokens: int,
                      seed: int) -> float:
     """Seconds for `generate` to make `tokens` new tokens (state / KV cache carried)."""
-    began = time.perf_counter()
-    generation = generate(model, primer, max_tokens=tokens, temperature=TEMPERATURE,
-                          top_k=TOP_K, top_p=TOP_P, seed=seed)
-    seconds = time.perf_counter() - began
+    with mock.patch.object(musicgen.sample, "stepper_for",
+                           lambda model: NoEosStepper(stepper_for(model))):
+        began = time.perf_counter()
+        generation = generate(model, primer, max_tokens=tokens, temperature=TEMPERATURE,
+                              top_k=TOP_K, top_p=TOP_P, seed=seed)
+        seconds = time.perf_counter() - began
     assert len(generation.tokens[0]) == tokens, generation.stop_reasons
     return seconds
 
@@ -222,33 +245,34 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     transformer_path = find_transformer(args.transformer_checkpoint)
     transformer, trained = load_transformer(transformer_path)
     primer = primer_from_example(EXAMPLE, args.primer_seconds)
-    # The trained LSTM is timed as it is: generate() picks its numpy stepper by
-    # type, which a wrapper would hide (an early EOS fails the length check).
-    # The Transformer may be random, so its EOS is masked.
-    lstm_fast, transformer_fast = lstm.model, NoEos(transformer.model)
+    # generate() picks its numpy stepper by the model's type, so it gets the
+    # models themselves (time_incremental masks EOS in the stepper); the
+    # re-feeding baselines call forward, so theirs is masked in the model.
+    lstm_model, transformer_model = lstm.model, transformer.model
+    lstm_refeed, transformer_refeed = NoEos(lstm.model), NoEos(transformer.model)
     context = transformer.model.config.context
     renderer = Renderer()
     warm_midi = notes_to_pretty_midi(decode_events(primer.tokens)[0])
 
     # Everything once, untimed: allocator, kernels, the soundfont.
     log("warming up")
-    time_incremental(lstm_fast, primer.tokens, 32, 0)
-    time_incremental(transformer_fast, primer.tokens, 32, 0)
-    time_refeed(lstm_fast, primer.tokens, 4, LSTM_WINDOW, 0, onednn=False)
-    time_refeed(lstm_fast, primer.tokens, 4, LSTM_WINDOW, 0, onednn=True)
-    time_refeed(transformer_fast, primer.tokens, 4, context, 0, onednn=False)
+    time_incremental(lstm_model, primer.tokens, 32, 0)
+    time_incremental(transformer_model, primer.tokens, 32, 0)
+    time_refeed(lstm_refeed, primer.tokens, 4, LSTM_WINDOW, 0, onednn=False)
+    time_refeed(lstm_refeed, primer.tokens, 4, LSTM_WINDOW, 0, onednn=True)
+    time_refeed(transformer_refeed, primer.tokens, 4, context, 0, onednn=False)
     renderer.render(warm_midi)
 
     # Each takes the seed; all are run once per repeat, interleaved.
     plan = {
-        "lstm_incremental": partial(time_incremental, lstm_fast, primer.tokens, args.tokens),
-        "lstm_window": partial(time_refeed, lstm_fast, primer.tokens, args.baseline_tokens,
+        "lstm_incremental": partial(time_incremental, lstm_model, primer.tokens, args.tokens),
+        "lstm_window": partial(time_refeed, lstm_refeed, primer.tokens, args.baseline_tokens,
                                LSTM_WINDOW, onednn=False),
-        "lstm_window_onednn": partial(time_refeed, lstm_fast, primer.tokens,
+        "lstm_window_onednn": partial(time_refeed, lstm_refeed, primer.tokens,
                                       args.baseline_tokens, LSTM_WINDOW, onednn=True),
-        "transformer_kv_cache": partial(time_incremental, transformer_fast, primer.tokens,
+        "transformer_kv_cache": partial(time_incremental, transformer_model, primer.tokens,
                                         args.tokens),
-        "transformer_no_cache": partial(time_refeed, transformer_fast, primer.tokens,
+        "transformer_no_cache": partial(time_refeed, transformer_refeed, primer.tokens,
                                         args.baseline_tokens, context, onednn=False),
     }
     measurements: dict[str, list[float]] = {key: [] for key in plan}
@@ -267,7 +291,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
                 transformer_run = time_end_to_end(transformer, primer, renderer, Path(folder),
                                                   seed=0)
             else:
-                transformer_run = time_estimated_end_to_end(transformer_fast, primer,
+                transformer_run = time_estimated_end_to_end(transformer_model, primer,
                                                             lstm_run, seed=0)
             e2e["transformer"].append(transformer_run)
             log(f"  run {repeat}/{args.repeats}  end to end  lstm {lstm_run['total_s']:.3f} s,"
