@@ -104,7 +104,7 @@ class Block(nn.Module):
                                  nn.Linear(config.d_ff, config.d_model))
         # Dropout on the residual branches only: with dropout_p > 0, SDPA on
         # CPU leaves its fused kernel and a training step gets 3.5x slower
-        # (bench/train_throughput.py, 1.8k vs 6.2k tokens/s).
+        # (1.8k vs 6.2k tokens/s here; BENCHMARKS.md, training throughput).
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, cos, sin, cache=None):
