@@ -24,7 +24,14 @@ import numpy as np
 import pretty_midi
 
 from musicgen.checkpoint import load_checkpoint, read_card
-from musicgen.events import VOCAB, DecodeReport, decode_events, encode_notes, event_steps
+from musicgen.events import (
+    STEPS_PER_SECOND,
+    VOCAB,
+    DecodeReport,
+    decode_events,
+    encode_notes,
+    event_steps,
+)
 from musicgen.examples import example_notes
 from musicgen.midi import MidiError, MidiSource, notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
@@ -93,13 +100,11 @@ def primer_from_notes(notes: Notes, seconds: float, source: str) -> Primer:
         raise ValueError(f"primer length must be 0-{MAX_PRIMER_SECONDS:g} s, not {seconds:g}")
     if seconds == 0 or not len(notes):
         return silence()
-    window_start = max(0.0, notes.end.max() - seconds)
-    keep = notes.start >= window_start
-    window = Notes.from_arrays(notes.pitch[keep], notes.velocity[keep],
-                               notes.start[keep] - window_start, notes.end[keep] - window_start)
+    window = notes.window(max(0.0, notes.end.max() - seconds))
     tokens = encode_notes(window)
     steps, _ = event_steps(tokens)
-    return Primer(tokens, window, source, float(steps[-1]) / 100 if len(steps) else 0.0)
+    return Primer(tokens, window, source,
+                  float(steps[-1]) / STEPS_PER_SECOND if len(steps) else 0.0)
 
 
 def primer_from_midi(source: MidiSource, seconds: float, name: str = "upload") -> Primer:
@@ -187,10 +192,7 @@ def compose(model: LoadedModel, primer: Primer, settings: Settings,
         notes, report = decode_events(np.concatenate((primer.tokens, continuation)))
         primer_end = primer.seconds
         if not settings.include_primer:
-            keep = notes.start >= primer_end - 1e-9
-            notes = Notes.from_arrays(notes.pitch[keep], notes.velocity[keep],
-                                      notes.start[keep] - primer_end, notes.end[keep] - primer_end)
-            primer_end = 0.0
+            notes, primer_end = notes.window(primer_end), 0.0
         recipe = make_recipe(model, primer, settings, index=i)
         candidate = Candidate(i, notes_to_pretty_midi(notes), notes, primer_end, recipe,
                               generation.entropy[i], generation.chosen_probability[i], report)

@@ -41,6 +41,28 @@ class Notes:
         order = np.lexsort((pitch, start))
         return Notes(pitch[order], velocity[order], start[order], end[order])
 
+    def window(self, start: float, end: float | None = None) -> Notes:
+        """The notes with onsets in [start, end), shifted to begin at time 0.
+
+        Onsets within 1 ns before `start` count as at `start` (times decoded
+        from 10 ms steps carry float rounding). With `end`, offsets past it are
+        cut there.
+
+        Args:
+            start: Seconds where the window begins.
+            end: Seconds where it ends (None: after the last note).
+
+        Returns:
+            The window's notes.
+        """
+        keep = self.start >= start - 1e-9
+        stop = self.end
+        if end is not None:
+            keep &= self.start < end
+            stop = np.minimum(self.end, end)
+        return Notes.from_arrays(self.pitch[keep], self.velocity[keep],
+                                 np.maximum(self.start[keep] - start, 0.0), stop[keep] - start)
+
     @staticmethod
     def empty() -> Notes:
         return Notes.from_arrays([], [], [], [])

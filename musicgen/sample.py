@@ -12,9 +12,7 @@ seed, seed+1, ...
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +20,6 @@ import torch
 
 from musicgen.events import STEPS_PER_SECOND, VOCAB, Vocabulary
 from musicgen.inference import stepper_for
-
-# Toggling oneDNN (below) also resets its TF32 flag, which makes torch warn about
-# Intel GPUs on every CPU; the warning is irrelevant here.
-warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 
 # Without a token budget, stop a run that never advances time (e.g. only
 # note events) after this many tokens per second of music asked for.
@@ -141,10 +135,6 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
     was_training = model.training
     model.eval()
     stepper = stepper_for(model)
-    # oneDNN makes single-token torch steps slower on CPU (measured here); the
-    # LSTM's numpy stepper does not use torch at all.
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    fast_steps = torch.backends.mkldnn.flags(enabled=False) if on_cpu else nullcontext()
     tokens = np.zeros((n, max_tokens), dtype=np.int64)
     entropy = np.zeros((n, max_tokens), dtype=np.float32)
     chosen_probability = np.zeros((n, max_tokens), dtype=np.float32)
@@ -153,46 +143,41 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
     reasons = ["max_tokens"] * n
     active = np.ones(n, dtype=bool)
     try:
-        with fast_steps:
-            logits = stepper.start(np.repeat(primer[None, :], n, axis=0))
-            for t in range(max_tokens):
-                chosen, step_entropy, step_probability = _choose(
-                    logits, temperature, top_k, top_p, generators)
-                tokens[:, t] = chosen
-                entropy[:, t] = step_entropy
-                chosen_probability[:, t] = step_probability
-                is_shift = (chosen >= shift.offset) & (chosen < shift.stop)
-                elapsed += np.where(is_shift, chosen - shift.offset + shift.min_value, 0)
-                finished = active & (chosen == vocab.eos)
-                if target_steps is not None:
-                    finished_by_time = active & ~finished & (elapsed >= target_steps)
-                    for i in np.nonzero(finished_by_time)[0]:
-                        reasons[i] = "seconds"
-                    finished |= finished_by_time
-                for i in np.nonzero(finished)[0]:
-                    length[i] = t + 1
-                    if reasons[i] == "max_tokens":
-                        reasons[i] = "eos"
-                active &= ~finished
-                if not active.any():
-                    break
-                if on_progress is not None and t % 32 == 0:
-                    on_progress(_progress(t, max_tokens, elapsed, target_steps))
-                logits = stepper.step(chosen)
+        logits = stepper.start(np.repeat(primer[None, :], n, axis=0))
+        for t in range(max_tokens):
+            chosen, step_entropy, step_probability = _choose(
+                logits, temperature, top_k, top_p, generators)
+            tokens[:, t] = chosen
+            entropy[:, t] = step_entropy
+            chosen_probability[:, t] = step_probability
+            is_shift = (chosen >= shift.offset) & (chosen < shift.stop)
+            elapsed += np.where(is_shift & active, chosen - shift.offset + shift.min_value, 0)
+            finished = active & (chosen == vocab.eos)
+            if target_steps is not None:
+                finished_by_time = active & ~finished & (elapsed >= target_steps)
+                for i in np.nonzero(finished_by_time)[0]:
+                    reasons[i] = "seconds"
+                finished |= finished_by_time
+            for i in np.nonzero(finished)[0]:
+                length[i] = t + 1
+                if reasons[i] == "max_tokens":
+                    reasons[i] = "eos"
+            active &= ~finished
+            if not active.any():
+                break
+            if on_progress is not None and t % 32 == 0:
+                on_progress(_progress(t, max_tokens, elapsed[active], target_steps))
+            logits = stepper.step(chosen)
     finally:
         model.train(was_training)
     if on_progress is not None:
         on_progress(1.0)
-    music_seconds = []
-    for i in range(n):
-        row = tokens[i, :length[i]]
-        row_is_shift = (row >= shift.offset) & (row < shift.stop)
-        music_seconds.append(float(shift.value(row[row_is_shift]).sum()) / STEPS_PER_SECOND)
     return Generation(tokens=[tokens[i, :length[i]].copy() for i in range(n)],
                       entropy=[entropy[i, :length[i]].copy() for i in range(n)],
                       chosen_probability=[chosen_probability[i, :length[i]].copy()
                                           for i in range(n)],
-                      music_seconds=music_seconds, stop_reasons=reasons)
+                      music_seconds=(elapsed / STEPS_PER_SECOND).tolist(),
+                      stop_reasons=reasons)
 
 
 def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,

@@ -19,13 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from musicgen import compose
 from musicgen.audio import Renderer, write_wav
 from musicgen.examples import example_names, example_notes
 from musicgen.midi import MidiError, notes_to_pretty_midi, read_midi
-from musicgen.notes import Notes
 from musicgen.plots import confidence, piano_roll
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -156,10 +153,10 @@ class Studio:
         path = tests[piece % len(tests)]
         notes = read_midi(path)
         start = min(start, max(0.0, notes.duration - primer_seconds - seconds))
-        primer_notes = _clip_notes(notes, start, start + primer_seconds)
+        primer_notes = notes.window(start, start + primer_seconds)
         primer = compose.primer_from_notes(primer_notes, primer_seconds,
                                            f"maestro-test:{path.name}")
-        both = _clip_notes(notes, start, start + primer_seconds + seconds)
+        both = notes.window(start, start + primer_seconds + seconds)
         folder = self._request_folder()
         midi = notes_to_pretty_midi(both)
         midi_path = folder / "reference.mid"
@@ -218,9 +215,3 @@ class Studio:
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
 
-
-def _clip_notes(notes: Notes, start: float, end: float) -> Notes:
-    """Notes with onsets in [start, end), shifted to begin at 0 and cut at `end`."""
-    keep = (notes.start >= start) & (notes.start < end)
-    return Notes.from_arrays(notes.pitch[keep], notes.velocity[keep], notes.start[keep] - start,
-                             np.minimum(notes.end[keep], end) - start)
