@@ -10,9 +10,9 @@ from pathlib import Path
 
 
 def _prepare(args) -> int:
-    from musicgen.corpus import prepare
+    from musicgen.corpus import default_cache_dir, prepare
 
-    out = args.out or str(Path("cache") / Path(args.data).resolve().name)
+    out = args.out or default_cache_dir(args.data)
     summary = prepare(args.data, out, workers=args.workers, progress=not args.json)
     if args.json:
         print(json.dumps(asdict(summary)))

@@ -62,6 +62,11 @@ class PrepareSummary:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
+def default_cache_dir(data_dir: str | os.PathLike) -> Path:
+    """Where a folder of MIDI files is cached unless told otherwise: cache/<its name>."""
+    return Path("cache") / Path(data_dir).resolve().name
+
+
 def list_midi_files(data_dir: Path) -> list[tuple[Path, str | None]]:
     """Find the MIDI files of a corpus and their split where it is known.
 

@@ -63,13 +63,35 @@ class PieceScore:
 # --------------------------------------------------------------------------- data
 
 
-def open_split(data: str | os.PathLike, split: str) -> tuple[list[np.ndarray], list[float]]:
-    """The pieces of one split and their length in seconds.
+def open_cache(data: str | os.PathLike) -> TokenCache:
+    """A token cache, or a folder of MIDI files first encoded into one.
 
     Args:
         data: A token cache (a folder with index.json), or a folder of MIDI
-            files (a MAESTRO tree or any folder); the latter is first encoded
-            into cache/<folder name> (reused on later calls).
+            files (a MAESTRO tree or any folder); the latter is encoded into
+            `corpus.default_cache_dir(data)` (unchanged files are reused).
+
+    Returns:
+        The cache.
+    """
+    data = Path(data)
+    if not (data / "index.json").is_file():
+        # Imported here: training machines have no MIDI libraries, and a cache
+        # needs none.
+        from musicgen import corpus
+
+        cache_dir = corpus.default_cache_dir(data)
+        corpus.prepare(data, cache_dir, progress=False)
+        data = cache_dir
+    return TokenCache.load(data)
+
+
+def open_split(data: str | os.PathLike | TokenCache,
+               split: str) -> tuple[list[np.ndarray], list[float]]:
+    """The pieces of one split and their length in seconds.
+
+    Args:
+        data: A `TokenCache`, or what `open_cache` opens.
         split: "train", "validation" or "test".
 
     Returns:
@@ -78,22 +100,12 @@ def open_split(data: str | os.PathLike, split: str) -> tuple[list[np.ndarray], l
     Raises:
         ValueError: The data has no piece in `split`.
     """
-    data = Path(data)
-    if not (data / "index.json").is_file():
-        # Imported here: training machines have no MIDI libraries, and a cache
-        # needs none.
-        from musicgen import corpus
-
-        cache_dir = Path("cache") / data.resolve().name
-        corpus.prepare(data, cache_dir, progress=False)
-        data = cache_dir
-    cache = TokenCache.load(data)
+    cache = data if isinstance(data, TokenCache) else open_cache(data)
     records = [p for p in cache.pieces if p["split"] == split]
     if not records:
         found = sorted({p["split"] for p in cache.pieces})
-        raise ValueError(f"no pieces in split {split!r} of {data} (it has {found})")
-    pieces = [np.asarray(cache.tokens[p["offset"]:p["offset"] + p["length"]], dtype=np.int64)
-              for p in records]
+        raise ValueError(f"no pieces in split {split!r} (the data has {found})")
+    pieces = [np.asarray(tokens, dtype=np.int64) for tokens in cache.split(split)]
     return pieces, [float(p["seconds"]) for p in records]
 
 
@@ -510,7 +522,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
 
     Args:
         checkpoint: Checkpoint folder or its model.safetensors.
-        data: Token cache or MIDI folder (see `open_split`).
+        data: Token cache or MIDI folder (see `open_cache`).
         split: The split to score.
         window: See `score_model`.
         bootstrap: Resamples for the 95% confidence intervals (0 for none).
@@ -528,10 +540,11 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
 
     began = time.perf_counter()
     model, card = load_checkpoint(checkpoint, device=device)
-    pieces, seconds = open_split(data, split)
-    train, _ = open_split(data, "train")
+    cache = open_cache(data)  # once: a MIDI folder is encoded (or checked) only here
+    pieces, seconds = open_split(cache, split)
+    train, _ = open_split(cache, "train")
     try:
-        validation, _ = open_split(data, "validation")
+        validation, _ = open_split(cache, "validation")
     except ValueError:  # a corpus without a validation split: k defaults to 0.1
         validation = []
     scored = evaluate_model(model, pieces, seconds, train, validation, window=window,
