@@ -83,6 +83,10 @@ class TrainConfig:
         defaults = asdict(LSTMConfig() if self.model == "lstm" else TransformerConfig())
         if self.init_from:
             defaults = read_card(self.init_from)["config"]
+            kind = defaults.get("kind", "lstm")
+            if kind != self.model:
+                raise ValueError(f"{self.init_from} holds a model of kind {kind!r}, but this "
+                                 f"run trains {self.model!r} (set model / --model)")
         return config_from_dict({**defaults, **self.model_config, "kind": self.model})
 
 

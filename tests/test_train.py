@@ -96,3 +96,12 @@ def test_init_from_a_checkpoint_continues_from_its_weights(tmp_path):
     assert _losses(tmp_path / "warm")[-1][2] == pytest.approx(first_val, abs=1e-3)
     card = json.loads((tmp_path / "warm" / "last" / "card.json").read_text())
     assert card["training"]["tokens_seen_before"] == 20 * 4 * 32
+
+
+def test_init_from_a_checkpoint_of_another_kind_is_refused_in_plain_words(tmp_path):
+    first = _config(tmp_path, out="first", max_steps=2, eval_interval=2)
+    train(first, progress=False)
+    other = _config(tmp_path, out="other", model="transformer", model_config={},
+                    init_from=str(tmp_path / "first" / "best"))
+    with pytest.raises(ValueError, match="holds a model of kind 'lstm'"):
+        other.build_model_config()
