@@ -219,10 +219,6 @@ def concurrent(url: str, downloads: Path, clients: int, seconds: float, timeout:
 # ---------------------------------------------------------------- running
 
 
-
-
-
-
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     meter = LoadMeter()
     with tempfile.TemporaryDirectory(prefix="musicgen-bench-app-") as folder:

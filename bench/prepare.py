@@ -169,10 +169,6 @@ def miditok_vocab_size(name: str) -> int:
 # ---------------------------------------------------------------- running
 
 
-
-
-
-
 def run(data_dir: Path, workers: int, repeats: int, tokenizers: list[str],
         log: Callable[[str], None]) -> dict:
     """Time every tokeniser `repeats` times, interleaved, and collect the results."""

@@ -8,7 +8,8 @@ others, median of --repeats):
     b  LSTM, the course approach: for every new token the last 100 events go
        through the full forward with no state carried, and the token is sampled
        from the last position. --baseline-tokens new tokens (it is slow), with
-       oneDNN disabled as in the sampler and, for reference, enabled.
+       oneDNN disabled (the issue's setting for single-token torch steps) and
+       enabled (faster for a 100-token forward: the stronger baseline).
     c  Transformer, `generate` with its KV cache versus re-feeding the whole
        growing context (capped at `config.context`) every step, no cache.
     d  End to end, what the app does for one click: a 30 s continuation
@@ -85,7 +86,10 @@ from machine import LoadMeter, cpu_name, load_line  # noqa: E402 - bench/ is on 
 
 
 class NoEos(torch.nn.Module):
-    """A model whose EOS logit is pushed far down, so that a re-feeding run never stops early.
+    """A model whose EOS logit is pushed far down, for the re-feeding baselines.
+
+    `refeed` makes a fixed number of tokens whatever it samples; the mask keeps
+    EOS out of the context it re-feeds and costs what `NoEosStepper`'s does.
 
     A large finite value rather than -inf keeps the sampler's entropy finite.
     """
@@ -226,12 +230,6 @@ def load_transformer(path: Path | None) -> tuple[LoadedModel, bool]:
 
 
 # ---------------------------------------------------------------- running
-
-
-
-
-
-
 
 
 def summary(seconds: list[float], tokens: int) -> dict:
@@ -382,16 +380,18 @@ def report(result: dict) -> str:
         lines.append(f"{label:<40} {rate['tokens']:>6} {rate['median_s']:>9.3f} "
                      f"{rate['tokens_per_s']:>9.1f}  {runs}")
     lstm_rate = rates["lstm_incremental"]["tokens_per_s"]
-    speedup = ratios["lstm_incremental_vs_window"]
+    # The target is judged against the faster window baseline.
+    speedup = min(ratios["lstm_incremental_vs_window"],
+                  ratios["lstm_incremental_vs_window_onednn"])
     lines += [
         "",
-        f"a / b (oneDNN off, as the sampler): {speedup:.1f}x   "
+        f"a / b (oneDNN off): {ratios['lstm_incremental_vs_window']:.1f}x   "
         f"a / b (oneDNN on): {ratios['lstm_incremental_vs_window_onednn']:.1f}x",
         f"c KV cache / no cache: {ratios['transformer_kv_cache_vs_no_cache']:.1f}x "
         "(no-cache timed on its shortest contexts only: a lower bound)",
         f"target LSTM >= {TARGETS['lstm_tokens_per_s']} events/s: {lstm_rate:.0f} "
         f"({_mark(lstm_rate >= TARGETS['lstm_tokens_per_s'])}); "
-        f">= {TARGETS['lstm_speedup']}x the window approach: {speedup:.1f}x "
+        f">= {TARGETS['lstm_speedup']}x the faster window approach: {speedup:.1f}x "
         f"({_mark(speedup >= TARGETS['lstm_speedup'])})",
         "",
         f"d end to end, {CLIP_SECONDS:g} s continuation, seed 0: compose + render + WAV "

@@ -159,10 +159,6 @@ def device_name(device: torch.device) -> str:
     return cpu_name()
 
 
-
-
-
-
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":

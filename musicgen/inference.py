@@ -36,11 +36,16 @@ class TorchStepper:
 
 
 class NumpyLSTMStepper:
-    """The LSTM's step in float32 numpy, with input and recurrent weights fused per layer."""
+    """The LSTM's step in float32 numpy.
+
+    The first layer's input projection of every token (embedding times input
+    weights, plus bias) is a table computed once, so a step reads a row of it
+    instead of the embedding and the input weights.
+    """
 
     def __init__(self, model: LSTMModel):
         self.hidden = model.lstm.hidden_size
-        self.embedding, self.layers, self.head_weight, self.head_bias = _prepared(
+        self.input_table, self.layers, self.head_weight, self.head_bias = _prepared(
             model, _lstm_weights)
         self.h = self.c = None
 
@@ -48,30 +53,28 @@ class NumpyLSTMStepper:
         """Run the primer [n, T]; return the logits [n, V] for the next token.
 
         Layer by layer: the input projections of all T steps are one matrix
-        product, and only the recurrent half of the weights is read per step.
+        product, and only the recurrent weights are read per step.
         """
         rows, steps = tokens.shape
         self.h = np.zeros((len(self.layers), rows, self.hidden), np.float32)
         self.c = np.zeros_like(self.h)
-        x = self.embedding[tokens]  # [n, T, inputs]
-        for k, (weights, bias) in enumerate(self.layers):
-            inputs = x.shape[-1]
-            projected = x @ weights[:inputs] + bias
-            recurrent = weights[inputs:]
-            outputs = np.empty((rows, steps, self.hidden), np.float32)
+        below = None  # the outputs of the layer below [n, T, hidden]
+        for k, (input_weights, recurrent, bias) in enumerate(self.layers):
+            projected = (self.input_table[tokens] if k == 0  # [n, T, 4 x hidden]
+                         else below @ input_weights + bias)
+            below = np.empty((rows, steps, self.hidden), np.float32)
             for t in range(steps):
                 self._cell(k, projected[:, t] + self.h[k] @ recurrent)
-                outputs[:, t] = self.h[k]
-            x = outputs
-        return x[:, -1] @ self.head_weight + self.head_bias
+                below[:, t] = self.h[k]
+        return below[:, -1] @ self.head_weight + self.head_bias
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
-        x = self.embedding[tokens]
-        for k, (weights, bias) in enumerate(self.layers):
-            self._cell(k, np.concatenate((x, self.h[k]), axis=1) @ weights + bias)
-            x = self.h[k]
-        return x @ self.head_weight + self.head_bias
+        for k, (input_weights, recurrent, bias) in enumerate(self.layers):
+            projected = (self.input_table[tokens] if k == 0
+                         else self.h[k - 1] @ input_weights + bias)
+            self._cell(k, projected + self.h[k] @ recurrent)
+        return self.h[-1] @ self.head_weight + self.head_bias
 
     def _cell(self, layer: int, preactivation: np.ndarray) -> None:
         """Update h and c of one layer from its (pre-scaled) gate preactivations."""
@@ -171,7 +174,14 @@ def _prepared(model: torch.nn.Module, build) -> tuple:
 
 
 def _lstm_weights(model: LSTMModel) -> tuple:
-    """The LSTM's weights laid out for `NumpyLSTMStepper`."""
+    """The LSTM's weights laid out for `NumpyLSTMStepper`.
+
+    Returns:
+        (first layer's input table [V, 4 x hidden], per layer (input weights,
+        recurrent weights, bias) transposed for x @ W, with None for the first
+        layer's input weights and bias, which the table holds; head weight, head
+        bias).
+    """
     lstm, size = model.lstm, model.lstm.hidden_size
     # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
     # gates' weights here lets one tanh call serve all four gates per step.
@@ -179,11 +189,14 @@ def _lstm_weights(model: LSTMModel) -> tuple:
     scale[2 * size:3 * size] = 1.0  # the cell gate (PyTorch order i, f, g, o) is a tanh
     layers = []
     for k in range(lstm.num_layers):
-        weights = torch.cat((getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")),
-                            dim=1)
-        bias = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
-        layers.append((np.ascontiguousarray(_array(weights).T * scale), _array(bias) * scale))
-    return (_array(model.embed.weight), layers,
+        input_weights = _array(getattr(lstm, f"weight_ih_l{k}")).T * scale
+        recurrent = np.ascontiguousarray(_array(getattr(lstm, f"weight_hh_l{k}")).T * scale)
+        bias = _array(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) * scale
+        layers.append([np.ascontiguousarray(input_weights), recurrent, bias])
+    first_inputs, _, first_bias = layers[0]
+    input_table = _array(model.embed.weight) @ first_inputs + first_bias
+    layers[0] = [None, layers[0][1], None]
+    return (input_table, [tuple(layer) for layer in layers],
             np.ascontiguousarray(_array(model.head.weight).T), _array(model.head.bias))
 
 
