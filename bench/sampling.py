@@ -226,7 +226,7 @@ def load_transformer(path: Path | None) -> tuple[LoadedModel, bool]:
         return load_model(path), True
     torch.manual_seed(0)
     model = TransformerModel(TransformerConfig()).eval()
-    return LoadedModel("transformer (random init)", model, {}, ""), False
+    return LoadedModel("transformer (random init)", model, {}), False
 
 
 # ---------------------------------------------------------------- running

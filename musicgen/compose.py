@@ -50,7 +50,6 @@ class LoadedModel:
     name: str
     model: object
     card: dict
-    path: str
 
     @property
     def weights_sha256(self) -> str:
@@ -70,7 +69,7 @@ def find_checkpoints(directory: str | os.PathLike = CHECKPOINT_DIR) -> dict[str,
 def load_model(path: str | os.PathLike, name: str | None = None) -> LoadedModel:
     """Load one checkpoint for sampling on the CPU."""
     model, card = load_checkpoint(path)
-    return LoadedModel(name or card.get("name") or Path(path).name, model, card, str(path))
+    return LoadedModel(name or card.get("name") or Path(path).name, model, card)
 
 
 @dataclass
