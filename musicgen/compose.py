@@ -5,8 +5,10 @@
     write_midi(candidates[0], "out.mid")                    # carries its recipe
 
 Every written MIDI carries a recipe (model and weights hash, sampling
-settings, seed, the primer's tokens and hash) in a text meta event, so
-`regenerate(recipe, ...)` reproduces the same notes.
+settings, seed, the primer's tokens and hash) in a text meta event;
+`read_recipe`, `model_for_recipe`, `primer_from_recipe` and
+`settings_from_recipe` turn it back into the same call, which gives the same
+notes.
 """
 
 from __future__ import annotations
