@@ -10,8 +10,8 @@ the models (loaded once here) and does the work. Per-user data lives in
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import secrets
 import uuid
 from pathlib import Path
 
@@ -22,37 +22,55 @@ os.environ.setdefault("MPLCONFIGDIR", str(ROOT / "tmp" / "matplotlib"))
 
 import gradio as gr  # noqa: E402 - the environment above must be set first
 
-from musicgen.compose import MAX_PRIMER_SECONDS, MAX_SECONDS, Settings  # noqa: E402
-from musicgen.midi import MidiError  # noqa: E402
-from musicgen.studio import SILENCE, UPLOAD, Studio  # noqa: E402
+from musicgen.errors import UserError  # noqa: E402
+from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
+from musicgen.settings import LIMITS, Settings  # noqa: E402
+from musicgen.studio import Studio  # noqa: E402
 
-MAX_CANDIDATES = 4
-EXAMPLE = "Built-in example"
-USER_ERRORS = (MidiError, ValueError, KeyError, FileNotFoundError)
+SEED_KINDS = [("Built-in example", "example"), ("Upload a MIDI file", "upload"),
+              ("Start from silence", "silence")]
+DEFAULTS = Settings()
 
 INTRO = """# musicgen: expressive piano continuations
-Pick a seed (a built-in example, your own MIDI file, or silence), choose a model and
+Pick a seed MIDI (a built-in example, your own MIDI file, or silence), choose a model and
 how adventurous it should be, and listen. Models: an LSTM and a Transformer over
 performance events (note-on/off, 10 ms time shifts, velocity), trained on MAESTRO v3.0.0."""
 
 HOW_TO = """### Run it yourself
 ```bash
-git clone <this repository> && cd musicgen
 make demo     # sets up .venv and opens http://127.0.0.1:7860
 make test     # the whole test suite
 python -m musicgen generate --example "Beethoven: Ode to Joy" --seconds 30 --audio out.wav
 ```
 Weights are trained on MAESTRO v3.0.0 (CC BY-NC-SA 4.0): non-commercial use, share alike.
-Ratings you submit are stored with the clip's recipe (model, settings, seed), nothing else."""
+Ratings you submit are stored with the clip's recipe (model, settings, variation), nothing
+else."""
 
 
-def _error(error: Exception) -> gr.Error:
-    return gr.Error(str(error).strip("'\""), print_exception=False)
+def shows_user_errors(handler):
+    """Turn a `UserError` into Gradio's message box; anything else stays a bug."""
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except UserError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+    return wrapped
 
 
-def _settings(seconds, temperature, top_k, top_p, seed, n, include_seed) -> Settings:
-    return Settings(seconds=float(seconds), temperature=float(temperature), top_k=int(top_k),
-                    top_p=float(top_p), seed=int(seed), n=int(n), include_primer=bool(include_seed))
+def _slider(name: str, step: float, **kwargs) -> gr.Slider:
+    """A slider whose range, default and label come from `musicgen.settings.LIMITS`."""
+    limit = LIMITS[name]
+    label = f"{limit.label} ({limit.help})" if limit.help else limit.label
+    return gr.Slider(limit.low, limit.high, value=getattr(DEFAULTS, name), step=step,
+                     label=label, **kwargs)
+
+
+def _settings(seconds, temperature, top_k, top_p, seed, n, include_seed,
+              new_seed=False) -> Settings:
+    return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
+                              top_p=top_p, seed=seed, n=n, include_prompt=include_seed,
+                              new_seed=new_seed)
 
 
 def _cards_markdown(studio: Studio) -> str:
@@ -79,6 +97,7 @@ def build_app(studio: Studio) -> gr.Blocks:
     """The Blocks app around one `Studio`."""
     models = studio.model_names()
     soundfonts = studio.soundfont_names()
+    max_candidates = int(LIMITS["n"].high)
 
     with gr.Blocks(title="musicgen", delete_cache=(3600, 3600)) as demo:
         session = gr.State(None)  # {"id": ..., "clips": [recipe dicts], "candidates": [...]}
@@ -86,33 +105,36 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    source = gr.Radio([EXAMPLE, UPLOAD, SILENCE], value=EXAMPLE, label="Seed")
+                    source = gr.Radio(SEED_KINDS, value="example", label="Seed MIDI")
                     example = gr.Dropdown(studio.examples, value=studio.examples[0],
                                           label="Example")
                     preview = gr.Audio(label="Example preview", type="filepath",
                                        interactive=False)
-                    upload = gr.File(label="Your MIDI file (.mid/.midi, up to 5 MB)",
+                    upload = gr.File(label=f"Your MIDI file (.mid/.midi, up to "
+                                           f"{MAX_UPLOAD_BYTES // 2**20} MB)",
                                      file_types=[".mid", ".midi"], type="filepath")
-                    primer_seconds = gr.Slider(0, MAX_PRIMER_SECONDS, value=10, step=1,
-                                               label="Seconds of the seed to continue from")
-                    include_seed = gr.Checkbox(True, label="Include the seed in the output")
+                    seed_seconds = gr.Slider(PROMPT_SECONDS.low, PROMPT_SECONDS.high,
+                                             value=DEFAULT_PROMPT_SECONDS, step=1,
+                                             label=PROMPT_SECONDS.label)
+                    include_seed = gr.Checkbox(DEFAULTS.include_prompt,
+                                               label="Include the seed MIDI in the output")
                 with gr.Column(scale=1):
                     model = gr.Dropdown(models, value=models[0], label="Model")
-                    temperature = gr.Slider(0, 2, value=1.0, step=0.05,
-                                            label="Temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)")
-                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
-                    seconds = gr.Slider(5, MAX_SECONDS, value=30, step=5,
-                                        label="Length of the continuation (seconds)")
-                    n = gr.Slider(1, MAX_CANDIDATES, value=1, step=1, label="Candidates")
+                    temperature = _slider("temperature", 0.05)
+                    top_p = _slider("top_p", 0.01)
+                    top_k = _slider("top_k", 1)
+                    seconds = _slider("seconds", 1)
+                    n = _slider("n", 1)
                     with gr.Row():
-                        seed = gr.Number(0, precision=0, label="Random seed", minimum=0)
-                        random_seed = gr.Checkbox(False, label="New random seed each time")
+                        seed = gr.Number(DEFAULTS.seed, precision=0, label=LIMITS["seed"].label,
+                                         info="the same number gives the same notes; "
+                                              "empty = a new one", minimum=0)
+                        new_seed = gr.Checkbox(True, label="New variation each click")
                     soundfont = gr.Dropdown(soundfonts, value=soundfonts[0] if soundfonts else None,
                                             label="Soundfont", allow_custom_value=False)
                     generate_button = gr.Button("Generate", variant="primary")
             slots = []
-            for i in range(MAX_CANDIDATES):
+            for i in range(max_candidates):
                 with gr.Group(visible=False) as group:
                     with gr.Row():
                         audio = gr.Audio(label=f"Candidate {i + 1}", type="filepath",
@@ -128,8 +150,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 rate_status = gr.Markdown()
 
         with gr.Tab("Compare models"):
-            gr.Markdown("The same seed and settings (and the same random seed) continued by "
-                        "each model. The prompt is the one chosen on the Generate tab." +
+            gr.Markdown("The same seed MIDI and settings (and the same variation) continued by "
+                        "each model. The seed is the one chosen on the Generate tab." +
                         (" With a MAESTRO folder configured you can also use a test-split "
                          "excerpt and hear the human continuation." if studio.maestro_dir
                          else ""))
@@ -161,13 +183,13 @@ def build_app(studio: Studio) -> gr.Blocks:
                 plot_button = gr.Button("Plot my last generated clip (candidate 1)")
             last_plot = gr.Image(label="Your last generated clip", type="filepath",
                                  interactive=False)
-            versus_button = gr.Button("Greedy vs sampled, same seed and prompt",
+            versus_button = gr.Button("Greedy vs sampled, same variation and seed MIDI",
                                       variant="primary")
             with gr.Row():
                 versus = []
-                for label in ("Greedy (temperature 0)", "Sampled (your temperature)"):
+                for _ in range(2):
                     with gr.Column():
-                        v_audio = gr.Audio(label=label, type="filepath", interactive=False)
+                        v_audio = gr.Audio(type="filepath", interactive=False)
                         v_roll = gr.Image(type="filepath", interactive=False, show_label=False)
                         v_plot = gr.Image(type="filepath", interactive=False, show_label=False)
                         v_info = gr.Markdown()
@@ -176,27 +198,23 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("About"):
             gr.Markdown(_cards_markdown(studio))
 
-        seed_inputs = [source, example, upload, primer_seconds]
+        seed_inputs = [source, example, upload, seed_seconds]
         setting_inputs = [seconds, temperature, top_k, top_p, seed, n, include_seed]
 
         def new_session(state):
             return state or {"id": uuid.uuid4().hex, "clips": [], "candidates": []}
 
-        def on_generate(source, example, upload, primer_seconds, model, soundfont, seconds,
-                        temperature, top_k, top_p, seed, n, include_seed, random_seed, state,
+        @shows_user_errors
+        def on_generate(source, example, upload, seed_seconds, model, soundfont, seconds,
+                        temperature, top_k, top_p, seed, n, include_seed, new_seed, state,
                         progress=gr.Progress()):
             state = new_session(state)
-            if random_seed:
-                seed = secrets.randbelow(2**31)
-            try:
-                primer = studio.primer(source, example, upload, primer_seconds)
-                settings = _settings(seconds, temperature, top_k, top_p, seed or 0, n,
-                                     include_seed)
-                clips, candidates = studio.generate(
-                    model, primer, settings, soundfont,
-                    on_progress=lambda f: progress(f, desc="sampling"))
-            except USER_ERRORS as error:
-                raise _error(error) from None
+            prompt = studio.prompt(source, example, upload, seed_seconds)
+            settings = _settings(seconds, temperature, top_k, top_p, seed, n, include_seed,
+                                 new_seed)
+            clips, candidates = studio.generate(
+                model, prompt, settings, soundfont,
+                on_progress=lambda f: progress(f, desc="sampling"))
             state = {**state, "clips": [c.recipe_data for c in clips],
                      "candidates": candidates}
             updates = []
@@ -210,12 +228,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                                 text, None]
                 else:
                     updates += [gr.update(visible=False), None, None, None, "", None]
-            return [*updates, int(seed), state]
+            return [*updates, settings.seed, state]
 
         slot_outputs = [component for slot in slots for component in slot]
         generate_button.click(
             on_generate,
-            [*seed_inputs, model, soundfont, *setting_inputs, random_seed, session],
+            [*seed_inputs, model, soundfont, *setting_inputs, new_seed, session],
             [*slot_outputs, seed, session], api_name="generate",
             concurrency_limit=1)
 
@@ -229,15 +247,11 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         plot_button.click(on_plot, session, last_plot, api_name="plot")
 
-        def on_preview(name, soundfont):
-            try:
-                return studio.preview_example(name, soundfont)
-            except USER_ERRORS as error:
-                raise _error(error) from None
-
+        on_preview = shows_user_errors(studio.preview_example)
         example.change(on_preview, [example, soundfont], preview, api_name="preview")
         demo.load(on_preview, [example, soundfont], preview, api_name=False)
 
+        @shows_user_errors
         def on_rate(*values):
             *scores, state = values
             state = new_session(state)
@@ -252,30 +266,23 @@ def build_app(studio: Studio) -> gr.Blocks:
         rate_button.click(on_rate, [slot[5] for slot in slots] + [session], rate_status,
                           api_name="rate")
 
-        def on_compare(source, example, upload, primer_seconds, soundfont, seconds,
+        @shows_user_errors
+        def on_compare(source, example, upload, seed_seconds, soundfont, seconds,
                        temperature, top_k, top_p, seed, n, include_seed, use_maestro, piece,
                        start, progress=gr.Progress()):
+            settings = _settings(seconds, temperature, top_k, top_p, seed, 1, include_seed)
+            reference = None
+            if use_maestro:
+                prompt, reference = studio.reference(int(piece or 0), float(start or 0),
+                                                     seed_seconds, settings.seconds, soundfont)
+            else:
+                prompt = studio.prompt(source, example, upload, seed_seconds)
+            clips = studio.compare(prompt, settings, soundfont,
+                                   on_progress=lambda f: progress(f, desc="sampling"))
             outputs = []
-            try:
-                settings = _settings(seconds, temperature, top_k, top_p, seed or 0, 1,
-                                     include_seed)
-                reference = None
-                if use_maestro:
-                    primer, reference = studio.reference(int(piece or 0), float(start or 0),
-                                                         primer_seconds, settings.seconds,
-                                                         soundfont)
-                else:
-                    primer = studio.primer(source, example, upload, primer_seconds)
-                for k, name in enumerate(models):
-                    clips, _ = studio.generate(
-                        name, primer, settings, soundfont,
-                        on_progress=lambda f, k=k, name=name: progress((k + f) / len(models),
-                                                                      desc=name))
-                    clip = clips[0]
-                    outputs += [gr.update(visible=True), clip.audio, clip.piano_roll,
-                                f"**{clip.stats}**  \n`{clip.recipe}`"]
-            except USER_ERRORS as error:
-                raise _error(error) from None
+            for clip in clips:
+                outputs += [gr.update(visible=True), clip.audio, clip.piano_roll,
+                            f"**{clip.stats}**  \n`{clip.recipe}`"]
             if reference is None:
                 outputs += [gr.update(visible=False), None, None, ""]
             else:
@@ -290,20 +297,15 @@ def build_app(studio: Studio) -> gr.Blocks:
             [component for slot in compare_slots for component in slot], api_name="compare",
             concurrency_limit=1)
 
-        def on_versus(source, example, upload, primer_seconds, model, soundfont, seconds,
+        @shows_user_errors
+        def on_versus(source, example, upload, seed_seconds, model, soundfont, seconds,
                       temperature, top_k, top_p, seed, n, include_seed):
+            prompt = studio.prompt(source, example, upload, seed_seconds)
+            settings = _settings(seconds, temperature, top_k, top_p, seed, 1, include_seed)
             outputs = []
-            try:
-                primer = studio.primer(source, example, upload, primer_seconds)
-                for value in (0.0, max(float(temperature), 0.05)):
-                    settings = _settings(seconds, value, top_k, top_p, seed or 0, 1,
-                                         include_seed)
-                    clips, candidates = studio.generate(model, primer, settings, soundfont)
-                    plot = studio.confidence_plot(candidates[0], f"temperature {value:g}")
-                    outputs += [clips[0].audio, clips[0].piano_roll, plot,
-                                f"**{clips[0].stats}**"]
-            except USER_ERRORS as error:
-                raise _error(error) from None
+            for clip, plot in studio.greedy_and_sampled(model, prompt, settings, soundfont):
+                outputs += [gr.update(value=clip.audio, label=clip.title), clip.piano_roll,
+                            plot, f"**{clip.title}**: {clip.stats}"]
             return outputs
 
         versus_button.click(on_versus, [*seed_inputs, model, soundfont, *setting_inputs],
@@ -318,14 +320,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="make a public gradio.live link")
-    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    parser.add_argument("--checkpoints", help="folder of checkpoint folders "
+                        "(default: musicgen.resources.checkpoint_dir())")
     args = parser.parse_args(argv)
     studio = Studio(args.checkpoints, output_dir=ROOT / "tmp" / "outputs",
                     maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"))
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size="5mb", theme=gr.themes.Soft(), show_error=True,
+                max_file_size=MAX_UPLOAD_BYTES, theme=gr.themes.Soft(), show_error=True,
                 allowed_paths=[str(studio.output_dir)])
 
 

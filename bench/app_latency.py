@@ -138,9 +138,9 @@ def click(client: Client, seconds: float, seed: int, timeout: float) -> float:
     """One Generate click; seconds from the call until its audio file exists here."""
     began = time.perf_counter()
     job = client.submit(
-        source="Built-in example", example=EXAMPLE, upload=None, primer_seconds=10,
+        source="example", example=EXAMPLE, upload=None, seed_seconds=10,
         model="lstm", soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95,
-        seed=seed, n=1, include_seed=True, random_seed=False, api_name="/generate")
+        seed=seed, n=1, include_seed=True, new_seed=False, api_name="/generate")
     try:
         result = job.result(timeout=timeout)
     except TimeoutError:

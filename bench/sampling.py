@@ -60,19 +60,14 @@ import torch
 import musicgen.sample
 from musicgen.audio import Renderer, write_wav
 from musicgen.checkpoint import read_card
-from musicgen.compose import (
-    LoadedModel,
-    Settings,
-    compose,
-    find_checkpoints,
-    load_model,
-    primer_from_example,
-)
+from musicgen.compose import LoadedModel, compose, find_checkpoints, load_model
 from musicgen.events import VOCAB, decode_events
 from musicgen.inference import stepper_for
 from musicgen.midi import notes_to_pretty_midi
 from musicgen.model import TransformerConfig, TransformerModel, count_parameters, describe
+from musicgen.prompt import prompt_from_example
 from musicgen.sample import _choose, generate
+from musicgen.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lstm"
@@ -242,7 +237,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     lstm = load_model(args.checkpoint)
     transformer_path = find_transformer(args.transformer_checkpoint)
     transformer, trained = load_transformer(transformer_path)
-    primer = primer_from_example(EXAMPLE, args.primer_seconds)
+    primer = prompt_from_example(EXAMPLE, args.primer_seconds)
     # generate() picks its numpy stepper by the model's type, so it gets the
     # models themselves (time_incremental masks EOS in the stepper); the
     # re-feeding baselines call forward, so theirs is masked in the model.

@@ -26,12 +26,13 @@ def _import_fluidsynth_quietly() -> None:
 
 _import_fluidsynth_quietly()
 
+from musicgen.errors import MidiError, UserError  # noqa: E402
 from musicgen.events import VOCAB, DecodeReport, Vocabulary  # noqa: E402
 from musicgen.notes import Notes  # noqa: E402
 
 __version__ = "0.1.0"
-_FROM_MIDI = ("MidiError", "decode_tokens", "encode_midi", "read_midi")
-__all__ = ["VOCAB", "DecodeReport", "Notes", "Vocabulary", *_FROM_MIDI]
+_FROM_MIDI = ("read_midi",)
+__all__ = ["VOCAB", "DecodeReport", "MidiError", "Notes", "UserError", "Vocabulary", *_FROM_MIDI]
 
 
 def __getattr__(name: str):

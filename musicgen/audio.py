@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
+from musicgen.errors import UserError
+from musicgen.resources import soundfont_dir
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 44100
@@ -39,7 +42,6 @@ SILENCE_DBFS = -120.0  # reported level of digital silence, instead of -inf
 QUIETEST_DBFS = -90.0
 SOUNDFONT_ENV = "MUSICGEN_SOUNDFONT"
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
-REPO_SOUNDFONT_DIR = Path(__file__).resolve().parent.parent / "soundfonts"
 SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
 COMPRESSED_FORMATS = {"mp3": "libmp3lame", "ogg": "libvorbis"}
 
@@ -66,34 +68,31 @@ def find_soundfonts(explicit: str | os.PathLike | None = None) -> list[Path]:
     """Soundfont files that exist, most preferred first, each file once.
 
     Looked for in order: `explicit`; the `MUSICGEN_SOUNDFONT` environment
-    variable; `.sf2`/`.sf3` files in the repository's `soundfonts/` folder;
+    variable; `.sf2`/`.sf3` files in `musicgen.resources.soundfont_dir()`;
     `/usr/share/sounds/sf2` and `/usr/share/sounds/sf3`; the small
     `TimGM6mb.sf2` that ships inside pretty_midi. Files reached twice (for
     example through the `default-GM.sf2` symlink) are listed once, under the
     path found first.
 
     Args:
-        explicit: A soundfont the caller asks for by path.
+        explicit: A soundfont the caller asks for by path ("" or None: none).
 
     Returns:
         Paths of the soundfonts found; empty when there are none.
 
     Raises:
-        FileNotFoundError: `explicit` is given but is not a file.
+        UserError: `explicit` is given but is not a file.
     """
     candidates: list[Path] = []
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Soundfont not found: {path}")
-        candidates.append(path)
+    if explicit:
+        candidates.append(soundfont_path(explicit))
     if env_value := os.environ.get(SOUNDFONT_ENV):
         path = Path(env_value).expanduser()
         if path.is_file():
             candidates.append(path)
         else:
             log.warning("%s=%s is not a file; ignoring it", SOUNDFONT_ENV, env_value)
-    for folder in (REPO_SOUNDFONT_DIR, *SYSTEM_SOUNDFONT_DIRS):
+    for folder in (soundfont_dir(), *SYSTEM_SOUNDFONT_DIRS):
         if folder.is_dir():
             candidates += sorted(
                 p for p in folder.iterdir()
@@ -112,13 +111,21 @@ def find_soundfonts(explicit: str | os.PathLike | None = None) -> list[Path]:
     return found
 
 
-def fluidsynth_available() -> bool:
-    """Whether pyfluidsynth and the libfluidsynth it wraps can be loaded.
+def soundfont_path(choice: str | os.PathLike | None) -> Path | None:
+    """A soundfont a person chose, checked: None for the default ("" or None).
 
-    Returns:
-        True when `import fluidsynth` succeeds.
+    Front ends call this before sampling, so a wrong path fails at once.
+
+    Raises:
+        UserError: A path that is not a file.
     """
-    return _import_fluidsynth() is not None
+    if not choice:
+        return None
+    path = Path(choice).expanduser()
+    if not path.is_file():
+        raise UserError(f"there is no soundfont file {path}; give the path of an .sf2 or "
+                        ".sf3 file, or none for the default")
+    return path
 
 
 def _import_fluidsynth():
@@ -194,27 +201,25 @@ class Renderer:
 
         Args:
             midi: The music. It is not modified.
-            soundfont: Path of the soundfont; None uses `self.soundfonts[0]`.
+            soundfont: Path of the soundfont; None or "" uses `self.soundfonts[0]`.
             target_dbfs: RMS loudness to normalise to.
 
         Returns:
             The `Rendering`. A MIDI without notes gives `SILENCE_SECONDS` of silence.
 
         Raises:
-            FileNotFoundError: `soundfont` is given but is not a file.
-            ValueError: The MIDI lasts longer than `MAX_RENDER_SECONDS`.
+            UserError: `soundfont` is given but is not a file, or the MIDI
+                lasts longer than `MAX_RENDER_SECONDS`.
         """
-        if soundfont is not None:
-            if not Path(soundfont).is_file():
-                raise FileNotFoundError(f"Soundfont not found: {soundfont}")
-            soundfont = str(soundfont)
+        if soundfont:
+            soundfont = str(soundfont_path(soundfont))
         elif self.soundfonts:
             soundfont = str(self.soundfonts[0])
         events = _collect_events(midi)
         end_sample = events[-1][0] if events else 0
         if end_sample > MAX_RENDER_SECONDS * SAMPLE_RATE:
-            raise ValueError(f"MIDI lasts {end_sample / SAMPLE_RATE:.0f} s; "
-                             f"at most {MAX_RENDER_SECONDS:.0f} s can be rendered")
+            raise UserError(f"the music lasts {end_sample / SAMPLE_RATE:.0f} s; at most "
+                            f"{MAX_RENDER_SECONDS:.0f} s can be rendered")
 
         fluidsynth = _import_fluidsynth()
         reason = ""
@@ -450,24 +455,6 @@ def write_wav(path: str | os.PathLike, rendering: Rendering) -> Path:
 def _to_pcm16(audio: np.ndarray) -> bytes:
     """Interleaved little-endian int16 bytes, as WAV files and ffmpeg's s16le expect."""
     return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-
-
-def encoders_available() -> list[str]:
-    """Audio formats this machine can write.
-
-    Returns:
-        "wav" always, then "mp3" and "ogg" when ffmpeg is on PATH and has their encoders.
-    """
-    formats = ["wav"]
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        return formats
-    try:
-        listing = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True,
-                                 text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return formats
-    return formats + [fmt for fmt, codec in COMPRESSED_FORMATS.items() if codec in listing]
 
 
 def write_compressed(path: str | os.PathLike, rendering: Rendering,

@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from musicgen.errors import UserError
 from musicgen.events import VOCAB
 from musicgen.model import build_model, config_from_dict
 
@@ -69,11 +70,11 @@ def read_card(path: str | os.PathLike) -> dict:
             return json.loads((path / CARD).read_text(encoding="utf-8"))
         path = path / WEIGHTS
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise UserError(f"there is no musicgen checkpoint at {path}")
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if "musicgen" not in metadata:
-        raise ValueError(f"{path} is not a musicgen checkpoint (no metadata)")
+        raise UserError(f"{path} is not a musicgen checkpoint (its weights file has no card)")
     return json.loads(metadata["musicgen"])
 
 
@@ -89,8 +90,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         (model in eval mode, float32, on `device`; the card).
 
     Raises:
-        FileNotFoundError: Nothing at `path`.
-        ValueError: Not a musicgen checkpoint, or another vocabulary.
+        UserError: Nothing at `path`, not a musicgen checkpoint, or another vocabulary.
     """
     path = Path(path)
     weights = path / WEIGHTS if path.is_dir() else path

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 
 def _prepare(args) -> int:
@@ -27,18 +26,18 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
-    from musicgen.train import load_train_config, train
+    from musicgen.train import load_train_config, resume_config, train
 
-    overrides = {"model": args.model, "data": args.data, "out": args.out,
-                 "max_steps": args.max_steps, "batch_size": args.batch_size,
-                 "seq_len": args.seq_len, "lr": args.lr, "seed": args.seed,
-                 "eval_interval": args.eval_interval, "precision": args.precision,
-                 "init_from": args.init_from}
-    if args.no_augment:
-        overrides["augment"] = False
-    config = load_train_config(args.config, **overrides)
-    if config.out == "runs/lstm" and config.model != "lstm":
-        config.out = f"runs/{config.model}"
+    overrides = {"model": args.model, "data": args.data, "max_steps": args.max_steps,
+                 "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr,
+                 "seed": args.seed, "eval_interval": args.eval_interval,
+                 "precision": args.precision, "init_from": args.init_from,
+                 "augment": False if args.no_augment else None}
+    if args.resume:
+        out = args.out or load_train_config(args.config, model=args.model).out
+        config = resume_config(out, **{k: v for k, v in overrides.items() if k != "model"})
+    else:
+        config = load_train_config(args.config, out=args.out, **overrides)
     time_limit = None if args.time_limit_minutes is None else 60 * args.time_limit_minutes
     train(config, resume=args.resume, until_step=args.until_step, time_limit_s=time_limit)
     return 0
@@ -75,71 +74,70 @@ def _download(args) -> int:
 
 
 def _generate(args) -> int:
-    import time
-
     from tqdm import tqdm
 
     from musicgen import compose
-    from musicgen.audio import default_renderer, write_audio
-    from musicgen.midi import MidiError
+    from musicgen.audio import soundfont_path
+    from musicgen.outputs import numbered, write_candidate
+    from musicgen.prompt import choose_prompt
+    from musicgen.recipe import read_recipe, replay
+    from musicgen.settings import Settings
 
-    try:
-        if args.recipe_from:
-            recipe = compose.read_recipe(args.recipe_from)
-            checkpoint = args.checkpoint or compose.model_for_recipe(recipe)
-            primer = compose.primer_from_recipe(recipe)
-            settings = compose.settings_from_recipe(recipe)
-        else:
-            checkpoint = args.checkpoint or next(iter(compose.find_checkpoints().values()), None)
-            if checkpoint is None:
-                raise FileNotFoundError("no checkpoint given and none found in checkpoints/")
-            if args.seed_midi:
-                primer = compose.primer_from_midi(args.seed_midi, args.primer_seconds,
-                                                  Path(args.seed_midi).name)
-            elif args.example:
-                primer = compose.primer_from_example(args.example, args.primer_seconds)
-            else:
-                primer = compose.silence()
-            settings = compose.Settings(seconds=args.seconds, temperature=args.temperature,
-                                        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                        n=args.n, include_primer=not args.no_primer)
-        model = compose.load_model(checkpoint)
-        if args.recipe_from and model.weights_sha256 != recipe["weights_sha256"]:
-            print("musicgen: warning: these weights differ from the recipe's; "
-                  "the notes will differ", file=sys.stderr)
-        bar = tqdm(total=100, unit="%", desc="sampling", disable=args.json, file=sys.stderr)
-        candidates = compose.compose(model, primer, settings,
-                                     on_progress=lambda f: bar.update(round(100 * f) - bar.n))
-        bar.close()
-    except (MidiError, ValueError, KeyError, FileNotFoundError) as error:
-        print(f"musicgen: {error}", file=sys.stderr)
-        return 1
+    soundfont_path(args.soundfont)
+    changes = {"seconds": args.seconds, "temperature": args.temperature, "top_k": args.top_k,
+               "top_p": args.top_p, "seed": args.seed, "n": args.n,
+               "include_prompt": False if args.continuation_only else None}
+    if args.recipe_from:
+        recipe = read_recipe(args.recipe_from)
+        prompt, settings = replay(recipe, **changes)
+        checkpoint = args.checkpoint or compose.checkpoint_for_recipe(recipe)
+    else:
+        kind = "upload" if args.seed_midi else "example" if args.example else "silence"
+        prompt = choose_prompt(kind, example=args.example, path=args.seed_midi,
+                               seconds=args.seed_seconds)
+        settings = Settings.from_user(**changes)
+        checkpoint = args.checkpoint or compose.default_checkpoint()
+    model = compose.load_model(checkpoint)
+    if args.recipe_from and model.weights_sha256 != recipe["weights_sha256"]:
+        print("musicgen: warning: these weights differ from the recipe's; "
+              "the notes will differ", file=sys.stderr)
+    bar = tqdm(total=100, unit="%", desc="sampling", disable=args.json, file=sys.stderr)
+    candidates = compose.compose(model, prompt, settings,
+                                 on_progress=lambda f: bar.update(round(100 * f) - bar.n))
+    bar.close()
 
-    out = Path(args.out)
     results = []
     for candidate in candidates:
-        suffix = f"-{candidate.index + 1}" if len(candidates) > 1 else ""
-        midi_path = compose.write_midi(candidate, out.with_name(out.stem + suffix + out.suffix))
-        entry = {"midi": str(midi_path), "recipe": candidate.recipe, "stats": candidate.stats,
-                 "decode": vars(candidate.report)}
-        if args.audio:
-            began = time.perf_counter()
-            rendering = default_renderer().render(candidate.midi, soundfont=args.soundfont)
-            audio = Path(args.audio)
-            audio = write_audio(audio.with_name(audio.stem + suffix + audio.suffix), rendering)
-            entry["audio"] = {"path": str(audio), "engine": rendering.engine,
-                              "soundfont": rendering.soundfont, "note": rendering.note,
-                              "rms_dbfs": round(rendering.rms_dbfs, 2),
-                              "rendering_s": round(time.perf_counter() - began, 3)}
+        audio = args.audio and numbered(args.audio, candidate.index, len(candidates))
+        files = write_candidate(candidate, numbered(args.out, candidate.index, len(candidates)),
+                                audio or None, soundfont=args.soundfont)
+        entry = {"midi": str(files.midi),
+                 "recipe": {k: v for k, v in candidate.recipe.items() if k != "prompt_tokens"},
+                 "stats": candidate.stats, "decode": vars(candidate.report)}
+        if files.rendering is not None:
+            entry["audio"] = {"path": str(files.audio), "engine": files.rendering.engine,
+                              "soundfont": files.rendering.soundfont,
+                              "note": files.rendering.note,
+                              "rms_dbfs": round(files.rendering.rms_dbfs, 2),
+                              "rendering_s": round(files.rendering_s, 3)}
         results.append(entry)
         if not args.json:
-            print(f"{midi_path}: {compose.describe_stats(candidate.stats)}"
-                  + (f" -> {entry['audio']['path']}" if args.audio else ""))
+            print(f"{files.midi} (variation {candidate.recipe['seed']}): "
+                  f"{compose.describe_stats(candidate.stats)}"
+                  + (f" -> {files.audio}" if files.audio else ""))
     if args.json:
-        for entry in results:
-            entry["recipe"] = {k: v for k, v in entry["recipe"].items() if k != "primer_tokens"}
         print(json.dumps({"checkpoint": str(checkpoint), "candidates": results}))
     return 0
+
+
+def _setting_help(name: str, text: str = "") -> str:
+    """Help for a sampling option, with its range and default from `musicgen.settings`."""
+    from musicgen.settings import LIMITS, Settings
+
+    limit = LIMITS[name]
+    default = getattr(Settings(), name)
+    return (f"{text or limit.help or limit.label} ({limit.low:g}-{limit.high:g}, "
+            f"default {default:g})")
 
 
 def _export(args) -> int:
@@ -151,6 +149,8 @@ def _export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from musicgen.examples import example_names
+
     parser = argparse.ArgumentParser(prog="musicgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -161,21 +161,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(run=_prepare)
 
-    p = commands.add_parser("generate", help="continue a seed with a trained model")
+    from musicgen.prompt import DEFAULT_PROMPT_SECONDS, PROMPT_SECONDS
+
+    p = commands.add_parser("generate", help="continue a seed MIDI with a trained model")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the first in checkpoints/)")
-    seed = p.add_mutually_exclusive_group()
-    seed.add_argument("--seed-midi", help="continue the end of this MIDI file")
-    seed.add_argument("--example", help="continue a built-in example (see --list-examples)")
-    seed.add_argument("--recipe-from", help="regenerate the notes of a MIDI written by musicgen")
-    p.add_argument("--primer-seconds", type=float, default=10.0)
-    p.add_argument("--seconds", type=float, default=30.0, help="length of the continuation")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (argmax)")
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=0.95, help="1.0 = off")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=1, help="candidates (1-4)")
-    p.add_argument("--no-primer", action="store_true", help="write only the continuation")
-    p.add_argument("--out", default="out.mid")
+    seed_midi = p.add_mutually_exclusive_group()
+    seed_midi.add_argument("--seed-midi", help="continue the end of this .mid/.midi file")
+    seed_midi.add_argument("--example", help="continue a built-in example, by name: "
+                           + "; ".join(example_names()))
+    seed_midi.add_argument("--recipe-from", help="sample again what a MIDI written by musicgen "
+                           "holds (options given here change its recipe)")
+    p.add_argument("--seed-seconds", type=float,
+                   help=f"{PROMPT_SECONDS.label.lower()} ({PROMPT_SECONDS.low:g}-"
+                        f"{PROMPT_SECONDS.high:g}, default {DEFAULT_PROMPT_SECONDS:g})")
+    p.add_argument("--seconds", type=float, help=_setting_help("seconds"))
+    p.add_argument("--temperature", type=float, help=_setting_help("temperature"))
+    p.add_argument("--top-k", type=int, help=_setting_help("top_k"))
+    p.add_argument("--top-p", type=float, help=_setting_help("top_p"))
+    p.add_argument("--seed", type=int, help="random seed (the app's 'variation'): the same "
+                   "number gives the same notes (default: a new one each run)")
+    p.add_argument("--n", type=int, help=_setting_help("n"))
+    p.add_argument("--continuation-only", action="store_true",
+                   help="write only the continuation, without the seed MIDI's excerpt")
+    p.add_argument("--out", default="out.mid", help="MIDI file (several: out-1.mid, ...)")
     p.add_argument("--audio", help="also render to this .wav (or .mp3/.ogg with ffmpeg)")
     p.add_argument("--soundfont", help="soundfont file (default: the first one found)")
     p.add_argument("--json", action="store_true", help="print paths, recipe, timings as JSON")
@@ -229,8 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from musicgen.errors import UserError
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UserError as error:
+        print(f"musicgen: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from musicgen.data import load_index
+from musicgen.data import NoCacheError, load_index
+from musicgen.errors import MidiError, UserError
 from musicgen.events import VOCAB, encode_notes
-from musicgen.midi import MidiError, read_midi
+from musicgen.midi import read_midi
 
 # Bump when encode output changes for the same file, so caches re-encode.
 ENCODER_VERSION = f"{VOCAB.version}/quantize-2"
@@ -121,7 +122,7 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, workers: 
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     files = list_midi_files(data_dir)
     if not files:
-        raise FileNotFoundError(f"no MIDI files found under {data_dir}")
+        raise UserError(f"there are no MIDI files (.mid, .midi) under {data_dir}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     previous = _previous_pieces(cache_dir)
 
@@ -175,7 +176,7 @@ def _previous_pieces(cache_dir: Path) -> dict[str, tuple[np.ndarray, float]]:
     try:
         index = load_index(cache_dir)
         tokens = np.load(cache_dir / "tokens.npy", mmap_mode="r")
-    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+    except (NoCacheError, FileNotFoundError, ValueError, json.JSONDecodeError):
         return {}
     if index.get("encoder_version") != ENCODER_VERSION:
         return {}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgen.errors import UserError
 from musicgen.events import VOCAB, Vocabulary, event_steps, interleave_time_shifts
 
 TRANSPOSE_RANGE = (-3, 3)  # semitones, inclusive
@@ -19,9 +20,21 @@ STRETCH_RANGE = (0.95, 1.05)
 
 
 def load_index(cache_dir: str | os.PathLike) -> dict:
-    """Read a cache's index.json (FileNotFoundError if there is none)."""
-    with open(Path(cache_dir) / "index.json", encoding="utf-8") as handle:
+    """Read a cache's index.json.
+
+    Raises:
+        NoCacheError: `cache_dir` holds no index.json.
+    """
+    path = Path(cache_dir) / "index.json"
+    if not path.is_file():
+        raise NoCacheError(f"there is no token cache in {cache_dir}; make one first with "
+                           f"`python -m musicgen prepare --data MIDI_FOLDER --out {cache_dir}`")
+    with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+class NoCacheError(UserError):
+    """A folder that holds no token cache."""
 
 
 @dataclass

@@ -129,7 +129,7 @@ def _context_and_targets(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def windowing(model: torch.nn.Module, window: int | None = None) -> str:
     """One line saying how `score_model` feeds this model (for the report)."""
-    context = _context_of(model)
+    context = model.context
     if context is None:
         kind = "LSTM" if getattr(getattr(model, "config", None), "kind", None) == "lstm" else (
             "recurrent")
@@ -173,7 +173,7 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
                 batch_size: int = 8, device: str | torch.device = "cpu") -> list[PieceScore]:
     """Per-target log-probabilities and top-1 hits of a model on whole pieces.
 
-    A model with a `config.context` (the Transformer) is scored with
+    A model with a `context` (the Transformer) is scored with
     `sliding_windows`: a fresh state per chunk, since its attention reaches
     only `context` tokens back anyway. Any other model (the LSTM) reads each
     piece from the start in chunks of `window` tokens with its state carried
@@ -192,7 +192,7 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
         One PieceScore per piece, in the order of `pieces`.
     """
     model.float().to(device).eval()
-    context = _context_of(model)
+    context = model.context
     if context is None:
         rows = _score_recurrent(model, pieces, window or RECURRENT_WINDOW, batch_size, device)
     else:
@@ -209,8 +209,6 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
     return scores
 
 
-def _context_of(model) -> int | None:
-    return getattr(getattr(model, "config", None), "context", None)
 
 
 def _predict(model, inputs: np.ndarray, targets: np.ndarray, device, state=None):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from musicgen.errors import UserError
 from musicgen.notes import Notes
 
 STEPS_PER_SECOND = 100
@@ -126,10 +127,11 @@ class Vocabulary:
                 "ranges": [[r.name, r.min_value, r.max_value] for r in self.ranges]}
 
     def check_compatible(self, described: dict) -> None:
-        """Raise ValueError unless `described` (from `to_dict`) is this vocabulary."""
+        """Raise UserError unless `described` (from `to_dict`) is this vocabulary."""
         if described != self.to_dict():
-            raise ValueError(f"token vocabulary {described.get('version')!r} does not "
-                             f"match this code's {self.version!r}")
+            raise UserError(f"this was made with the event vocabulary "
+                            f"{described.get('version')}, which differs from this code's "
+                            f"{self.version}; use a matching musicgen version")
 
 
 VOCAB = Vocabulary()

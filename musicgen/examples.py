@@ -6,6 +6,7 @@ lists, so the demo has something to continue before anyone uploads a file.
 
 from __future__ import annotations
 
+from musicgen.errors import UserError
 from musicgen.notes import Notes
 
 
@@ -108,8 +109,9 @@ def example_notes(name: str) -> Notes:
     """The notes of a built-in seed.
 
     Raises:
-        KeyError: No example has that name (the message lists them).
+        UserError: No example has that name (the message lists them).
     """
     if name not in EXAMPLES:
-        raise KeyError(f"no example named {name!r}; choose one of: {', '.join(EXAMPLES)}")
+        raise UserError(f"there is no example called {name}; choose one of: "
+                        f"{', '.join(EXAMPLES)}")
     return EXAMPLES[name]()

@@ -24,7 +24,7 @@ class TorchStepper:
         self.state = None
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the primer [n, T]; return the logits [n, V] for the next token."""
+        """Run the prompt [n, T]; return the logits [n, V] for the next token."""
         logits, self.state = self.model(torch.from_numpy(tokens).to(self.device))
         return logits[:, -1].float().cpu().numpy()
 
@@ -50,7 +50,7 @@ class NumpyLSTMStepper:
         self.h = self.c = None
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the primer [n, T]; return the logits [n, V] for the next token.
+        """Run the prompt [n, T]; return the logits [n, V] for the next token.
 
         Layer by layer: the input projections of all T steps are one matrix
         product, and only the recurrent weights are read per step.
@@ -113,10 +113,10 @@ class NumpyTransformerStepper:
         self.position = 0
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the primer [n, T], T <= context; return the logits [n, V] for the next token."""
+        """Run the prompt [n, T], T <= context; return the logits [n, V] for the next token."""
         rows, steps = tokens.shape
         if steps > self.context:
-            raise ValueError(f"a primer of {steps} tokens is longer than the context "
+            raise ValueError(f"a prompt of {steps} tokens is longer than the context "
                              f"({self.context}); keep its last {self.context - 1}")
         shape = (len(self.layers), rows, self.heads, self.context, self.head_dim)
         self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)

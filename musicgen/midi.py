@@ -2,8 +2,8 @@
 
 symusic does the parsing: it reads all of MAESTRO in about half a second, where
 pretty_midi needs over a minute (BENCHMARKS.md), and this is the hot path of
-`prepare`. pretty_midi is used only on the way out (`musicgen.encoding`), where
-its familiar object model is what callers want.
+`prepare`. pretty_midi is used only on the way out (`notes_to_pretty_midi`),
+where its familiar object model is what callers want.
 
 Every way a file can be unusable ends in one `MidiError` with a plain message,
 so callers (the CLI, the app, corpus preparation) need to catch one thing.
@@ -11,7 +11,6 @@ so callers (the CLI, the app, corpus preparation) need to catch one thing.
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from pathlib import Path
@@ -20,10 +19,8 @@ import numpy as np
 import pretty_midi
 import symusic
 
-from musicgen.events import MAX_NOTE_SECONDS, VOCAB, Vocabulary, decode_events, encode_notes
+from musicgen.errors import MidiError
 from musicgen.notes import Notes
-
-log = logging.getLogger(__name__)
 
 MAX_MIDI_BYTES = 20 * 1024 * 1024
 # Beyond these a file is almost certainly broken rather than unusual music.
@@ -33,10 +30,6 @@ SUSTAIN_CC = 64
 SUSTAIN_THRESHOLD = 64  # CC64 values >= 64 hold the pedal down (as Magenta does)
 
 MidiSource = str | os.PathLike | bytes | bytearray
-
-
-class MidiError(ValueError):
-    """A MIDI file that cannot be used, with a message that says why."""
 
 
 def read_midi(source: MidiSource) -> Notes:
@@ -71,9 +64,7 @@ def read_midi(source: MidiSource) -> Notes:
     parts = [p for p in parts if len(p)]
     if not parts:
         raise MidiError("the MIDI file contains no (non-drum) notes")
-    merged = Notes.from_arrays(*(np.concatenate([getattr(p, name) for p in parts])
-                                 for name in ("pitch", "velocity", "start", "end")))
-    return _resolve_overlaps(merged)
+    return _resolve_overlaps(Notes.concatenate(*parts))
 
 
 def _read_bytes(source: MidiSource) -> bytes:
@@ -204,46 +195,4 @@ def notes_to_pretty_midi(notes: Notes, program: int = 0) -> pretty_midi.PrettyMI
     piano.notes = [pretty_midi.Note(int(v), int(p), float(s), float(e)) for p, v, s, e in
                    zip(notes.pitch, notes.velocity, notes.start, notes.end, strict=True)]
     midi.instruments.append(piano)
-    return midi
-
-
-def encode_midi(source: MidiSource, vocab: Vocabulary = VOCAB) -> np.ndarray:
-    """Read a MIDI file and encode it as performance-event tokens.
-
-    Args:
-        source: Path to a .mid/.midi file, or its bytes.
-        vocab: The event table.
-
-    Returns:
-        int64 array of token ids (no BOS/EOS).
-
-    Raises:
-        MidiError: The file cannot be used (see `musicgen.midi.read_midi`).
-    """
-    return encode_notes(read_midi(source), vocab)
-
-
-def decode_tokens(tokens, vocab: Vocabulary = VOCAB,
-                  max_note_seconds: float | None = MAX_NOTE_SECONDS) -> pretty_midi.PrettyMIDI:
-    """Turn token ids into a playable PrettyMIDI; never raises on valid ids.
-
-    An unmatched NOTE_OFF is ignored, a NOTE_ON of a sounding pitch restarts
-    it, notes still sounding at the end are closed, and a note held longer
-    than `max_note_seconds` is cut. What was repaired is in the returned
-    object's `decode_report` attribute (a `DecodeReport`) and logged.
-
-    Args:
-        tokens: Token ids.
-        vocab: The event table.
-        max_note_seconds: Longest note without a NOTE_OFF; None for no limit.
-
-    Returns:
-        A PrettyMIDI with one piano instrument.
-    """
-    notes, report = decode_events(tokens, vocab, max_note_seconds)
-    if report.cut_notes:
-        log.info("decode: %d notes cut after %.1f s without NOTE_OFF",
-                 report.cut_notes, max_note_seconds)
-    midi = notes_to_pretty_midi(notes)
-    midi.decode_report = report
     return midi

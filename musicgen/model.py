@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
+from musicgen.errors import SettingsError
 from musicgen.events import VOCAB
 
 
@@ -63,6 +64,11 @@ class LSTMModel(nn.Module):
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
+
+    @property
+    def context(self) -> None:
+        """None: the LSTM's state carries the whole past, however long."""
+        return None
 
     def forward(self, tokens: torch.Tensor, state=None):
         """Logits [B, T, V] for tokens [B, T], and the state after the last token."""
@@ -150,6 +156,11 @@ class TransformerModel(nn.Module):
         self.head.weight = self.embed.weight  # tied, as in GPT-2
         self.apply(self._init_weights)
 
+    @property
+    def context(self) -> int:
+        """Tokens the model attends to, the current one included."""
+        return self.config.context
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -179,16 +190,51 @@ class TransformerModel(nn.Module):
         return logits[:, 0], state
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    """The model for a config (dispatch on its `kind`)."""
-    return LSTMModel(config) if config.kind == "lstm" else TransformerModel(config)
+# kind -> (config class, model class): the one place that knows the model kinds.
+MODELS: dict[str, tuple[type, type[nn.Module]]] = {
+    "lstm": (LSTMConfig, LSTMModel),
+    "transformer": (TransformerConfig, TransformerModel),
+}
+
+
+def make_config(kind: str, **values) -> ModelConfig:
+    """The config of a model kind, with `values` in place of its defaults.
+
+    Args:
+        kind: A key of `MODELS`.
+        **values: Fields of that kind's config; `kind` may repeat the kind.
+
+    Returns:
+        The config dataclass.
+
+    Raises:
+        SettingsError: An unknown kind, or a field that kind does not have
+            (a typo would otherwise train the default model silently).
+    """
+    if kind not in MODELS:
+        raise SettingsError(f"there is no model kind called {kind}; "
+                            f"choose one of: {', '.join(MODELS)}")
+    config_class = MODELS[kind][0]
+    if values.get("kind", kind) != kind:
+        raise SettingsError(f"the settings say kind {values['kind']} for a {kind} model")
+    fields = config_class.__dataclass_fields__
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        known = ", ".join(name for name in fields if name != "kind")
+        raise SettingsError(f"{kind} models have no setting called {', '.join(unknown)}; "
+                            f"their settings are: {known}")
+    return config_class(**{**values, "kind": kind})
 
 
 def config_from_dict(values: dict) -> ModelConfig:
-    """Rebuild a config dataclass from `asdict(config)` (e.g. from a checkpoint)."""
-    kind = values.get("kind", "lstm")
-    cls = LSTMConfig if kind == "lstm" else TransformerConfig
-    return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+    """A config from `asdict(config)` (a checkpoint's card, say); strict as `make_config`."""
+    values = dict(values)
+    return make_config(values.pop("kind", "lstm"), **values)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The model for a config, by its kind."""
+    return MODELS[config.kind][1](config)
 
 
 def count_parameters(model: nn.Module) -> int:

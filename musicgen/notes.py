@@ -63,6 +63,17 @@ class Notes:
         return Notes.from_arrays(self.pitch[keep], self.velocity[keep],
                                  np.maximum(self.start[keep] - start, 0.0), stop[keep] - start)
 
+    def shifted(self, seconds: float) -> Notes:
+        """The same notes `seconds` later."""
+        return Notes(self.pitch, self.velocity, self.start + seconds, self.end + seconds)
+
+    @staticmethod
+    def concatenate(*parts: Notes) -> Notes:
+        """All notes of several parts as one (sorted again)."""
+        return Notes.from_arrays(*(np.concatenate([getattr(part, name) for part in parts])
+                                   for name in ("pitch", "velocity", "start", "end")))
+
     @staticmethod
     def empty() -> Notes:
+        """No notes."""
         return Notes.from_arrays([], [], [], [])

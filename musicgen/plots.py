@@ -20,13 +20,13 @@ SEED_COLOUR = "#5b7db1"
 CONTINUATION_COLOUR = "#e0823d"
 
 
-def piano_roll(notes: Notes, primer_end: float, path: str | os.PathLike,
+def piano_roll(notes: Notes, prompt_end: float, path: str | os.PathLike,
                title: str = "") -> Path:
     """Draw notes as bars (pitch over time), the seed and the continuation in two colours.
 
     Args:
         notes: All notes of the clip.
-        primer_end: Seconds where the continuation starts (0: all continuation).
+        prompt_end: Seconds where the continuation starts (0: all continuation).
         path: PNG to write.
         title: Optional title.
 
@@ -34,7 +34,7 @@ def piano_roll(notes: Notes, primer_end: float, path: str | os.PathLike,
         The PNG's path.
     """
     figure, axis = _figure(height=3.2)
-    is_seed = notes.start < primer_end - 1e-9
+    is_seed = notes.start < prompt_end - 1e-9
     for mask, colour, label in ((is_seed, SEED_COLOUR, "seed"),
                                 (~is_seed, CONTINUATION_COLOUR, "continuation")):
         if not mask.any():
@@ -48,10 +48,10 @@ def piano_roll(notes: Notes, primer_end: float, path: str | os.PathLike,
         colours[:, 3] = alpha
         axis.add_collection(PolyCollection(boxes, facecolors=colours, edgecolors="none",
                                            label=label))
-    if primer_end > 0:
-        axis.axvline(primer_end, color="#333333", linewidth=1, linestyle="--")
+    if prompt_end > 0:
+        axis.axvline(prompt_end, color="#333333", linewidth=1, linestyle="--")
     if len(notes):
-        axis.set_xlim(0, max(notes.end.max(), primer_end) + 0.2)
+        axis.set_xlim(0, max(notes.end.max(), prompt_end) + 0.2)
         axis.set_ylim(notes.pitch.min() - 2, notes.pitch.max() + 2)
         axis.legend(loc="upper right", fontsize=8)
     axis.set_xlabel("seconds")

@@ -1,6 +1,6 @@
 """Sample continuations from a model, one model call per token.
 
-The primer is run through the model once; after that every new token is a
+The prompt is run through the model once; after that every new token is a
 single step that carries the LSTM state or the Transformer's KV cache
 (`musicgen.inference`), instead of re-feeding a window of the past for each token (the course
 version's approach, kept in `bench/sampling.py` for comparison).
@@ -36,14 +36,12 @@ class Generation:
             distribution (temperature 1, unfiltered) before each token.
         chosen_probability: Per sequence, that distribution's probability of
             the token that was chosen.
-        music_seconds: Per sequence, the time its continuation spans.
         stop_reasons: Per sequence: "seconds", "eos" or "max_tokens".
     """
 
     tokens: list[np.ndarray]
     entropy: list[np.ndarray]
     chosen_probability: list[np.ndarray]
-    music_seconds: list[float]
     stop_reasons: list[str]
 
 
@@ -80,29 +78,25 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _check(temperature: float, top_k: int, top_p: float, n: int) -> None:
-    if not 0 <= temperature <= 5:
-        raise ValueError(f"temperature must be between 0 and 5, not {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be 0 (off) or positive, not {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
-    if not 1 <= n <= 16:
-        raise ValueError(f"n must be between 1 and 16, not {n}")
+    """Where the sampling math is defined; the product's narrower limits are `Settings`'."""
+    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1 or n < 1:
+        raise ValueError(f"no such sampler: temperature {temperature}, top_k {top_k}, "
+                         f"top_p {top_p}, n {n}")
 
 
 @torch.inference_mode()
-def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = None,
+def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = None,
              max_tokens: int | None = None, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = 0, n: int = 1,
              on_progress: Callable[[float], None] | None = None,
              vocab: Vocabulary = VOCAB) -> Generation:
-    """Continue a primer by sampling from the model.
+    """Continue a prompt by sampling from the model.
 
     Args:
         model: An `LSTMModel` or `TransformerModel` (any module with the
             forward/step interface of `musicgen.model`).
-        primer_tokens: Token ids to continue; BOS is put in front if missing
-            (an empty primer starts from silence).
+        prompt_tokens: Token ids to continue; BOS is put in front if missing
+            (an empty prompt starts from silence).
         seconds: Stop a sequence once its continuation spans this much time.
         max_tokens: Stop after this many new tokens (the default is a safety
             cap of 200 tokens per second asked for).
@@ -123,12 +117,11 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
     if max_tokens is None:
         max_tokens = max(64, int(seconds * TOKENS_PER_SECOND_CAP))
     target_steps = None if seconds is None else round(seconds * STEPS_PER_SECOND)
-    primer = np.asarray(primer_tokens, dtype=np.int64).ravel()
-    if not len(primer) or primer[0] != vocab.bos:
-        primer = np.concatenate(([vocab.bos], primer))
-    context = getattr(getattr(model, "config", None), "context", None)
-    if context is not None:
-        primer = primer[-(context - 1):]  # the Transformer attends to `context` tokens
+    prompt = np.asarray(prompt_tokens, dtype=np.int64).ravel()
+    if not len(prompt) or prompt[0] != vocab.bos:
+        prompt = np.concatenate(([vocab.bos], prompt))
+    if model.context is not None:
+        prompt = prompt[-(model.context - 1):]  # the next token then sees `context`
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n)]
     shift = vocab["time_shift"]
 
@@ -143,7 +136,7 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
     reasons = ["max_tokens"] * n
     active = np.ones(n, dtype=bool)
     try:
-        logits = stepper.start(np.repeat(primer[None, :], n, axis=0))
+        logits = stepper.start(np.repeat(prompt[None, :], n, axis=0))
         for t in range(max_tokens):
             chosen, step_entropy, step_probability = _choose(
                 logits, temperature, top_k, top_p, generators)
@@ -176,7 +169,6 @@ def generate(model: torch.nn.Module, primer_tokens, *, seconds: float | None = N
                       entropy=[entropy[i, :length[i]].copy() for i in range(n)],
                       chosen_probability=[chosen_probability[i, :length[i]].copy()
                                           for i in range(n)],
-                      music_seconds=(elapsed / STEPS_PER_SECOND).tolist(),
                       stop_reasons=reasons)
 
 

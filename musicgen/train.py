@@ -33,22 +33,16 @@ from tqdm import tqdm
 
 from musicgen.checkpoint import (
     DATA_LICENCE,
+    TRAINER,
     load_training_state,
     read_card,
     save_training_state,
     save_weights,
 )
 from musicgen.data import TokenCache, WindowSampler
+from musicgen.errors import SettingsError
 from musicgen.events import VOCAB
-from musicgen.model import (
-    LSTMConfig,
-    ModelConfig,
-    TransformerConfig,
-    build_model,
-    config_from_dict,
-    count_parameters,
-    describe,
-)
+from musicgen.model import ModelConfig, build_model, count_parameters, describe, make_config
 
 LOG_FIELDS = ("step", "tokens", "lr", "train_loss", "val_loss", "val_accuracy", "tokens_per_s",
               "elapsed_s")
@@ -80,25 +74,73 @@ class TrainConfig:
     init_from: str = ""
 
     def build_model_config(self) -> ModelConfig:
-        defaults = asdict(LSTMConfig() if self.model == "lstm" else TransformerConfig())
+        """The model's config: its kind's defaults (or `init_from`'s), then `model_config`.
+
+        Raises:
+            SettingsError: An unknown kind or model setting, or an `init_from`
+                checkpoint of another kind.
+        """
+        defaults: dict = {}
         if self.init_from:
-            defaults = read_card(self.init_from)["config"]
-            kind = defaults.get("kind", "lstm")
+            defaults = dict(read_card(self.init_from)["config"])
+            kind = defaults.pop("kind", "lstm")
             if kind != self.model:
-                raise ValueError(f"{self.init_from} holds a model of kind {kind!r}, but this "
-                                 f"run trains {self.model!r} (set model / --model)")
-        return config_from_dict({**defaults, **self.model_config, "kind": self.model})
+                raise SettingsError(f"{self.init_from} holds a model of kind {kind}, but this "
+                                    f"run trains {self.model} (set model / --model)")
+        return make_config(self.model, **{**defaults, **self.model_config})
 
 
-def load_train_config(path: str | os.PathLike, **overrides) -> TrainConfig:
-    """A TrainConfig from a JSON file, with non-None keyword overrides applied."""
+def load_train_config(path: str | os.PathLike | None, **overrides) -> TrainConfig:
+    """A TrainConfig from a JSON file, with non-None keyword overrides applied.
+
+    A run folder left at the default follows the model (`runs/<model>`).
+
+    Raises:
+        SettingsError: A setting TrainConfig does not have.
+    """
     values = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(values) - known
+    _refuse_unknown(values)
+    config = TrainConfig(**values)
+    if "out" not in values:
+        config.out = f"runs/{config.model}"
+    return config
+
+
+# What may change when a run is resumed: how long it goes on. Anything else
+# would make "continue exactly" untrue.
+RESUME_OVERRIDES = ("max_steps",)
+
+
+def resume_config(out: str | os.PathLike, **overrides) -> TrainConfig:
+    """The settings stored in `out`/last, for `train(..., resume=True)`.
+
+    Args:
+        out: The run folder.
+        **overrides: Non-None values replace the stored ones; only
+            `RESUME_OVERRIDES` may be given (None values are ignored).
+
+    Raises:
+        UserError: No resumable run in `out`, or an override that cannot change.
+    """
+    state = Path(out) / "last" / TRAINER
+    if not state.is_file():
+        raise SettingsError(f"there is no run to resume in {out} (no last/{TRAINER}); "
+                            "start it without --resume")
+    stored = json.loads(state.read_text(encoding="utf-8"))["config"]
+    given = {k: v for k, v in overrides.items() if v is not None}
+    fixed = sorted(set(given) - set(RESUME_OVERRIDES))
+    if fixed:
+        raise SettingsError(f"a resumed run keeps its stored settings; only "
+                            f"{', '.join(RESUME_OVERRIDES)} can change, not {', '.join(fixed)}")
+    _refuse_unknown(stored)
+    return TrainConfig(**{**stored, **given, "out": str(out)})
+
+
+def _refuse_unknown(values: dict) -> None:
+    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
     if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    return TrainConfig(**values)
+        raise SettingsError(f"there is no training setting called {', '.join(unknown)}")
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -166,7 +208,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     Args:
         config: The run's settings.
         resume: Continue from `config.out`/last exactly (weights, optimizer,
-            schedule, data RNG, dropout RNG, log); the settings stored there win.
+            schedule, data RNG, dropout RNG, log); pass the settings stored
+            there, from `resume_config`.
         progress: Show a progress bar on stderr (rank 0 only).
         until_step: Stop (with a checkpoint) at this step, leaving the schedule
             of `max_steps` intact so that `resume` carries on where it stopped.
@@ -186,9 +229,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     out = Path(config.out)
     last_dir, best_dir = out / "last", out / "best"
     record: dict = {"step": 0, "tokens": 0, "best_val_loss": None, "elapsed_s": 0.0}
-    if resume:
-        stored = json.loads((last_dir / "trainer.json").read_text(encoding="utf-8"))
-        config = TrainConfig(**{**stored["config"], "max_steps": config.max_steps})
     model_config = config.build_model_config()
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)

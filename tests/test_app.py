@@ -48,13 +48,13 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def _generate(client, upload=None, source="Upload a MIDI file", n=2, seconds=5):
+def _generate(client, upload=None, source="upload", n=2, seconds=5, seed=1, new_seed=False):
     from gradio_client import handle_file
     return client.predict(
         source=source, example="Beethoven: Ode to Joy",
-        upload=handle_file(str(upload)) if upload else None, primer_seconds=5, model="lstm",
-        soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95, seed=1, n=n,
-        include_seed=True, random_seed=False, api_name="/generate")
+        upload=handle_file(str(upload)) if upload else None, seed_seconds=5, model="lstm",
+        soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95, seed=seed, n=n,
+        include_seed=True, new_seed=new_seed, api_name="/generate")
 
 
 def test_upload_generate_two_candidates_that_decode(client, tmp_path):
@@ -62,13 +62,13 @@ def test_upload_generate_two_candidates_that_decode(client, tmp_path):
     seed.write_bytes(midi_bytes([(60, 80, 0.0, 0.5), (64, 80, 0.5, 1.0), (67, 80, 1.0, 2.0)]))
     result = _generate(client, seed)
     # Per visible slot: audio, MIDI, piano roll, text, rating.
-    for slot in (result[0:5], result[5:10]):
+    for variation, slot in ((1, result[0:5]), (2, result[5:10])):
         audio, midi, roll, text = slot[:4]
         with wave.open(audio) as handle:
             assert handle.getframerate() == 44100 and handle.getnframes() > 44100
         assert len(read_midi(midi)) > 0
         assert Path(roll).stat().st_size > 1000
-        assert "seed=" in text
+        assert f"variation {variation}," in text
     assert result[10] is None  # the third slot stays empty
 
 
@@ -82,8 +82,22 @@ def test_a_corrupt_upload_is_an_error_and_the_app_keeps_serving(client, tmp_path
     not_midi.write_bytes(b"just some text")
     with pytest.raises(AppError, match="not a MIDI file"):
         _generate(client, not_midi)
-    result = _generate(client, source="Built-in example", n=1)
+    result = _generate(client, source="example", n=1)
     assert result[0] and Path(result[0]).is_file()
+
+
+def test_an_emptied_variation_field_plays_a_new_variation_and_shows_it(client):
+    result = _generate(client, source="example", n=1, seed=None)
+    variation = result[-1]  # written back into the field
+    assert isinstance(variation, int | float) and f"variation {int(variation)}" in result[3]
+
+
+def test_sliders_take_their_limits_from_the_settings(client):
+    from gradio_client.exceptions import AppError
+
+    from musicgen.settings import LIMITS
+    with pytest.raises(AppError, match=f"maximum value {LIMITS['seconds'].high:g}"):
+        _generate(client, source="example", n=1, seconds=LIMITS["seconds"].high + 1)
 
 
 def test_upload_missing_gives_a_plain_message(client):

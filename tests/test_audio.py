@@ -13,6 +13,7 @@ import pretty_midi
 import pytest
 
 from musicgen import audio
+from musicgen.errors import UserError
 
 FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
@@ -40,7 +41,7 @@ def log_spectrogram(samples: np.ndarray, size: int = 2048, hop: int = 512) -> np
 
 @pytest.fixture
 def fluid_r3() -> Path:
-    if not audio.fluidsynth_available():
+    if audio._import_fluidsynth() is None:
         pytest.skip("FluidSynth is not available (pyfluidsynth or libfluidsynth missing)")
     if not FLUID_R3.is_file():
         pytest.skip(f"soundfont {FLUID_R3} is not installed")
@@ -153,13 +154,16 @@ def test_unloadable_soundfont_falls_back_and_missing_one_raises(fluid_r3, tmp_pa
 
     assert rendering.engine == "numpy-fallback"
     assert "could not load" in rendering.note
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="no soundfont file"):
         renderer.render(make_midi([(69, 100, 0.0, 1.0)]), soundfont=str(tmp_path / "no.sf2"))
+    # "" is what a cleared picker sends: the default soundfont, not a missing file.
+    assert renderer.render(make_midi([(69, 100, 0.0, 1.0)]), soundfont="").engine == (
+        "fluidsynth")
 
 
 def test_fallback_when_fluidsynth_cannot_be_imported(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "fluidsynth", None)  # makes `import fluidsynth` fail
-    assert not audio.fluidsynth_available()
+    assert audio._import_fluidsynth() is None
 
     with caplog.at_level(logging.WARNING, logger="musicgen.audio"):
         rendering = audio.Renderer().render(make_midi([(69, 100, 0.0, 1.0)]))
@@ -192,14 +196,14 @@ def test_find_soundfonts_order(tmp_path, monkeypatch):
     for path in (explicit, from_env, in_repo, repo_dir / "notes.txt"):
         path.write_bytes(b"RIFF")
     monkeypatch.setenv("MUSICGEN_SOUNDFONT", str(from_env))
-    monkeypatch.setattr(audio, "REPO_SOUNDFONT_DIR", repo_dir)
+    monkeypatch.setenv("MUSICGEN_ROOT", str(tmp_path))
 
     found = audio.find_soundfonts(explicit)
 
     assert found[:3] == [explicit, from_env, in_repo]
     assert len(found) == len({p.resolve() for p in found})
     assert audio.find_soundfonts(from_env)[:2] == [from_env, in_repo]  # env path listed once
-    with pytest.raises(FileNotFoundError, match="missing.sf2"):
+    with pytest.raises(UserError, match="missing.sf2"):
         audio.find_soundfonts(tmp_path / "missing.sf2")
 
 
@@ -232,7 +236,6 @@ def test_compressed_output_needs_ffmpeg(tmp_path, monkeypatch):
     rendering = audio.Renderer().render(make_midi([(60, 90, 0.0, 0.5)]))
     monkeypatch.setattr(audio.shutil, "which", lambda name: None)
 
-    assert audio.encoders_available() == ["wav"]
     assert audio.write_compressed(tmp_path / "clip.mp3", rendering) is None
     with pytest.raises(ValueError, match="flac"):
         audio.write_compressed(tmp_path / "clip.flac", rendering, fmt="flac")

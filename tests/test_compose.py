@@ -1,4 +1,4 @@
-"""Seed -> candidates -> MIDI with its recipe, and the `generate` command."""
+"""Prompt -> candidates -> MIDI with its recipe, and the `generate` command."""
 
 import json
 import subprocess
@@ -9,8 +9,18 @@ import pytest
 from conftest import REPO, midi_bytes, tiny_checkpoint
 
 from musicgen import compose
+from musicgen.errors import MidiError, RecipeError, SettingsError, UserError
 from musicgen.examples import example_names, example_notes
-from musicgen.midi import MidiError, read_midi
+from musicgen.midi import read_midi
+from musicgen.outputs import write_candidate
+from musicgen.prompt import (
+    choose_prompt,
+    prompt_from_example,
+    prompt_from_file,
+    prompt_from_notes,
+)
+from musicgen.recipe import RECIPE_PREFIX, read_recipe, recipe_prompt, recipe_settings, replay
+from musicgen.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -31,74 +41,192 @@ def test_every_example_is_a_usable_seed():
     for name in example_names():
         notes = example_notes(name)
         assert len(notes) > 8 and notes.duration > 4 and (notes.end > notes.start).all()
-        primer = compose.primer_from_example(name, 4.0)
-        assert 0 < primer.seconds <= 4.0 + 1e-9 and len(primer.tokens)
+        prompt = prompt_from_example(name, 4.0)
+        assert 0 < prompt.seconds <= 4.0 + 1e-9 and len(prompt.tokens)
 
 
-def test_unknown_example_names_the_choices():
-    with pytest.raises(KeyError, match="choose one of"):
+def test_unknown_example_names_the_choices_in_plain_words():
+    with pytest.raises(UserError, match="there is no example called nope; choose one of") as e:
         example_notes("nope")
+    assert "'" not in str(e.value)
 
 
-def test_primer_is_the_last_seconds_of_the_seed():
-    seed = midi_bytes([(60, 80, 0.0, 1.0), (62, 80, 5.0, 6.0), (64, 80, 8.0, 9.0)])
-    primer = compose.primer_from_midi(seed, 4.0, "s.mid")
-    assert primer.notes.pitch.tolist() == [62, 64]
-    np.testing.assert_allclose(primer.notes.start, [0.0, 3.0], atol=0.01)
-    assert primer.source == "upload:s.mid"
-    assert compose.primer_from_midi(seed, 0, "s.mid").source == "silence"
+def _seed_file(tmp_path, notes, name="s.mid"):
+    path = tmp_path / name
+    path.write_bytes(midi_bytes(notes))
+    return path
 
 
-def test_bad_seed_and_settings_raise_plain_errors(lstm):
-    with pytest.raises(MidiError):
-        compose.primer_from_midi(b"garbage", 5.0)
-    with pytest.raises(ValueError, match="primer length"):
-        compose.primer_from_midi(midi_bytes([(60, 80, 0, 1)]), 500)
-    with pytest.raises(ValueError, match="candidates"):
-        compose.compose(lstm, compose.silence(), compose.Settings(n=9))
-    with pytest.raises(ValueError, match="length"):
-        compose.compose(lstm, compose.silence(), compose.Settings(seconds=0))
+def test_prompt_is_the_last_seconds_of_the_seed_midi(tmp_path):
+    seed = _seed_file(tmp_path, [(60, 80, 0.0, 1.0), (62, 80, 5.0, 6.0), (64, 80, 8.0, 9.0)])
+    prompt = prompt_from_file(seed, 4.0)
+    assert prompt.notes.pitch.tolist() == [62, 64]
+    np.testing.assert_allclose(prompt.notes.start, [0.0, 3.0], atol=0.01)
+    assert prompt.source == "upload:s.mid"
+    assert prompt_from_file(seed, 0).source == "silence"
 
 
-def test_candidates_carry_seed_continuation_and_stats(lstm):
-    primer = compose.primer_from_example(example_names()[0], 5.0)
-    candidates = compose.compose(lstm, primer, compose.Settings(seconds=4, n=2, seed=5))
+def test_choose_prompt_applies_the_same_checks_for_every_front_end(tmp_path):
+    assert choose_prompt("silence").source == "silence"
+    assert choose_prompt("example", example=example_names()[2], seconds=4).seconds > 0
+    assert choose_prompt("upload", path=_seed_file(tmp_path, [(60, 90, 0, 1)]),
+                         seconds=4).source == "upload:s.mid"
+    with pytest.raises(MidiError, match="upload a .mid or .midi file first"):
+        choose_prompt("upload", path=None)
+    text = tmp_path / "s.txt"
+    text.write_text("hello")
+    with pytest.raises(MidiError, match="not a MIDI file name"):
+        choose_prompt("upload", path=text)
+    big = tmp_path / "big.mid"
+    big.write_bytes(midi_bytes([(60, 90, 0, 1)]) + b"\0" * (6 * 2**20))
+    with pytest.raises(MidiError, match="limited to 5 MB"):
+        choose_prompt("upload", path=big)
+    garbage = tmp_path / "garbage.mid"
+    garbage.write_bytes(b"no")
+    with pytest.raises(MidiError, match="not a MIDI file"):
+        choose_prompt("upload", path=garbage)
+    with pytest.raises(UserError, match="no kind of seed called drums"):
+        choose_prompt("drums")
+    with pytest.raises(SettingsError, match="Seconds of the seed MIDI"):
+        choose_prompt("example", seconds=500)
+
+
+def test_settings_own_every_limit_and_say_what_is_wrong():
+    with pytest.raises(SettingsError, match="Candidates must be between 1 and 4, not 9"):
+        Settings(n=9)
+    with pytest.raises(SettingsError, match="Length of the continuation"):
+        Settings(seconds=0)
+    with pytest.raises(SettingsError, match="Temperature must be between 0 and 2"):
+        Settings.from_user(temperature=3)
+    with pytest.raises(SettingsError, match="Variation must be a whole number, not 2.5"):
+        Settings.from_user(seed=2.5)
+    with pytest.raises(SettingsError, match="Top-p must be a number, not lots"):
+        Settings.from_user(top_p="lots")
+    with pytest.raises(SettingsError, match="no setting called heat"):
+        Settings.from_user(heat=1)
+    assert Settings.from_user(seconds="12", top_k=5.0, temperature=None) == Settings(
+        seconds=12, top_k=5)
+
+
+def test_an_emptied_variation_means_a_new_random_one():
+    seeds = {Settings.from_user(seed=value).seed for value in (None, "", None, "")}
+    assert len(seeds) == 4  # 1 in 10^8 to fail by chance
+    assert len({Settings.from_user(seed=7, new_seed=True).seed for _ in range(4)}) == 4
+    assert Settings.from_user(seed=7).seed == 7
+
+
+def test_candidates_carry_prompt_continuation_and_stats(lstm):
+    prompt = prompt_from_example(example_names()[0], 5.0)
+    candidates = compose.compose(lstm, prompt, Settings(seconds=4, n=2, seed=5))
     assert [c.index for c in candidates] == [0, 1]
     assert [c.recipe["seed"] for c in candidates] == [5, 6]
     for candidate in candidates:
-        assert candidate.primer_end == pytest.approx(primer.seconds)
+        assert candidate.prompt_end == pytest.approx(prompt.seconds)
         assert set(candidate.stats) >= {"notes", "seconds", "pitch_range", "notes_per_second"}
         assert len(candidate.entropy) == candidate.stats["tokens"]
 
 
+def test_the_seed_music_in_the_output_keeps_its_long_notes(lstm):
+    # A pedalled 8 s bass note: the decoder's 5 s cut is for the model's notes only.
+    notes = [(36, 70, 0.0, 8.0), (60, 80, 0.0, 0.5), (64, 80, 2.0, 2.5), (67, 80, 7.5, 8.0)]
+    prompt = prompt_from_notes(read_midi(midi_bytes(notes)), 10, "long")
+    (candidate,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=1))
+    seed_part = candidate.notes.start < candidate.prompt_end
+    lengths = candidate.notes.end[seed_part] - candidate.notes.start[seed_part]
+    np.testing.assert_allclose(sorted(lengths), [0.5, 0.5, 0.5, 8.0], atol=0.011)
+
+
+def test_the_continuation_decodes_as_if_joined_to_the_seed_music():
+    from musicgen.events import VOCAB, decode_events
+
+    on, off, shift = VOCAB["note_on"], VOCAB["note_off"], VOCAB["time_shift"]
+    prompt = prompt_from_notes(read_midi(midi_bytes([(60, 30, 0.0, 1.0)])), 10, "quiet")
+    # No velocity event of its own: the first note plays at the seed's last velocity.
+    continuation = np.array([on.token(62), shift.token(50), off.token(62), on.token(64),
+                             shift.token(20), off.token(64)])
+    new, _ = compose._decode_continuation(prompt, continuation)
+    joined, _ = decode_events(np.concatenate((prompt.tokens, continuation)))
+    later = joined.start >= prompt.seconds
+    assert new.pitch.tolist() == joined.pitch[later].tolist() == [62, 64]
+    assert new.velocity.tolist() == joined.velocity[later].tolist()
+    np.testing.assert_allclose(new.start, joined.start[later])
+    np.testing.assert_allclose(new.end, joined.end[later])
+
+
 def test_continuation_only(lstm):
-    primer = compose.primer_from_example(example_names()[1], 5.0)
-    settings = compose.Settings(seconds=4, seed=2, include_primer=False)
-    (candidate,) = compose.compose(lstm, primer, settings)
-    assert candidate.primer_end == 0.0
+    prompt = prompt_from_example(example_names()[1], 5.0)
+    (candidate,) = compose.compose(lstm, prompt, Settings(seconds=4, seed=2,
+                                                          include_prompt=False))
+    assert candidate.prompt_end == 0.0
     assert (candidate.notes.start >= 0).all()
 
 
 def test_recipe_round_trip_regenerates_the_same_notes(lstm, checkpoints, tmp_path):
-    primer = compose.primer_from_midi(midi_bytes([(60, 90, 0, 0.5), (67, 70, 0.5, 1.5)]), 5)
-    candidates = compose.compose(lstm, primer, compose.Settings(seconds=5, n=3, seed=11,
-                                                                temperature=1.1, top_k=40))
-    path = compose.write_midi(candidates[2], tmp_path / "third.mid")
-    recipe = compose.read_recipe(path)
-    assert recipe["seed"] == 13 and recipe["model"] == "lstm-tiny"
-    assert compose.model_for_recipe(recipe, checkpoints) == checkpoints / "lstm-tiny"
-    again = compose.compose(lstm, compose.primer_from_recipe(recipe),
-                            compose.settings_from_recipe(recipe))[0]
+    prompt = prompt_from_file(_seed_file(tmp_path, [(60, 90, 0, 0.5), (67, 70, 0.5, 1.5)]), 5)
+    candidates = compose.compose(lstm, prompt, Settings(seconds=5, n=3, seed=11,
+                                                        temperature=1.1, top_k=40))
+    path = write_candidate(candidates[2], tmp_path / "third.mid").midi
+    recipe = read_recipe(path)
+    assert recipe["seed"] == 13 and recipe["n"] == 1 and recipe["model"] == "lstm-tiny"
+    assert compose.checkpoint_for_recipe(recipe, checkpoints) == checkpoints / "lstm-tiny"
+    again = compose.compose(lstm, *replay(recipe))[0]
     written = read_midi(path)
     assert again.notes.pitch.tolist() == written.pitch.tolist()
     np.testing.assert_allclose(again.notes.start, written.start, atol=1e-3)
+    assert recipe_settings(recipe) == Settings(seconds=5, seed=13, temperature=1.1, top_k=40)
+    assert recipe_prompt(recipe).sha256 == prompt.sha256
+    longer = compose.compose(lstm, *replay(recipe, seconds=8, n=2))
+    assert [c.recipe["seconds"] for c in longer] == [8, 8]
+    assert [c.recipe["seed"] for c in longer] == [13, 14]
+
+
+def _with_recipe(tmp_path, text: str):
+    import mido
+    midi = mido.MidiFile()
+    track = mido.MidiTrack([mido.MetaMessage("text", text=text)])
+    midi.tracks.append(track)
+    path = tmp_path / "r.mid"
+    midi.save(str(path))
+    return path
+
+
+def test_damaged_recipes_are_refused_in_plain_words(lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    (candidate,) = compose.compose(lstm, prompt, Settings(seconds=1, seed=2))
+    recipe = dict(candidate.recipe)
+    del recipe["top_k"]
+    with pytest.raises(RecipeError, match="incomplete: it lacks top_k") as error:
+        read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(recipe)))
+    assert not isinstance(error.value, KeyError)
+    with pytest.raises(RecipeError, match="not valid JSON"):
+        read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + "{oops"))
+    tampered = {**candidate.recipe, "prompt_tokens": candidate.recipe["prompt_tokens"][:-1]}
+    with pytest.raises(RecipeError, match="does not match its hash"):
+        recipe_prompt(tampered)
+    with pytest.raises(RecipeError, match="Temperature"):
+        recipe_settings({**candidate.recipe, "temperature": 9})
+    with pytest.raises(RecipeError, match="none of the checkpoints"):
+        compose.checkpoint_for_recipe({**candidate.recipe, "weights_sha256": "0" * 64},
+                                      tmp_path)
+
+
+def test_version_1_recipes_still_replay(lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    (candidate,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4))
+    old_names = {"prompt_source": "primer_source", "prompt_sha256": "primer_sha256",
+                 "prompt_seconds": "primer_seconds", "prompt_tokens": "primer_tokens",
+                 "include_prompt": "include_primer"}
+    v1 = {old_names.get(k, k): v for k, v in candidate.recipe.items() if k != "n"}
+    v1["version"] = 1
+    recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v1)))
+    assert compose.compose(lstm, *replay(recipe))[0].notes.pitch.tolist() == (
+        candidate.notes.pitch.tolist())
 
 
 def test_read_recipe_of_a_foreign_file(tmp_path):
-    path = tmp_path / "plain.mid"
-    path.write_bytes(midi_bytes([(60, 90, 0, 1)]))
-    with pytest.raises(MidiError, match="no musicgen recipe"):
-        compose.read_recipe(path)
+    path = _seed_file(tmp_path, [(60, 90, 0, 1)], "plain.mid")
+    with pytest.raises(RecipeError, match="holds no musicgen recipe"):
+        read_recipe(path)
 
 
 def _cli(*args, cwd=REPO):
@@ -123,6 +251,36 @@ def test_generate_command_writes_midi_audio_and_json(checkpoints, tmp_path):
                  "--out", tmp_path / "again.mid")
     assert again.returncode == 0, again.stderr
     assert read_midi(tmp_path / "again.mid").pitch.tolist() == read_midi(first).pitch.tolist()
+    # Options given with --recipe-from change the recipe instead of being ignored.
+    changed = _cli("generate", "--checkpoint", checkpoints / "lstm-tiny", "--recipe-from", first,
+                   "--seconds", 2, "--temperature", 0.5, "--n", 2, "--out", tmp_path / "c.mid",
+                   "--json")
+    assert changed.returncode == 0, changed.stderr
+    recipes = [c["recipe"] for c in json.loads(changed.stdout)["candidates"]]
+    first_seed = report["candidates"][0]["recipe"]["seed"]
+    assert [(r["seconds"], r["temperature"], r["seed"]) for r in recipes] == [
+        (2, 0.5, first_seed), (2, 0.5, first_seed + 1)]
+
+
+def test_generate_command_speaks_plainly_about_wrong_input(checkpoints, tmp_path):
+    unknown = _cli("generate", "--checkpoint", checkpoints / "lstm-tiny", "--example", "Nope",
+                   "--out", tmp_path / "x.mid")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("musicgen: there is no example called Nope; choose one")
+    assert "'" not in unknown.stderr.splitlines()[0]
+    hot = _cli("generate", "--checkpoint", checkpoints / "lstm-tiny", "--temperature", 7,
+               "--out", tmp_path / "x.mid")
+    assert hot.returncode == 1 and "Temperature must be between 0 and 2, not 7" in hot.stderr
+    no_font = _cli("generate", "--checkpoint", checkpoints / "lstm-tiny", "--soundfont",
+                   tmp_path / "none.sf2", "--out", tmp_path / "x.mid")
+    assert no_font.returncode == 1 and "no soundfont file" in no_font.stderr
+    assert not (tmp_path / "x.mid").exists()  # refused before sampling
+    foreign = tmp_path / "plain.mid"
+    foreign.write_bytes(midi_bytes([(60, 90, 0, 1)]))
+    no_recipe = _cli("generate", "--recipe-from", foreign, "--out", tmp_path / "x.mid")
+    assert no_recipe.returncode == 1 and "holds no musicgen recipe" in no_recipe.stderr
+    for result in (unknown, hot, no_font, no_recipe):
+        assert "Traceback" not in result.stderr
 
 
 def test_generate_command_explains_a_corrupt_seed(checkpoints, tmp_path):

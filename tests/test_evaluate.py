@@ -176,6 +176,8 @@ def test_sliding_windows_cover_every_position_once(length):
 class LookupModel(torch.nn.Module):
     """Certain of the next token: logits with a huge value at NEXT[previous token]."""
 
+    context = None  # recurrent, as far as scoring goes: the whole piece in one pass
+
     def __init__(self, next_token: dict[int, int]):
         super().__init__()
         self.next_token = torch.zeros(VOCAB.size, dtype=torch.long)

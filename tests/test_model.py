@@ -45,7 +45,7 @@ def test_incremental_steps_equal_the_full_forward(kind):
     tokens = torch.randint(0, 391, (3, 40))
     with torch.no_grad():
         full, _ = model(tokens)
-        # Primer of 10 in one call, then one token at a time with the carried state.
+        # A prompt of 10 in one call, then one token at a time with the carried state.
         logits, state = model(tokens[:, :10])
         steps = [logits]
         for t in range(10, 40):
@@ -128,10 +128,20 @@ def test_loading_refuses_other_vocabularies(tmp_path):
         load_checkpoint(tmp_path / "c")
 
 
-def test_config_round_trip_ignores_unknown_keys():
-    config = TINY["transformer"]
+def test_config_round_trip_and_unknown_keys_or_kinds_are_refused():
     from dataclasses import asdict
-    assert config_from_dict({**asdict(config), "future_setting": 1}) == config
+
+    from musicgen.errors import SettingsError
+    from musicgen.model import make_config
+
+    config = TINY["transformer"]
+    assert config_from_dict(asdict(config)) == config
+    with pytest.raises(SettingsError, match="no setting called hiden_size"):
+        make_config("lstm", hiden_size=64)
+    with pytest.raises(SettingsError, match="no model kind called gru"):
+        config_from_dict({**asdict(TINY["lstm"]), "kind": "gru"})
+    with pytest.raises(SettingsError, match="no setting called future_setting"):
+        config_from_dict({**asdict(config), "future_setting": 1})
 
 
 def test_numpy_lstm_stepper_matches_the_model():
@@ -184,7 +194,7 @@ def test_numpy_transformer_stepper_matches_the_model_past_its_context():
                                        atol=1e-4, rtol=1e-4)
 
 
-def test_numpy_transformer_stepper_refuses_a_primer_longer_than_its_context():
+def test_numpy_transformer_stepper_refuses_a_prompt_longer_than_its_context():
     import numpy as np
 
     from musicgen.inference import NumpyTransformerStepper

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import midi_bytes, tiny_checkpoint
 
-from musicgen.compose import Settings
+from musicgen.errors import MidiError, UserError
 from musicgen.examples import example_notes
-from musicgen.midi import MidiError
 from musicgen.plots import confidence, piano_roll
-from musicgen.studio import SILENCE, UPLOAD, Studio
+from musicgen.settings import Settings
+from musicgen.studio import Studio
 
 
 @pytest.fixture(scope="module")
@@ -27,36 +27,51 @@ def test_models_listed_lstm_first(studio):
     assert studio.model_names() == ["lstm-small", "transformer-small"]
 
 
-def test_primer_choices(studio, tmp_path):
-    assert studio.primer(SILENCE, None, None, 10).source == "silence"
-    assert studio.primer("Built-in example", studio.examples[0], None, 4).seconds > 0
+def test_prompt_choices(studio, tmp_path):
+    assert studio.prompt("silence", None, None, 10).source == "silence"
+    assert studio.prompt("example", studio.examples[0], None, 4).seconds > 0
     seed = tmp_path / "s.midi"
     seed.write_bytes(midi_bytes([(60, 90, 0, 1)]))
-    assert studio.primer(UPLOAD, None, str(seed), 4).source == "upload:s.midi"
+    assert studio.prompt("upload", None, str(seed), 4).source == "upload:s.midi"
     with pytest.raises(MidiError, match="upload"):
-        studio.primer(UPLOAD, None, None, 4)
-    text = tmp_path / "s.txt"
-    text.write_text("hello")
-    with pytest.raises(MidiError, match="not a .mid"):
-        studio.primer(UPLOAD, None, str(text), 4)
-    big = tmp_path / "big.mid"
-    big.write_bytes(midi_bytes([(60, 90, 0, 1)]) + b"\0" * (6 * 2**20))
-    with pytest.raises(MidiError, match="limited to 5 MB"):
-        studio.primer(UPLOAD, None, str(big), 4)
-    with pytest.raises(ValueError, match="unknown example"):
-        studio.primer("Built-in example", "nope", None, 4)
+        studio.prompt("upload", None, None, 4)
+    with pytest.raises(UserError, match="no example called nope"):
+        studio.prompt("example", "nope", None, 4)
 
 
 def test_generate_makes_files_for_each_candidate(studio):
-    primer = studio.primer("Built-in example", studio.examples[2], None, 4)
-    clips, candidates = studio.generate("transformer-small", primer, Settings(seconds=3, n=2))
+    prompt = studio.prompt("example", studio.examples[2], None, 4)
+    clips, candidates = studio.generate("transformer-small", prompt, Settings(seconds=3, n=2),
+                                        soundfont="")
     assert len(clips) == 2 == len(candidates)
     for clip in clips:
         for path in (clip.audio, clip.midi, clip.piano_roll):
             assert os.path.getsize(path) > 100
         assert clip.recipe_data["model"] == "transformer-small"
-    with pytest.raises(ValueError, match="unknown model"):
-        studio.generate("nope", primer, Settings(seconds=3))
+    with pytest.raises(UserError, match="no model called nope"):
+        studio.generate("nope", prompt, Settings(seconds=3))
+    with pytest.raises(UserError, match="no soundfont file"):
+        studio.generate("lstm-small", prompt, Settings(seconds=3), soundfont="/no/such.sf2")
+
+
+def test_greedy_and_sampled_never_hides_the_temperature_it_used(studio):
+    prompt = studio.prompt("example", studio.examples[0], None, 3)
+    pairs = studio.greedy_and_sampled("lstm-small", prompt, Settings(seconds=2, temperature=0))
+    (greedy, greedy_plot), (sampled, sampled_plot) = pairs
+    assert greedy.recipe_data["temperature"] == 0
+    assert sampled.recipe_data["temperature"] == Settings().temperature
+    assert "the default: yours is 0" in sampled.title
+    assert os.path.getsize(greedy_plot) > 1000 and os.path.getsize(sampled_plot) > 1000
+    (_, _), (mine, _) = studio.greedy_and_sampled("lstm-small", prompt,
+                                                  Settings(seconds=2, temperature=0.7))
+    assert mine.recipe_data["temperature"] == 0.7 and "0.7" in mine.title
+
+
+def test_compare_plays_every_model_on_the_same_variation(studio):
+    prompt = studio.prompt("example", studio.examples[1], None, 3)
+    clips = studio.compare(prompt, Settings(seconds=2, seed=9, n=3))
+    assert [c.recipe_data["model"] for c in clips] == studio.model_names()
+    assert {c.recipe_data["seed"] for c in clips} == {9}
 
 
 def test_ratings_append_json_lines(studio):
@@ -65,9 +80,9 @@ def test_ratings_append_json_lines(studio):
     studio.rate("session-2", clip, 2)
     lines = [json.loads(line) for line in studio.ratings_path.read_text().splitlines()]
     assert [(r["session"], r["score"]) for r in lines[-2:]] == [("session-1", 5), ("session-2", 2)]
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         studio.rate("s", clip, 9)
-    with pytest.raises(ValueError, match="pick a score"):
+    with pytest.raises(UserError, match="pick a score"):
         studio.rate("s", clip, None)
 
 
@@ -80,9 +95,41 @@ def test_old_request_folders_are_pruned(studio):
     assert not old.exists()
 
 
-def test_reference_needs_a_maestro_folder(studio):
-    with pytest.raises(FileNotFoundError, match="MUSICGEN_MAESTRO_DIR"):
+def test_reference_needs_a_maestro_folder_with_a_test_split(studio, tmp_path):
+    with pytest.raises(UserError, match="MUSICGEN_MAESTRO_DIR"):
         studio.reference(0, 0, 5, 5)
+    maestro = tmp_path / "maestro"
+    maestro.mkdir()
+    (maestro / "maestro-v3.0.0.csv").write_text(
+        "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n"
+        "A,B,train,2004,2004/a.midi,2004/a.wav,10\n")
+    (maestro / "2004").mkdir()
+    (maestro / "2004" / "a.midi").write_bytes(midi_bytes([(60, 90, 0, 1)]))
+    no_tests = Studio(studio.output_dir.parent / "checkpoints", output_dir=tmp_path / "out",
+                      maestro_dir=maestro)
+    with pytest.raises(UserError, match="has no test-split files"):
+        no_tests.reference(0, 0, 5, 5)
+
+
+def test_reference_lists_the_test_split_once(studio, tmp_path, monkeypatch):
+    from musicgen import corpus
+
+    maestro = tmp_path / "maestro"
+    (maestro / "2004").mkdir(parents=True)
+    (maestro / "maestro-v3.0.0.csv").write_text(
+        "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n"
+        "A,B,test,2004,2004/a.midi,2004/a.wav,10\n")
+    (maestro / "2004" / "a.midi").write_bytes(midi_bytes(
+        [(60 + i % 12, 80, 0.5 * i, 0.5 * i + 0.4) for i in range(40)]))
+    calls = []
+    listing = corpus.list_midi_files
+    monkeypatch.setattr(corpus, "list_midi_files", lambda d: calls.append(d) or listing(d))
+    reference = Studio(studio.output_dir.parent / "checkpoints", output_dir=tmp_path / "out",
+                       maestro_dir=maestro)
+    for start in (0, 5):
+        prompt, clip = reference.reference(0, start, 5, 5)
+        assert prompt.source == "maestro-test:a.midi" and os.path.getsize(clip.audio) > 1000
+    assert len(calls) == 1
 
 
 def test_plots_write_pngs(tmp_path):

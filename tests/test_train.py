@@ -10,7 +10,8 @@ import sys
 import pytest
 from conftest import REPO, tiny_cache
 
-from musicgen.train import TrainConfig, learning_rate, train
+from musicgen.errors import SettingsError
+from musicgen.train import TrainConfig, learning_rate, load_train_config, resume_config, train
 
 TINY_LSTM = {"embed_dim": 16, "hidden_size": 32, "num_layers": 2, "dropout": 0.1}
 
@@ -103,5 +104,49 @@ def test_init_from_a_checkpoint_of_another_kind_is_refused_in_plain_words(tmp_pa
     train(first, progress=False)
     other = _config(tmp_path, out="other", model="transformer", model_config={},
                     init_from=str(tmp_path / "first" / "best"))
-    with pytest.raises(ValueError, match="holds a model of kind 'lstm'"):
+    with pytest.raises(SettingsError, match="holds a model of kind lstm, but this run trains "
+                       "transformer"):
         other.build_model_config()
+
+
+def test_a_typo_in_the_model_settings_or_kind_is_refused(tmp_path):
+    with pytest.raises(SettingsError, match="no setting called hiden_size"):
+        _config(tmp_path, model_config={"hiden_size": 64}).build_model_config()
+    with pytest.raises(SettingsError, match="no model kind called gru"):
+        _config(tmp_path, model="gru", model_config={}).build_model_config()
+    with pytest.raises(SettingsError, match="no training setting called learning_rate"):
+        load_train_config(None, learning_rate=0.1)
+
+
+def test_resume_keeps_the_stored_schedule_unless_told_otherwise(tmp_path):
+    config = _config(tmp_path, out="run", max_steps=40)
+    train(config, progress=False, until_step=4)
+    resumed = resume_config(tmp_path / "run")
+    assert resumed.max_steps == 40 and resumed.lr == config.lr
+    assert learning_rate(4, resumed) == pytest.approx(learning_rate(4, config))
+    assert resume_config(tmp_path / "run", max_steps=60, lr=None).max_steps == 60
+    with pytest.raises(SettingsError, match="only max_steps can change, not lr"):
+        resume_config(tmp_path / "run", lr=1.0)
+    with pytest.raises(SettingsError, match="no run to resume"):
+        resume_config(tmp_path / "nothing")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "musicgen", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_train_command_resumes_with_the_stored_schedule(tmp_path):
+    config = _config(tmp_path, out="run", max_steps=40)
+    train(config, progress=False, until_step=4)
+    result = _cli("train", "--resume", "--out", tmp_path / "run", "--until-step", 6)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "run" / "last" / "trainer.json").read_text())
+    assert record["step"] == 6 and record["config"]["max_steps"] == 40
+
+
+def test_train_command_without_a_cache_says_to_run_prepare(tmp_path):
+    result = _cli("train", "--data", tmp_path / "empty", "--out", tmp_path / "run")
+    assert result.returncode == 1
+    assert "no token cache" in result.stderr and "musicgen prepare" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,135 @@
+"""The seed MIDI as a prompt: the excerpt of music a continuation starts from.
+
+People call the music they start from the *seed MIDI*; in the code it is the
+`Prompt`, so that it can never be mistaken for the random seed. A prompt comes
+from a MIDI file (with the same checks for the CLI and the app), a built-in
+example, or silence; `musicgen.recipe` rebuilds the exact prompt of a recipe.
+
+    prompt = choose_prompt("upload", path="mine.mid", seconds=10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from musicgen.errors import MidiError, UserError
+from musicgen.events import STEPS_PER_SECOND, decode_events, encode_notes, event_steps
+from musicgen.examples import example_names, example_notes
+from musicgen.midi import read_midi
+from musicgen.notes import Notes
+from musicgen.settings import Limit
+
+PROMPT_SECONDS = Limit(0, 60, "Seconds of the seed MIDI to continue from")
+DEFAULT_PROMPT_SECONDS = 10.0
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MIDI_SUFFIXES = (".mid", ".midi")
+PROMPT_KINDS = ("example", "upload", "silence")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The music a continuation starts from.
+
+    Attributes:
+        tokens: Its events (no BOS); every note in it is closed by its NOTE_OFF.
+        notes: Its notes as the tokens give them (10 ms steps, velocity bins),
+            starting at time 0, of any length.
+        source: "example:<name>", "upload:<file name>", "silence", or as a
+            recipe recorded it.
+        seconds: How long it lasts (to its last event): where the continuation starts.
+    """
+
+    tokens: np.ndarray
+    notes: Notes
+    source: str
+    seconds: float
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(np.asarray(self.tokens, np.int64).tobytes()).hexdigest()
+
+
+def prompt_from_tokens(tokens: np.ndarray, source: str) -> Prompt:
+    """A prompt from its events (as `prompt_from_notes` encodes them, or a recipe stores them)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    # No 5 s cut here: the prompt is real music, where pedalled notes last longer.
+    notes, _ = decode_events(tokens, max_note_seconds=None)
+    steps, _ = event_steps(tokens)
+    return Prompt(tokens, notes, source, float(steps[-1]) / STEPS_PER_SECOND if len(steps) else 0.0)
+
+
+def prompt_from_notes(notes: Notes, seconds: float, source: str) -> Prompt:
+    """The last `seconds` of some notes as a prompt (0 seconds, or no notes: silence).
+
+    Raises:
+        SettingsError: `seconds` is outside `PROMPT_SECONDS`.
+    """
+    PROMPT_SECONDS.check(seconds)
+    if seconds == 0 or not len(notes):
+        return silence()
+    return prompt_from_tokens(encode_notes(notes.window(max(0.0, notes.duration - seconds))),
+                              source)
+
+
+def prompt_from_file(path: str | os.PathLike, seconds: float) -> Prompt:
+    """The last `seconds` of a .mid/.midi file, with the checks every front end applies.
+
+    Raises:
+        MidiError: Not a .mid/.midi name, larger than `MAX_UPLOAD_BYTES`, or
+            not usable MIDI (the message says why).
+        SettingsError: `seconds` is out of range.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in MIDI_SUFFIXES:
+        raise MidiError(f"{path.name} is not a MIDI file name; choose a .mid or .midi file")
+    if not path.is_file():
+        raise MidiError(f"there is no file {path}")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise MidiError(f"{path.name} is {size / 2**20:.1f} MB; seed MIDI files are limited "
+                        f"to {MAX_UPLOAD_BYTES // 2**20} MB")
+    return prompt_from_notes(read_midi(path), seconds, f"upload:{path.name}")
+
+
+def prompt_from_example(name: str, seconds: float) -> Prompt:
+    """The last `seconds` of a built-in example (`musicgen.examples`)."""
+    return prompt_from_notes(example_notes(name), seconds, f"example:{name}")
+
+
+def silence() -> Prompt:
+    """No seed music: the model starts from BOS alone."""
+    return Prompt(np.zeros(0, np.int64), Notes.empty(), "silence", 0.0)
+
+
+def choose_prompt(kind: str, *, example: str | None = None,
+                  path: str | os.PathLike | None = None,
+                  seconds: float | None = None) -> Prompt:
+    """The prompt a person chose: an example, an uploaded file, or silence.
+
+    Args:
+        kind: One of `PROMPT_KINDS`.
+        example: The example's name (kind "example"; default: the first).
+        path: The MIDI file (kind "upload").
+        seconds: How much of the end to continue from (default
+            `DEFAULT_PROMPT_SECONDS`).
+
+    Raises:
+        UserError: An unknown kind, a missing file, or any error of the
+            functions above.
+    """
+    seconds = DEFAULT_PROMPT_SECONDS if seconds is None else float(seconds)
+    if kind == "silence":
+        return silence()
+    if kind == "upload":
+        if not path:
+            raise MidiError("upload a .mid or .midi file first, or choose another kind of seed")
+        return prompt_from_file(path, seconds)
+    if kind == "example":
+        return prompt_from_example(example or example_names()[0], seconds)
+    raise UserError(f"there is no kind of seed called {kind}; choose one of: "
+                    f"{', '.join(PROMPT_KINDS)}")

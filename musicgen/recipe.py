@@ -1,0 +1,148 @@
+"""Recipes: what it takes to sample a candidate again, stored inside its MIDI file.
+
+Every MIDI that musicgen writes carries, in a text meta event, the model's
+name and weights hash, the `Settings` with the candidate's own seed, and the
+prompt's tokens and hash. `read_recipe` gets it back, checked, and
+`replay` turns it into the same call to `musicgen.compose.compose`, which
+gives the same notes.
+
+Version 1 recipes (before the seed MIDI was called the prompt in the code)
+are read too: their `primer_*` keys are renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+
+import mido
+import numpy as np
+
+from musicgen.errors import MidiError, RecipeError, SettingsError
+from musicgen.events import VOCAB
+from musicgen.prompt import Prompt, prompt_from_tokens
+from musicgen.settings import Settings
+
+RECIPE_PREFIX = "musicgen-recipe:"
+RECIPE_VERSION = 2
+_V1_NAMES = {"primer_source": "prompt_source", "primer_sha256": "prompt_sha256",
+             "primer_seconds": "prompt_seconds", "primer_tokens": "prompt_tokens",
+             "include_primer": "include_prompt"}
+_SETTINGS = tuple(f.name for f in fields(Settings))
+REQUIRED = ("model", "weights_sha256", "prompt_source", "prompt_sha256", "prompt_seconds",
+            "prompt_tokens", *_SETTINGS)
+
+
+def make_recipe(model_name: str, weights_sha256: str, prompt: Prompt, settings: Settings,
+                index: int = 0) -> dict:
+    """Everything needed to sample candidate `index` of a `compose` call again.
+
+    Returns:
+        A JSON-ready dict whose `seed` is the candidate's own (settings.seed + index)
+        and whose `n` is 1.
+    """
+    return {"version": RECIPE_VERSION, "model": model_name, "weights_sha256": weights_sha256,
+            **asdict(settings.but(seed=settings.seed + index, n=1)),
+            "prompt_source": prompt.source, "prompt_sha256": prompt.sha256,
+            "prompt_seconds": prompt.seconds,
+            "prompt_tokens": [int(t) for t in prompt.tokens], "vocab": VOCAB.version}
+
+
+def recipe_text(recipe: dict) -> str:
+    """The recipe as the text of its MIDI meta event."""
+    return RECIPE_PREFIX + json.dumps(recipe)
+
+
+def read_recipe(source: str | os.PathLike) -> dict:
+    """The recipe stored in a MIDI file written by musicgen, checked and in the current version.
+
+    Raises:
+        MidiError: The file cannot be read as MIDI.
+        RecipeError: It holds no musicgen recipe, or one that is damaged.
+    """
+    try:
+        midi = mido.MidiFile(str(source))
+    except (OSError, ValueError, EOFError):
+        raise MidiError(f"{source} cannot be read as a MIDI file") from None
+    for track in midi.tracks:
+        for message in track:
+            if message.is_meta and message.type == "text" and message.text.startswith(
+                    RECIPE_PREFIX):
+                return _checked(message.text[len(RECIPE_PREFIX):], source)
+    raise RecipeError(f"{source} holds no musicgen recipe (only MIDI files written by "
+                      "musicgen do)")
+
+
+def _checked(text: str, source) -> dict:
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError:
+        recipe = None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"the recipe in {source} is damaged (it is not valid JSON)")
+    if recipe.get("version", 1) == 1:
+        recipe = {_V1_NAMES.get(key, key): value for key, value in recipe.items()}
+        recipe.setdefault("n", 1)
+    missing = [key for key in REQUIRED if key not in recipe]
+    if missing:
+        raise RecipeError(f"the recipe in {source} is incomplete: it lacks "
+                          f"{', '.join(missing)}")
+    if recipe.get("vocab", VOCAB.version) != VOCAB.version:
+        raise RecipeError(f"the recipe in {source} uses the event vocabulary "
+                          f"{recipe['vocab']}, this musicgen {VOCAB.version}")
+    return recipe
+
+
+def recipe_settings(recipe: dict) -> Settings:
+    """The recipe's settings (one candidate).
+
+    Raises:
+        RecipeError: A setting is out of range or not a number.
+    """
+    try:
+        return Settings.from_user(**{name: recipe[name] for name in _SETTINGS})
+    except SettingsError as error:
+        raise RecipeError(f"the recipe's settings cannot be used: {error}") from None
+
+
+def recipe_prompt(recipe: dict) -> Prompt:
+    """The exact prompt of a recipe.
+
+    Raises:
+        RecipeError: Its tokens are not valid or do not match its hash.
+    """
+    tokens = recipe["prompt_tokens"]
+    if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and 0 <= t < VOCAB.size for t in tokens):
+        raise RecipeError("the recipe's seed music is damaged (its events are not valid)")
+    prompt = prompt_from_tokens(np.array(tokens, dtype=np.int64), recipe["prompt_source"])
+    if prompt.sha256 != recipe["prompt_sha256"]:
+        raise RecipeError("the recipe's seed music does not match its hash (it was altered)")
+    return prompt
+
+
+def replay(recipe: dict, **changes) -> tuple[Prompt, Settings]:
+    """The prompt and settings that sample a recipe again: the same notes, unless changed.
+
+    Args:
+        recipe: From `read_recipe`.
+        **changes: Settings fields to change (None values are ignored), as
+            `Settings.from_user` takes them.
+
+    Raises:
+        UserError: A change is out of range, or the recipe is damaged.
+    """
+    settings = recipe_settings(recipe)
+    given = {k: v for k, v in changes.items() if v is not None}
+    if given:
+        settings = Settings.from_user(**{**asdict(settings), **given})
+    return recipe_prompt(recipe), settings
+
+
+def recipe_summary(recipe: dict) -> str:
+    """The recipe in one line for people."""
+    return (f"{recipe['model']} ({recipe['weights_sha256'][:8]}), T={recipe['temperature']}, "
+            f"top-k={recipe['top_k']}, top-p={recipe['top_p']}, variation {recipe['seed']}, "
+            f"{recipe['seconds']:g} s after {recipe['prompt_seconds']:.1f} s of "
+            f"{recipe['prompt_source']}")

@@ -1,0 +1,137 @@
+"""How to sample a continuation: every default and limit, in one place.
+
+`Settings` is what the CLI's options and the app's sliders set; both read
+their ranges, defaults and help texts from `LIMITS` here, and both build
+`Settings` through `Settings.from_user`, which turns what a person typed into
+checked values or a `SettingsError` in plain words, before any sampling runs.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, fields, replace
+
+from musicgen.errors import SettingsError
+
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The range of one setting, and how to name it to people.
+
+    Attributes:
+        low: Smallest allowed value.
+        high: Largest allowed value.
+        label: Its name in the UI and in messages.
+        help: One phrase on what it does.
+    """
+
+    low: float
+    high: float
+    label: str
+    help: str = ""
+
+    def check(self, value: float) -> None:
+        """Raise SettingsError unless low <= value <= high."""
+        if not self.low <= value <= self.high:
+            raise SettingsError(f"{self.label} must be between {self.low:g} and {self.high:g}, "
+                                f"not {value:g}")
+
+
+LIMITS = {
+    "seconds": Limit(1, 120, "Length of the continuation (seconds)"),
+    "temperature": Limit(0, 2, "Temperature",
+                         "0 = greedy (always the likeliest event); higher = more adventurous"),
+    "top_k": Limit(0, 200, "Top-k", "sample among the k likeliest events; 0 = off"),
+    "top_p": Limit(0.05, 1, "Top-p", "sample among the likeliest events that make up p; 1 = off"),
+    "seed": Limit(0, MAX_SEED, "Variation",
+                  "the random seed: the same number gives the same notes"),
+    "n": Limit(1, 4, "Candidates", "continuations sampled at once, variations seed, seed+1, ..."),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to sample; every field goes into the recipe.
+
+    Attributes:
+        seconds: Length of the continuation.
+        temperature: Divides the model's logits; 0 is greedy decoding.
+        top_k: Keep the k likeliest events (0: all).
+        top_p: Nucleus: keep the likeliest events up to this probability (1: all).
+        seed: The random seed of candidate 0; candidate i uses seed + i.
+        n: How many candidates.
+        include_prompt: Whether the written music starts with the seed MIDI's excerpt.
+    """
+
+    seconds: float = 30.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.95
+    seed: int = 0
+    n: int = 1
+    include_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        for name, limit in LIMITS.items():
+            limit.check(getattr(self, name))
+        if self.seed + self.n - 1 > MAX_SEED:
+            raise SettingsError(f"with {self.n} candidates the variation can be at most "
+                                f"{MAX_SEED - self.n + 1}")
+
+    @classmethod
+    def from_user(cls, new_seed: bool = False, **values) -> Settings:
+        """Settings from what a person typed or picked, checked.
+
+        Args:
+            new_seed: Pick a new random seed whatever `seed` says.
+            **values: Fields of Settings. None means the default, except for
+                `seed`, where None (an emptied field, an option not given)
+                means a new random seed. Numbers may come as strings or
+                floats; whole-number fields accept 3.0 but not 3.5.
+
+        Returns:
+            The checked settings.
+
+        Raises:
+            SettingsError: An unknown field, a value that is not a number, or
+                one out of range (the message names the setting as the UI does).
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise SettingsError(f"there is no setting called {', '.join(unknown)}")
+        if new_seed:
+            values["seed"] = None
+        given = {}
+        for name, value in values.items():
+            if value is None and name != "seed":
+                continue
+            if name == "seed" and value in (None, ""):
+                given[name] = secrets.randbelow(MAX_SEED - LIMITS["n"].high)
+            elif known[name].type == "bool":
+                given[name] = bool(value)
+            else:
+                given[name] = _number(name, value, whole=known[name].type == "int")
+        return cls(**given)
+
+    def but(self, **changes) -> Settings:
+        """A copy with some fields changed (and checked)."""
+        return replace(self, **changes)
+
+
+def _number(name: str, value, whole: bool) -> float | int:
+    label = LIMITS[name].label if name in LIMITS else name
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{label} must be a number, not {value}") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"{label} must be a finite number, not {value}")
+    if not whole:
+        return number
+    if number != int(number):
+        raise SettingsError(f"{label} must be a whole number, not {value}")
+    return int(number)
