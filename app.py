@@ -1,17 +1,24 @@
-"""musicgen demo: pick or upload a seed, tune the sampler, listen, compare models.
+"""musicgen demo: pick or upload a seed MIDI, choose how it should play, listen, compare.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--share]
 
 This file only wires Gradio widgets to `musicgen.studio.Studio`, which holds
-the models (loaded once here) and does the work. Per-user data lives in
-`gr.State`; nothing module-level changes after start-up.
+the models (loaded once here) and does the work. One builder per tab puts its
+widgets into `ui`, a dict by name; handlers are module-level functions whose
+parameter names are those names (`connect` picks the inputs by them), and
+they return dicts by name, so no list order has to match anything. A
+`UserError` becomes a message beside the button, and the last good result
+stays. Per-user data lives in `gr.State`; nothing module-level changes after
+start-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import os
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -24,63 +31,490 @@ import gradio as gr  # noqa: E402 - the environment above must be set first
 
 from musicgen.errors import UserError  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
-from musicgen.settings import LIMITS, Settings  # noqa: E402
-from musicgen.studio import Studio  # noqa: E402
+from musicgen.settings import DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
+from musicgen.studio import Clip, Studio  # noqa: E402
 
-SEED_KINDS = [("Built-in example", "example"), ("Upload a MIDI file", "upload"),
-              ("Start from silence", "silence")]
+SEED_KINDS = [("Built-in example", "example"), ("Your MIDI file", "upload"),
+              ("Silence", "silence")]
 DEFAULTS = Settings()
+SLOTS = int(LIMITS["n"].high)
+# Gradio refuses larger uploads itself, with its own words; up to this size a
+# file reaches prompt.py, which says in ours why it is too large.
+UPLOAD_LIMIT = 8 * MAX_UPLOAD_BYTES
 
-INTRO = """# musicgen: expressive piano continuations
-Pick a seed MIDI (a built-in example, your own MIDI file, or silence), choose a model and
-how adventurous it should be, and listen. Models: an LSTM and a Transformer over
-performance events (note-on/off, 10 ms time shifts, velocity), trained on MAESTRO v3.0.0."""
+INTRO = """# musicgen
+Choose a seed MIDI, press **Generate**, and hear a model trained on 200 hours of
+competition piano continue it."""
 
-HOW_TO = """### Run it yourself
+CSS = """
+#generate-button {min-height: 3.2em; font-size: 1.1em}
+.mg-player svg {width: 100%; height: 170px; display: block; cursor: pointer}
+.mg-player audio {width: 100%; margin-top: 4px}
+.mg-title {font-weight: 600; margin-bottom: 2px}
+.mg-status p {margin: 0}
+"""
+
+# Moves each player's cursor line with its audio, and seeks where the roll is clicked.
+# Media events do not bubble, so they are caught on the way down (capture).
+PLAYER_JS = """
+const place = (audio) => {
+  const svg = audio.closest('.mg-player')?.querySelector('svg.mg-roll');
+  const cursor = svg?.querySelector('.mg-cursor');
+  if (!cursor) return;
+  const left = +svg.dataset.left, width = +svg.dataset.width;
+  const x = left + (width - left) * Math.min(1, audio.currentTime / +svg.dataset.seconds);
+  cursor.setAttribute('x1', x); cursor.setAttribute('x2', x);
+};
+const follow = (audio) => {
+  place(audio);
+  if (!audio.paused) requestAnimationFrame(() => follow(audio));
+};
+element.addEventListener('play', (e) => follow(e.target), true);
+element.addEventListener('seeked', (e) => place(e.target), true);
+element.addEventListener('timeupdate', (e) => place(e.target), true);
+element.addEventListener('click', (e) => {
+  const svg = e.target.closest?.('svg.mg-roll');
+  const audio = svg?.closest('.mg-player')?.querySelector('audio');
+  if (!audio) return;
+  const box = svg.getBoundingClientRect(), left = +svg.dataset.left, width = +svg.dataset.width;
+  const x = (e.clientX - box.left) / box.width * width;
+  audio.currentTime = Math.max(0, (x - left) / (width - left)) * +svg.dataset.seconds;
+});
+"""
+
+ABOUT = """### What the numbers mean
+*NLL* (negative log-likelihood) is how surprised a model is by the next event of real
+performances it never saw (the MAESTRO test split), in nats per event: lower is better,
+and 0 would mean it always knew what comes next. The *bigram baseline* predicts each event
+from the one before it by counting; a model that does not beat it has learned nothing
+about music. *Accuracy* is how often the model's likeliest next event is the real one;
+it stays low even for good models, because a pianist has many good next notes.
+
+### Run it yourself
 ```bash
-make demo     # sets up .venv and opens http://127.0.0.1:7860
+make demo     # sets up .venv and serves http://127.0.0.1:7860
 make test     # the whole test suite
-python -m musicgen generate --example "Beethoven: Ode to Joy" --seconds 30 --audio out.wav
+.venv/bin/python -m musicgen generate --example "Beethoven: Ode to Joy" --seconds 30 --audio out.wav
 ```
+The code's README has the rest (training, evaluation, the command line).
 Weights are trained on MAESTRO v3.0.0 (CC BY-NC-SA 4.0): non-commercial use, share alike.
-Ratings you submit are stored with the clip's recipe (model, settings, variation), nothing
-else."""
+Ratings you submit are stored with the clip's recipe (model, settings, variation) and a
+random id for your browser session, nothing else."""
 
 
-def shows_user_errors(handler):
-    """Turn a `UserError` into Gradio's message box; anything else stays a bug."""
-    @functools.wraps(handler)
-    def wrapped(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except UserError as error:
-            raise gr.Error(str(error), print_exception=False) from None
-    return wrapped
+# --- wiring helpers ---
+
+def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
+            status: str = "status", **kwargs):
+    """Attach `handler` to an event; its parameter names pick its inputs from `ui`.
+
+    The handler returns (or yields) a dict by widget name. A `UserError` it
+    raises becomes a message in `ui[status]` and leaves every other output as
+    it was, so the last good result stays and no error badge covers an input.
+    """
+    bound = functools.partial(handler, studio)
+    names = [name for name in inspect.signature(bound).parameters if name != "progress"]
+    targets = [ui[name] for name in dict.fromkeys([*outputs, status])]
+
+    def by_component(values: dict) -> dict:
+        return {ui[name]: value for name, value in values.items()}
+
+    def problem(error: UserError) -> dict:
+        return {ui[status]: f"⚠️ {str(error)[:1].upper()}{str(error)[1:]}."}
+
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(bound)
+        def run(*args, **kw):
+            try:
+                for values in bound(*args, **kw):
+                    yield by_component(values)
+            except UserError as error:
+                yield problem(error)
+    else:
+        @functools.wraps(bound)
+        def run(*args, **kw):
+            try:
+                return by_component(bound(*args, **kw))
+            except UserError as error:
+                return problem(error)
+    return event(run, inputs=[ui[name] for name in names], outputs=targets, **kwargs)
+
+
+def _settings(seconds, temperature, top_k, top_p, variation, n, include_seed,
+              max_silence, new_variation) -> Settings:
+    return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
+                              top_p=top_p, seed=variation, n=n, include_prompt=include_seed,
+                              max_silence=max_silence, new_seed=new_variation)
 
 
 def _slider(name: str, step: float, **kwargs) -> gr.Slider:
-    """A slider whose range, default and label come from `musicgen.settings.LIMITS`."""
+    """A slider whose range, default, label and help come from `musicgen.settings.LIMITS`."""
     limit = LIMITS[name]
-    label = f"{limit.label} ({limit.help})" if limit.help else limit.label
     return gr.Slider(limit.low, limit.high, value=getattr(DEFAULTS, name), step=step,
-                     label=label, **kwargs)
+                     label=limit.label, info=limit.help or None, **kwargs)
 
 
-def _settings(seconds, temperature, top_k, top_p, seed, n, include_seed,
-              new_seed=False) -> Settings:
-    return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
-                              top_p=top_p, seed=seed, n=n, include_prompt=include_seed,
-                              new_seed=new_seed)
+def player_html(clip: Clip) -> str:
+    """The clip's piano roll over its audio player; the cursor follows playback."""
+    url = "gradio_api/file=" + urllib.parse.quote(clip.audio)
+    return (f'<div class="mg-player"><div class="mg-title">{clip.title}</div>{clip.roll_svg}'
+            f'<audio controls preload="metadata" src="{url}"></audio></div>')
 
 
-def _cards_markdown(studio: Studio) -> str:
-    rows = ["| model | architecture | parameters | tokens seen | test NLL (nats/event) "
-            "[95% CI] | bigram baseline | accuracy |", "|---|---|---:|---:|---:|---:|---:|"]
+def _clip_text(clip: Clip) -> str:
+    text = f"**{clip.stats}**  \n<small>{clip.recipe}</small>"
+    return text + (f"  \n_{clip.engine_note}_" if clip.engine_note else "")
+
+
+def _slot_updates(clips: list[Clip]) -> dict:
+    """Show these clips in the result slots, and hide the rest."""
+    values = {}
+    for i in range(SLOTS):
+        clip = clips[i] if i < len(clips) else None
+        values |= {f"slot{i}": gr.update(visible=clip is not None),
+                   f"player{i}": player_html(clip) if clip else "",
+                   f"files{i}": [clip.midi, clip.audio] if clip else None,
+                   f"info{i}": _clip_text(clip) if clip else "",
+                   f"rating{i}": None}
+    return values
+
+
+def _new_session(session: dict | None) -> dict:
+    return session or {"id": uuid.uuid4().hex, "clips": [], "history": [], "confidence": None}
+
+
+# --- the Generate tab ---
+
+def build_generate_tab(studio: Studio, ui: dict) -> None:
+    """The main page: the button first, the seed MIDI beside it, results below."""
+    models = studio.model_choices()
+    soundfonts = studio.soundfont_choices()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=260):
+            ui["model"] = gr.Dropdown(models, value=models[0][1], label="Model")
+            ui["preset"] = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="How it plays")
+            ui["seconds"] = _slider("seconds", 1)
+            ui["generate"] = gr.Button("Generate", variant="primary", elem_id="generate-button")
+            ui["status"] = gr.Markdown(elem_classes=["mg-status"])
+        with gr.Column(scale=2, min_width=280):
+            ui["seed_kind"] = gr.Radio(SEED_KINDS, value="example", label="Seed MIDI")
+            ui["example"] = gr.Dropdown(studio.examples, value=studio.examples[0],
+                                        label="Example")
+            ui["upload"] = gr.File(label=f"Your MIDI file (.mid/.midi, up to "
+                                         f"{MAX_UPLOAD_BYTES // 2**20} MB)",
+                                   file_types=[".mid", ".midi"], type="filepath", height=120)
+            ui["seed_info"] = gr.Markdown()
+            with gr.Row():
+                # A number, not a slider: a slider's maximum, updated per file,
+                # is not what Gradio checks the value against on the server.
+                ui["seed_start"] = gr.Number(0, minimum=0, precision=0, visible=False,
+                                             label="Excerpt starts at (seconds)")
+                ui["seed_seconds"] = gr.Slider(PROMPT_SECONDS.low, PROMPT_SECONDS.high,
+                                               value=DEFAULT_PROMPT_SECONDS, step=1,
+                                               label="Excerpt length (seconds)")
+            ui["preview"] = gr.Audio(label="The excerpt the model continues", type="filepath",
+                                     interactive=False)
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            ui["temperature"] = _slider("temperature", 0.05)
+            ui["top_p"] = _slider("top_p", 0.01)
+            ui["top_k"] = _slider("top_k", 1)
+        with gr.Row():
+            ui["n"] = _slider("n", 1)
+            ui["max_silence"] = _slider("max_silence", 0.5)
+            ui["variation"] = gr.Number(DEFAULTS.seed, precision=0, label=LIMITS["seed"].label,
+                                        info=LIMITS["seed"].help + "; empty = a new one",
+                                        minimum=0)
+        with gr.Row():
+            ui["new_variation"] = gr.Checkbox(True, label="New variation each time")
+            ui["include_seed"] = gr.Checkbox(DEFAULTS.include_prompt,
+                                             label="Start the result with the excerpt")
+            ui["soundfont"] = gr.Dropdown(soundfonts, value=soundfonts[0][1] if soundfonts
+                                          else None, label="Soundfont")
+    for row in range(0, SLOTS, 2):
+        with gr.Row(equal_height=False):
+            for i in (row, row + 1):
+                with gr.Column(visible=False, min_width=300) as ui[f"slot{i}"]:
+                    ui[f"player{i}"] = gr.HTML(js_on_load=PLAYER_JS)
+                    ui[f"info{i}"] = gr.Markdown()
+                    ui[f"files{i}"] = gr.File(label="Download (MIDI with its recipe, WAV)",
+                                              file_count="multiple", interactive=False)
+                    with gr.Row():
+                        ui[f"rating{i}"] = gr.Radio(["1", "2", "3", "4", "5"],
+                                                    label="Your rating (5 = best)", scale=2)
+                        ui[f"continue{i}"] = gr.Button("Continue from this", scale=1)
+    with gr.Row():
+        ui["rate"] = gr.Button("Save my ratings")
+        ui["undo"] = gr.Button("Undo continue", interactive=False)
+    ui["rate_status"] = gr.Markdown()
+
+
+def on_seed_kind(studio: Studio, seed_kind):
+    """Show only the inputs of the chosen kind of seed MIDI (the drop zone always: a file
+    dropped there chooses "your MIDI file")."""
+    return {"example": gr.update(visible=seed_kind == "example"),
+            "seed_start": gr.update(visible=seed_kind == "upload"),
+            "seed_seconds": gr.update(visible=seed_kind != "silence"),
+            "seed_info": "" if seed_kind != "silence" else
+            "The model starts from nothing and plays what it likes."}
+
+
+def on_upload(studio: Studio, upload, seed_seconds):
+    """A dropped file selects "your MIDI file" and shows its length and default excerpt."""
+    if not upload:
+        return {"seed_info": ""}
+    seed = studio.seed_file(upload, seed_seconds)
+    return {"seed_kind": "upload", "seed_info": seed.summary,
+            "seed_start": gr.update(value=round(seed.default_start), visible=True,
+                                    info=f"0 to {seed.seconds:.0f}"),
+            "example": gr.update(visible=False)}
+
+
+def on_preview(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start,
+               soundfont):
+    """Render the excerpt the model will continue."""
+    if seed_kind == "upload" and not upload:
+        return {"preview": None}
+    prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
+                           seed_start if seed_kind == "upload" else None)
+    return {"preview": studio.preview(prompt, soundfont)}
+
+
+def on_preset(studio: Studio, preset):
+    """Set the sampling sliders to a preset's values."""
+    return dict(PRESETS[preset])
+
+
+def on_lock(studio: Studio):
+    return {"generate": gr.update(value="Generating…", interactive=False)}
+
+
+def on_unlock(studio: Studio):
+    return {"generate": gr.update(value="Generate", interactive=True)}
+
+
+def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
+                soundfont, seconds, temperature, top_k, top_p, variation, n, include_seed,
+                max_silence, new_variation, session, progress=gr.Progress()):
+    """Validate, sample, and show each candidate as soon as its audio is ready."""
+    session = _new_session(session)
+    prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
+                           seed_start if seed_kind == "upload" else None)
+    settings = _settings(seconds, temperature, top_k, top_p, variation, n, include_seed,
+                         max_silence, new_variation)
+    clips = []
+    for clip, candidate in studio.generate_each(
+            model, prompt, settings, soundfont,
+            on_progress=lambda f: progress(f, desc="sampling")):
+        if not clips:
+            session = {**session, "confidence": (candidate.entropy, candidate.chosen_probability,
+                                                 f"{model}, T={settings.temperature:g}")}
+        clips.append(clip)
+        yield {**_slot_updates(clips), "variation": settings.seed,
+               "status": f"{len(clips)} of {settings.n} ready.", "session": session}
+    yield {**_slot_updates(clips), "variation": settings.seed,
+           "session": {**session, "clips": clips},
+           "status": f"Done: variation {settings.seed}." + (
+               f" {settings.n} candidates, variations {settings.seed}-"
+               f"{settings.seed + settings.n - 1}." if settings.n > 1 else "")}
+
+
+GENERATE_OUTPUTS = [*(f"{kind}{i}" for i in range(SLOTS)
+                      for kind in ("slot", "player", "files", "info", "rating")),
+                    "variation", "session"]
+
+
+def on_continue(studio: Studio, slot, seed_kind, example, upload, seed_start, seed_seconds,
+                session):
+    """Make a result the seed MIDI (its last part the excerpt), keeping the old one for undo."""
+    session = _new_session(session)
+    if slot >= len(session["clips"]):
+        raise UserError("generate something first, then continue from it")
+    path, start = studio.continuation_seed(session["clips"][slot], seed_seconds)
+    history = [*session["history"], {"seed_kind": seed_kind, "example": example,
+                                     "upload": upload, "seed_start": seed_start,
+                                     "clips": session["clips"]}]
+    seed = studio.seed_file(path, seed_seconds)
+    return {"session": {**session, "history": history}, "seed_kind": "upload",
+            "upload": path, "example": gr.update(visible=False),
+            "seed_start": gr.update(value=round(start), visible=True,
+                                    info=f"0 to {seed.seconds:.0f}"),
+            "seed_info": f"Continuing from candidate {slot + 1}. " + seed.summary.split(". ")[0]
+                         + ".", "undo": gr.update(interactive=True)}
+
+
+def on_undo(studio: Studio, session):
+    """Go back to the seed MIDI and the results before the last "Continue from this"."""
+    session = _new_session(session)
+    if not session["history"]:
+        raise UserError("there is nothing to undo")
+    *history, last = session["history"]
+    return {**_slot_updates(last["clips"]),
+            "session": {**session, "history": history, "clips": last["clips"]},
+            "seed_kind": last["seed_kind"], "example": gr.update(
+                value=last["example"], visible=last["seed_kind"] == "example"),
+            "upload": last["upload"],
+            "seed_start": gr.update(value=last["seed_start"],
+                                    visible=last["seed_kind"] == "upload"),
+            "seed_info": "Back to the seed MIDI before your last continue.",
+            "undo": gr.update(interactive=bool(history))}
+
+
+def on_rate(studio: Studio, rating0, rating1, rating2, rating3, session):
+    """Store this person's ratings of the clips shown (again: replaced, not added)."""
+    session = _new_session(session)
+    recipes = [clip.recipe_data for clip in session["clips"]]
+    return {"rate_status": studio.rate(session["id"], recipes,
+                                       [rating0, rating1, rating2, rating3]),
+            "session": session}
+
+
+def wire_generate_tab(studio: Studio, ui: dict) -> None:
+    preview_inputs = ("seed_kind", "example", "upload", "seed_seconds", "seed_start",
+                      "soundfont")
+    connect(ui["seed_kind"].change, on_seed_kind, studio, ui,
+            ["example", "seed_start", "seed_seconds", "seed_info"], api_name=False)
+    connect(ui["upload"].upload, on_upload, studio, ui,
+            ["seed_kind", "seed_info", "seed_start", "example"], status="seed_info",
+            api_name=False)
+    for name in preview_inputs[:-1]:
+        connect(ui[name].change, on_preview, studio, ui, ["preview"], status="seed_info",
+                api_name=False, show_progress="hidden")
+    connect(ui["preset"].change, on_preset, studio, ui, ["temperature", "top_p", "top_k"],
+            api_name=False)
+
+    def generate_chain(event, api_name):
+        locked = connect(event, on_lock, studio, ui, ["generate"], api_name=False)
+        done = connect(locked.then, on_generate, studio, ui, GENERATE_OUTPUTS,
+                       api_name=api_name, concurrency_limit=1, show_progress_on=[ui["status"]])
+        connect(done.then, on_unlock, studio, ui, ["generate"], api_name=False)
+
+    generate_chain(ui["generate"].click, "generate")
+    for i in range(SLOTS):
+        continued = connect(ui[f"continue{i}"].click, _continue_from(i), studio, ui,
+                            ["session", "seed_kind", "upload", "example", "seed_start",
+                             "seed_info", "undo"], api_name=f"continue_{i + 1}")
+        generate_chain(continued.success, False)
+    connect(ui["undo"].click, on_undo, studio, ui,
+            [*GENERATE_OUTPUTS, "seed_kind", "example", "upload", "seed_start", "seed_info",
+             "undo"], api_name="undo")
+    connect(ui["rate"].click, on_rate, studio, ui, ["rate_status", "session"],
+            status="rate_status", api_name="rate")
+
+
+def _continue_from(slot: int):
+    """`on_continue` for one result slot."""
+    def handler(studio: Studio, seed_kind, example, upload, seed_start, seed_seconds, session):
+        return on_continue(studio, slot, seed_kind, example, upload, seed_start, seed_seconds,
+                           session)
+    return handler
+
+
+# --- the other tabs ---
+
+def build_compare_tab(studio: Studio, ui: dict) -> None:
+    gr.Markdown("The same seed MIDI, settings and variation continued by each model, on one "
+                "pitch axis. The seed is the one chosen on the Generate tab." +
+                (" You can also use a MAESTRO test-split excerpt and hear how the pianist "
+                 "went on." if studio.maestro_dir else ""))
+    with gr.Row():
+        ui["use_maestro"] = gr.Checkbox(False, label="Use a MAESTRO test-split excerpt",
+                                        visible=studio.maestro_dir is not None)
+        ui["maestro_piece"] = gr.Number(0, precision=0, label="Test piece number",
+                                        visible=studio.maestro_dir is not None)
+        ui["maestro_start"] = gr.Number(30, label="Excerpt start (s)",
+                                        visible=studio.maestro_dir is not None)
+    ui["compare"] = gr.Button("Continue with every model", variant="primary")
+    ui["compare_status"] = gr.Markdown(elem_classes=["mg-status"])
+    with gr.Row(equal_height=False):
+        for i in range(len(studio.model_names()) + 1):
+            with gr.Column(visible=False, min_width=300) as ui[f"compared{i}"]:
+                ui[f"compared_player{i}"] = gr.HTML(js_on_load=PLAYER_JS)
+                ui[f"compared_info{i}"] = gr.Markdown()
+
+
+def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, soundfont,
+               seconds, temperature, top_k, top_p, variation, include_seed, max_silence,
+               new_variation, use_maestro, maestro_piece, maestro_start,
+               progress=gr.Progress()):
+    """Every model on the same seed MIDI (or a MAESTRO excerpt, with the pianist's version)."""
+    settings = _settings(seconds, temperature, top_k, top_p, variation, 1,
+                         include_seed, max_silence, new_variation)
+    human = None
+    if use_maestro:
+        prompt, clip, notes = studio.reference(int(maestro_piece or 0),
+                                               float(maestro_start or 0), seed_seconds,
+                                               settings.seconds, soundfont)
+        human = (notes, clip)
+    else:
+        prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
+                               seed_start if seed_kind == "upload" else None)
+    clips = studio.compare(prompt, settings, soundfont,
+                           on_progress=lambda f: progress(f, desc="sampling"), human=human)
+    values = {"compare_status": f"Variation {settings.seed}."}
+    for i in range(len(studio.model_names()) + 1):
+        clip = clips[i] if i < len(clips) else None
+        values |= {f"compared{i}": gr.update(visible=clip is not None),
+                   f"compared_player{i}": player_html(clip) if clip else "",
+                   f"compared_info{i}": _clip_text(clip) if clip else ""}
+    return values
+
+
+def build_temperature_tab(studio: Studio, ui: dict) -> None:
+    gr.Markdown(
+        "Greedy decoding (temperature 0) always takes the most likely next event; "
+        "a performance model then falls into loops, repeating a figure or a note. "
+        "Sampling keeps the music moving. The plots show, for every generated event, "
+        "how unsure the model was (the entropy of its prediction) and the probability of "
+        "the event actually chosen.")
+    with gr.Row():
+        ui["plot"] = gr.Button("Plot my last generated clip (candidate 1)")
+        ui["versus"] = gr.Button("Greedy vs sampled, same variation and seed MIDI",
+                                 variant="primary")
+    ui["versus_status"] = gr.Markdown(elem_classes=["mg-status"])
+    ui["last_plot"] = gr.Image(label="Your last generated clip", type="filepath",
+                               interactive=False, visible=False)
+    with gr.Row(equal_height=False):
+        for i in range(2):
+            with gr.Column(min_width=300):
+                ui[f"versus_player{i}"] = gr.HTML(js_on_load=PLAYER_JS)
+                ui[f"versus_plot{i}"] = gr.Image(type="filepath", interactive=False,
+                                                 show_label=False, buttons=[])
+                ui[f"versus_info{i}"] = gr.Markdown()
+
+
+def on_plot(studio: Studio, session):
+    session = _new_session(session)
+    if not session["confidence"]:
+        raise UserError("generate a clip on the Generate tab first")
+    entropy, chosen, title = session["confidence"]
+    return {"last_plot": gr.update(value=studio.confidence_plot(entropy, chosen, title),
+                                   visible=True)}
+
+
+def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
+              soundfont, seconds, temperature, top_k, top_p, variation, include_seed,
+              max_silence, new_variation):
+    prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
+                           seed_start if seed_kind == "upload" else None)
+    settings = _settings(seconds, temperature, top_k, top_p, variation, 1, include_seed,
+                         max_silence, new_variation)
+    values = {"versus_status": f"Variation {settings.seed}."}
+    for i, (clip, plot) in enumerate(studio.greedy_and_sampled(model, prompt, settings,
+                                                               soundfont)):
+        values |= {f"versus_player{i}": player_html(clip), f"versus_plot{i}": plot,
+                   f"versus_info{i}": f"**{clip.title}**: {clip.stats}"}
+    return values
+
+
+def build_about_tab(studio: Studio, ui: dict) -> None:
+    rows = ["| model | architecture | parameters | tokens seen | test NLL [95% CI] | "
+            "bigram NLL | accuracy |", "|---|---|---:|---:|---:|---:|---:|"]
     for card in studio.cards():
         test = card.get("evaluation", {}).get("test")
         if test:
-            model, low_high = test["model"], test["model"]["ci"]["nll"]
-            nll = f"{model['nll']:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]"
+            model, (low, high) = test["model"], test["model"]["ci"]["nll"]
+            nll = f"{model['nll']:.3f} [{low:.3f}, {high:.3f}]"
             bigram = f"{test['baselines']['bigram']['nll']:.3f}"
             accuracy = f"{model['accuracy']:.3f}"
         else:
@@ -89,228 +523,37 @@ def _cards_markdown(studio: Studio) -> str:
                     f"{card.get('parameters', 0):,} | "
                     f"{card.get('training', {}).get('tokens_seen', 0):,} | {nll} | {bigram} | "
                     f"{accuracy} |")
-    licence = studio.cards()[0].get("licence", "")
-    return "### Models\n" + "\n".join(rows) + f"\n\n{licence}\n\n" + HOW_TO
+    gr.Markdown("### Models\n" + "\n".join(rows) + "\n\n" + ABOUT)
 
 
 def build_app(studio: Studio) -> gr.Blocks:
     """The Blocks app around one `Studio`."""
-    models = studio.model_names()
-    soundfonts = studio.soundfont_names()
-    max_candidates = int(LIMITS["n"].high)
-
+    ui: dict = {}
     with gr.Blocks(title="musicgen", delete_cache=(3600, 3600)) as demo:
-        session = gr.State(None)  # {"id": ..., "clips": [recipe dicts], "candidates": [...]}
+        ui["session"] = gr.State(None)
         gr.Markdown(INTRO)
         with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    source = gr.Radio(SEED_KINDS, value="example", label="Seed MIDI")
-                    example = gr.Dropdown(studio.examples, value=studio.examples[0],
-                                          label="Example")
-                    preview = gr.Audio(label="Example preview", type="filepath",
-                                       interactive=False)
-                    upload = gr.File(label=f"Your MIDI file (.mid/.midi, up to "
-                                           f"{MAX_UPLOAD_BYTES // 2**20} MB)",
-                                     file_types=[".mid", ".midi"], type="filepath")
-                    seed_seconds = gr.Slider(PROMPT_SECONDS.low, PROMPT_SECONDS.high,
-                                             value=DEFAULT_PROMPT_SECONDS, step=1,
-                                             label=PROMPT_SECONDS.label)
-                    include_seed = gr.Checkbox(DEFAULTS.include_prompt,
-                                               label="Include the seed MIDI in the output")
-                with gr.Column(scale=1):
-                    model = gr.Dropdown(models, value=models[0], label="Model")
-                    temperature = _slider("temperature", 0.05)
-                    top_p = _slider("top_p", 0.01)
-                    top_k = _slider("top_k", 1)
-                    seconds = _slider("seconds", 1)
-                    n = _slider("n", 1)
-                    with gr.Row():
-                        seed = gr.Number(DEFAULTS.seed, precision=0, label=LIMITS["seed"].label,
-                                         info="the same number gives the same notes; "
-                                              "empty = a new one", minimum=0)
-                        new_seed = gr.Checkbox(True, label="New variation each click")
-                    soundfont = gr.Dropdown(soundfonts, value=soundfonts[0] if soundfonts else None,
-                                            label="Soundfont", allow_custom_value=False)
-                    generate_button = gr.Button("Generate", variant="primary")
-            slots = []
-            for i in range(max_candidates):
-                with gr.Group(visible=False) as group:
-                    with gr.Row():
-                        audio = gr.Audio(label=f"Candidate {i + 1}", type="filepath",
-                                         interactive=False, elem_classes=["candidate-audio"])
-                        midi = gr.File(label="MIDI", interactive=False)
-                    roll = gr.Image(label="Piano roll: seed (blue), continuation (orange)",
-                                    type="filepath", interactive=False)
-                    info = gr.Markdown()
-                    rating = gr.Radio(["1", "2", "3", "4", "5"], label="Your rating (5 = best)")
-                slots.append((group, audio, midi, roll, info, rating))
-            with gr.Row():
-                rate_button = gr.Button("Save my ratings")
-                rate_status = gr.Markdown()
-
-        with gr.Tab("Compare models"):
-            gr.Markdown("The same seed MIDI and settings (and the same variation) continued by "
-                        "each model. The seed is the one chosen on the Generate tab." +
-                        (" With a MAESTRO folder configured you can also use a test-split "
-                         "excerpt and hear the human continuation." if studio.maestro_dir
-                         else ""))
-            with gr.Row():
-                use_maestro = gr.Checkbox(False, label="Use a MAESTRO test-split excerpt",
-                                          visible=studio.maestro_dir is not None)
-                maestro_piece = gr.Number(0, precision=0, label="Test piece number",
-                                          visible=studio.maestro_dir is not None)
-                maestro_start = gr.Number(30, label="Excerpt start (s)",
-                                          visible=studio.maestro_dir is not None)
-            compare_button = gr.Button("Continue with every model", variant="primary")
-            compare_slots = []
-            with gr.Row():
-                for name in [*models, "human"]:
-                    with gr.Column(visible=name != "human") as column:
-                        c_audio = gr.Audio(label=name, type="filepath", interactive=False)
-                        c_roll = gr.Image(type="filepath", interactive=False, show_label=False)
-                        c_info = gr.Markdown()
-                    compare_slots.append((column, c_audio, c_roll, c_info))
-
-        with gr.Tab("Why temperature?"):
-            gr.Markdown(
-                "Greedy decoding (temperature 0) always takes the most likely next event; "
-                "a performance model then falls into loops, repeating a figure or a note. "
-                "Sampling keeps the music moving. The plots show, for every generated event, "
-                "the entropy of the model's prediction (how unsure it was) and the "
-                "probability of the event actually chosen.")
-            with gr.Row():
-                plot_button = gr.Button("Plot my last generated clip (candidate 1)")
-            last_plot = gr.Image(label="Your last generated clip", type="filepath",
-                                 interactive=False)
-            versus_button = gr.Button("Greedy vs sampled, same variation and seed MIDI",
-                                      variant="primary")
-            with gr.Row():
-                versus = []
-                for _ in range(2):
-                    with gr.Column():
-                        v_audio = gr.Audio(type="filepath", interactive=False)
-                        v_roll = gr.Image(type="filepath", interactive=False, show_label=False)
-                        v_plot = gr.Image(type="filepath", interactive=False, show_label=False)
-                        v_info = gr.Markdown()
-                    versus.append((v_audio, v_roll, v_plot, v_info))
-
+            build_generate_tab(studio, ui)
+        with gr.Tab("Compare"):
+            build_compare_tab(studio, ui)
+        with gr.Tab("Temperature"):
+            build_temperature_tab(studio, ui)
         with gr.Tab("About"):
-            gr.Markdown(_cards_markdown(studio))
-
-        seed_inputs = [source, example, upload, seed_seconds]
-        setting_inputs = [seconds, temperature, top_k, top_p, seed, n, include_seed]
-
-        def new_session(state):
-            return state or {"id": uuid.uuid4().hex, "clips": [], "candidates": []}
-
-        @shows_user_errors
-        def on_generate(source, example, upload, seed_seconds, model, soundfont, seconds,
-                        temperature, top_k, top_p, seed, n, include_seed, new_seed, state,
-                        progress=gr.Progress()):
-            state = new_session(state)
-            prompt = studio.prompt(source, example, upload, seed_seconds)
-            settings = _settings(seconds, temperature, top_k, top_p, seed, n, include_seed,
-                                 new_seed)
-            clips, candidates = studio.generate(
-                model, prompt, settings, soundfont,
-                on_progress=lambda f: progress(f, desc="sampling"))
-            state = {**state, "clips": [c.recipe_data for c in clips],
-                     "candidates": candidates}
-            updates = []
-            for i, _ in enumerate(slots):
-                if i < len(clips):
-                    clip = clips[i]
-                    text = f"**{clip.stats}**  \n`{clip.recipe}`"
-                    if clip.engine_note:
-                        text += f"  \n_{clip.engine_note}_"
-                    updates += [gr.update(visible=True), clip.audio, clip.midi, clip.piano_roll,
-                                text, None]
-                else:
-                    updates += [gr.update(visible=False), None, None, None, "", None]
-            return [*updates, settings.seed, state]
-
-        slot_outputs = [component for slot in slots for component in slot]
-        generate_button.click(
-            on_generate,
-            [*seed_inputs, model, soundfont, *setting_inputs, new_seed, session],
-            [*slot_outputs, seed, session], api_name="generate",
-            concurrency_limit=1)
-
-        def on_plot(state):
-            if not state or not state["candidates"]:
-                raise gr.Error("Generate a clip on the Generate tab first.")
-            candidate = state["candidates"][0]
-            recipe = candidate.recipe
-            return studio.confidence_plot(candidate,
-                                          f"{recipe['model']}, T={recipe['temperature']}")
-
-        plot_button.click(on_plot, session, last_plot, api_name="plot")
-
-        on_preview = shows_user_errors(studio.preview_example)
-        example.change(on_preview, [example, soundfont], preview, api_name="preview")
-        demo.load(on_preview, [example, soundfont], preview, api_name=False)
-
-        @shows_user_errors
-        def on_rate(*values):
-            *scores, state = values
-            state = new_session(state)
-            if not state["clips"]:
-                raise gr.Error("Generate something first, then rate it.")
-            saved = [studio.rate(state["id"], clip, int(score))
-                     for clip, score in zip(state["clips"], scores, strict=False) if score]
-            if not saved:
-                raise gr.Error("Pick a score (1-5) for at least one candidate.")
-            return f"Saved {len(saved)} rating(s). Thank you!"
-
-        rate_button.click(on_rate, [slot[5] for slot in slots] + [session], rate_status,
-                          api_name="rate")
-
-        @shows_user_errors
-        def on_compare(source, example, upload, seed_seconds, soundfont, seconds,
-                       temperature, top_k, top_p, seed, n, include_seed, use_maestro, piece,
-                       start, progress=gr.Progress()):
-            settings = _settings(seconds, temperature, top_k, top_p, seed, 1, include_seed)
-            reference = None
-            if use_maestro:
-                prompt, reference = studio.reference(int(piece or 0), float(start or 0),
-                                                     seed_seconds, settings.seconds, soundfont)
-            else:
-                prompt = studio.prompt(source, example, upload, seed_seconds)
-            clips = studio.compare(prompt, settings, soundfont,
-                                   on_progress=lambda f: progress(f, desc="sampling"))
-            outputs = []
-            for clip in clips:
-                outputs += [gr.update(visible=True), clip.audio, clip.piano_roll,
-                            f"**{clip.stats}**  \n`{clip.recipe}`"]
-            if reference is None:
-                outputs += [gr.update(visible=False), None, None, ""]
-            else:
-                outputs += [gr.update(visible=True), reference.audio, reference.piano_roll,
-                            f"**{reference.stats}**  \n{reference.recipe}"]
-            return outputs
-
-        compare_button.click(
-            on_compare,
-            [*seed_inputs, soundfont, *setting_inputs, use_maestro, maestro_piece,
-             maestro_start],
-            [component for slot in compare_slots for component in slot], api_name="compare",
-            concurrency_limit=1)
-
-        @shows_user_errors
-        def on_versus(source, example, upload, seed_seconds, model, soundfont, seconds,
-                      temperature, top_k, top_p, seed, n, include_seed):
-            prompt = studio.prompt(source, example, upload, seed_seconds)
-            settings = _settings(seconds, temperature, top_k, top_p, seed, 1, include_seed)
-            outputs = []
-            for clip, plot in studio.greedy_and_sampled(model, prompt, settings, soundfont):
-                outputs += [gr.update(value=clip.audio, label=clip.title), clip.piano_roll,
-                            plot, f"**{clip.title}**: {clip.stats}"]
-            return outputs
-
-        versus_button.click(on_versus, [*seed_inputs, model, soundfont, *setting_inputs],
-                            [c for column in versus for c in column], api_name="versus",
-                            concurrency_limit=1)
+            build_about_tab(studio, ui)
+        wire_generate_tab(studio, ui)
+        compared = [f"{kind}{i}" for i in range(len(studio.model_names()) + 1)
+                    for kind in ("compared", "compared_player", "compared_info")]
+        connect(ui["compare"].click, on_compare, studio, ui, compared, status="compare_status",
+                api_name="compare", concurrency_limit=1,
+                show_progress_on=[ui["compare_status"]])
+        connect(ui["plot"].click, on_plot, studio, ui, ["last_plot"], status="versus_status",
+                api_name="plot")
+        versus = [f"{kind}{i}" for i in range(2)
+                  for kind in ("versus_player", "versus_plot", "versus_info")]
+        connect(ui["versus"].click, on_versus, studio, ui, versus, status="versus_status",
+                api_name="versus", concurrency_limit=1, show_progress_on=[ui["versus_status"]])
+        connect(demo.load, on_preview, studio, ui, ["preview"], status="seed_info",
+                api_name=False)
     return demo
 
 
@@ -325,11 +568,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     studio = Studio(args.checkpoints, output_dir=ROOT / "tmp" / "outputs",
                     maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"))
-    demo = build_app(studio)
+    launch(build_app(studio), studio, server_name=args.host, server_port=args.port,
+           share=args.share)
+
+
+def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
+    """Queue and serve the app as `main` does (the tests and benchmarks call this too)."""
     demo.queue(default_concurrency_limit=1, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size=MAX_UPLOAD_BYTES, theme=gr.themes.Soft(), show_error=True,
-                allowed_paths=[str(studio.output_dir)])
+    demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS, show_error=True,
+                allowed_paths=[str(studio.output_dir)], **kwargs)
 
 
 if __name__ == "__main__":

@@ -69,8 +69,8 @@ def find_soundfonts(explicit: str | os.PathLike | None = None) -> list[Path]:
 
     Looked for in order: `explicit`; the `MUSICGEN_SOUNDFONT` environment
     variable; `.sf2`/`.sf3` files in `musicgen.resources.soundfont_dir()`;
-    `/usr/share/sounds/sf2` and `/usr/share/sounds/sf3`; the small
-    `TimGM6mb.sf2` that ships inside pretty_midi. Files reached twice (for
+    `/usr/share/sounds/sf2` and `/usr/share/sounds/sf3`; where none of those
+    gave any, the small `TimGM6mb.sf2` inside pretty_midi. Files reached twice (for
     example through the `default-GM.sf2` symlink) are listed once, under the
     path found first.
 
@@ -98,8 +98,10 @@ def find_soundfonts(explicit: str | os.PathLike | None = None) -> list[Path]:
                 p for p in folder.iterdir()
                 if p.suffix.lower() in SOUNDFONT_SUFFIXES and p.is_file()
             )
+    # pretty_midi's small TimGM6mb sounds thin next to FluidR3 or MuseScore
+    # General: offered only where no other soundfont is installed.
     bundled = Path(pretty_midi.__file__).resolve().parent / "TimGM6mb.sf2"
-    if bundled.is_file():
+    if bundled.is_file() and not candidates:
         candidates.append(bundled)
 
     found, seen = [], set()

@@ -109,7 +109,7 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
     generation = generate(model.model, prompt.tokens, seconds=settings.seconds,
                           temperature=settings.temperature, top_k=settings.top_k,
                           top_p=settings.top_p, seed=settings.seed, n=settings.n,
-                          on_progress=on_progress)
+                          max_silence=settings.max_silence, on_progress=on_progress)
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):
@@ -156,15 +156,29 @@ def note_stats(notes: Notes, prompt_end: float = 0.0) -> dict:
             "notes_per_second": round(count / span, 2) if span > 0 else 0.0}
 
 
+SPARSE_NOTES_PER_SECOND = 2.0  # below this a continuation sounds empty
+STOP_WORDS = {"eos": "the model chose to end the piece",
+              "seconds": "it played the length asked for",
+              "max_tokens": "it used up its event budget"}
+
+
 def describe_stats(stats: dict) -> str:
-    """One line for people: '143 notes, 30.1 s, pitches 36-84, 4.8 notes/s'."""
+    """One line for people: '143 notes, 30.1 s, pitches C2-C6, 4.8 notes/s'.
+
+    A continuation with (almost) no notes says so, why it stopped, and what to try.
+    """
+    reason = STOP_WORDS.get(stats.get("stop"), "")
+    advice = ("; try another variation, a livelier part of the seed MIDI, or a shorter "
+              "longest silence")
     if not stats["notes"]:
-        return "no notes in the continuation"
+        return f"No notes in the continuation: {reason}" + advice
     low, high = stats["pitch_range"]
-    low_name = pretty_midi.note_number_to_name(low)
-    high_name = pretty_midi.note_number_to_name(high)
-    return (f"{stats['notes']} notes, {stats['seconds']:.1f} s, pitches {low_name}-{high_name}, "
+    line = (f"{stats['notes']} notes, {stats['seconds']:.1f} s, pitches "
+            f"{pretty_midi.note_number_to_name(low)}-{pretty_midi.note_number_to_name(high)}, "
             f"{stats['notes_per_second']:.1f} notes/s")
+    if stats["notes_per_second"] < SPARSE_NOTES_PER_SECOND:
+        line += f". Very few notes: {reason}" + advice
+    return line
 
 
 def checkpoint_for_recipe(recipe: dict, directory: str | os.PathLike | None = None) -> Path:

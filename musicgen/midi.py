@@ -57,7 +57,7 @@ def read_midi(source: MidiSource) -> Notes:
         score = symusic.Score.from_midi(data, ttype="second")
         ticks = symusic.Score.from_midi(data)
     except RuntimeError as error:  # symusic reports every parse failure this way
-        raise MidiError(f"could not parse the MIDI file: {error}") from None
+        raise MidiError(_plain_parse_error(str(error))) from None
     _check_tempo(ticks, score)
 
     parts = [_sustained_track(track) for track in score.tracks if not track.is_drum]
@@ -114,15 +114,24 @@ def _check_structure(data: bytes) -> None:
         position += 8 + length
 
 
+def _plain_parse_error(message: str) -> str:
+    """The parser's complaint in words for people (its own text names its internals)."""
+    if "Division type" in message:
+        return ("this MIDI file counts time in SMPTE frames, which musicgen cannot read; "
+                "save it with the usual ticks-per-quarter-note timing")
+    return ("the MIDI file is damaged: its events cannot be read (it may be cut short or "
+            "not really a MIDI file); export it again from your MIDI program")
+
+
 def _check_tempo(ticks: symusic.Score, seconds: symusic.Score) -> None:
     tempos = ticks.tempos.numpy()
     if len(tempos["mspq"]):
         qpm = 60e6 / np.maximum(tempos["mspq"].astype(np.float64), 1.0)
         bad = qpm[(qpm < MIN_QPM) | (qpm > MAX_QPM)]
         if len(bad):
-            raise MidiError(f"the MIDI file has an absurd tempo of {bad[0]:.4g} "
-                            f"quarter notes per minute (accepted: {MIN_QPM:g}-"
-                            f"{MAX_QPM:g})")
+            raise MidiError(f"the MIDI file's tempo is broken ({bad[0]:,.0f} beats per "
+                            f"minute; music lies between {MIN_QPM:g} and {MAX_QPM:g}); "
+                            "set a normal tempo in your MIDI program and export it again")
     if seconds.end() > MAX_DURATION_SECONDS:
         raise MidiError(f"the MIDI file would last {seconds.end() / 3600:.1f} hours; "
                         "its timing is broken")

@@ -1,4 +1,4 @@
-"""A candidate to files: its MIDI (with the recipe), its audio, its piano roll.
+"""A candidate to files: its MIDI (with the recipe) and its audio.
 
 Both front ends write through `write_candidate`, with one `Renderer` that
 lives as long as they do (the CLI's process, the app's `Studio`), so a
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from musicgen.audio import Renderer, Rendering, default_renderer, write_audio
 from musicgen.compose import Candidate
-from musicgen.plots import piano_roll
 
 
 @dataclass(frozen=True)
@@ -24,14 +23,12 @@ class CandidateFiles:
     Attributes:
         midi: The MIDI file (it carries the recipe).
         audio: The audio file, or None when none was asked for.
-        piano_roll: The PNG, or None when none was asked for.
         rendering: How the audio was made (engine, soundfont, loudness), or None.
         rendering_s: Seconds spent rendering and encoding the audio.
     """
 
     midi: Path
     audio: Path | None = None
-    piano_roll: Path | None = None
     rendering: Rendering | None = None
     rendering_s: float = 0.0
 
@@ -43,20 +40,17 @@ def numbered(path: str | os.PathLike, index: int, count: int) -> Path:
 
 
 def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
-                    audio_path: str | os.PathLike | None = None,
-                    roll_path: str | os.PathLike | None = None, *,
-                    renderer: Renderer | None = None, soundfont: str | None = None,
-                    title: str = "") -> CandidateFiles:
-    """Write a candidate's MIDI, and its audio and piano roll where paths are given.
+                    audio_path: str | os.PathLike | None = None, *,
+                    renderer: Renderer | None = None,
+                    soundfont: str | None = None) -> CandidateFiles:
+    """Write a candidate's MIDI, and its audio where a path is given.
 
     Args:
         candidate: From `musicgen.compose.compose`.
         midi_path: The .mid file to write.
         audio_path: Audio file; its suffix picks the format (`write_audio`).
-        roll_path: PNG of the piano roll.
         renderer: Renders the audio (default: the process's shared one).
         soundfont: Soundfont path; None or "" for the renderer's default.
-        title: The piano roll's title.
 
     Returns:
         The paths written and how the audio was made.
@@ -71,8 +65,4 @@ def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
     if audio_path is not None:
         rendering = (renderer or default_renderer()).render(candidate.midi, soundfont)
         audio = write_audio(audio_path, rendering)
-    rendering_s = time.perf_counter() - began
-    roll = None
-    if roll_path is not None:
-        roll = piano_roll(candidate.notes, candidate.prompt_end, roll_path, title)
-    return CandidateFiles(midi, audio, roll, rendering, rendering_s)
+    return CandidateFiles(midi, audio, rendering, time.perf_counter() - began)

@@ -6,8 +6,9 @@ prompt's tokens and hash. `read_recipe` gets it back, checked, and
 `replay` turns it into the same call to `musicgen.compose.compose`, which
 gives the same notes.
 
-Version 1 recipes (before the seed MIDI was called the prompt in the code)
-are read too: their `primer_*` keys are renamed.
+Older recipes are read too: version 1's `primer_*` keys (before the seed MIDI
+was called the prompt in the code) are renamed, and versions 1 and 2, sampled
+before there was a longest-silence limit, replay without one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from musicgen.prompt import Prompt, prompt_from_tokens
 from musicgen.settings import Settings
 
 RECIPE_PREFIX = "musicgen-recipe:"
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 _V1_NAMES = {"primer_source": "prompt_source", "primer_sha256": "prompt_sha256",
              "primer_seconds": "prompt_seconds", "primer_tokens": "prompt_tokens",
              "include_primer": "include_prompt"}
@@ -81,9 +82,15 @@ def _checked(text: str, source) -> dict:
         recipe = None
     if not isinstance(recipe, dict):
         raise RecipeError(f"the recipe in {source} is damaged (it is not valid JSON)")
-    if recipe.get("version", 1) == 1:
+    version = recipe.get("version", 1)
+    if not isinstance(version, int) or not 1 <= version <= RECIPE_VERSION:
+        raise RecipeError(f"the recipe in {source} is of version {version}, which this "
+                          f"musicgen (recipes up to version {RECIPE_VERSION}) cannot replay")
+    if version == 1:
         recipe = {_V1_NAMES.get(key, key): value for key, value in recipe.items()}
         recipe.setdefault("n", 1)
+    if version <= 2:
+        recipe.setdefault("max_silence", 0.0)
     missing = [key for key in REQUIRED if key not in recipe]
     if missing:
         raise RecipeError(f"the recipe in {source} is incomplete: it lacks "

@@ -87,7 +87,7 @@ def _check(temperature: float, top_k: int, top_p: float, n: int) -> None:
 @torch.inference_mode()
 def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = None,
              max_tokens: int | None = None, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int = 0, n: int = 1,
+             top_p: float = 1.0, seed: int = 0, n: int = 1, max_silence: float = 0.0,
              on_progress: Callable[[float], None] | None = None,
              vocab: Vocabulary = VOCAB) -> Generation:
     """Continue a prompt by sampling from the model.
@@ -105,6 +105,11 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
         top_p: Nucleus sampling threshold; 1.0 means no limit.
         seed: Sequence i uses a generator seeded with seed + i.
         n: Number of sequences, sampled as one batch.
+        max_silence: Once this many seconds have passed without a new note
+            (counted from the prompt's last one), time shifts are not sampled
+            until a note starts, so a model cannot drift into minutes of
+            nothing; 0 means no limit. The diagnostics stay those of the
+            model's own, unmasked distribution.
         on_progress: Called with a fraction in [0, 1] now and then.
         vocab: The event table.
 
@@ -123,7 +128,10 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
     if model.context is not None:
         prompt = prompt[-(model.context - 1):]  # the next token then sees `context`
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n)]
-    shift = vocab["time_shift"]
+    shift, note_on = vocab["time_shift"], vocab["note_on"]
+    silence_cap = round(max_silence * STEPS_PER_SECOND) if max_silence > 0 else None
+    silent = np.full(n, _steps_since_last_note_on(prompt, vocab), dtype=np.int64)
+    no_shifts = np.zeros((n, vocab.size), dtype=bool)
 
     was_training = model.training
     model.eval()
@@ -138,13 +146,20 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
     try:
         logits = stepper.start(np.repeat(prompt[None, :], n, axis=0))
         for t in range(max_tokens):
+            banned = None
+            if silence_cap is not None and (silent >= silence_cap).any():
+                banned = no_shifts.copy()
+                banned[silent >= silence_cap, shift.offset:shift.stop] = True
             chosen, step_entropy, step_probability = _choose(
-                logits, temperature, top_k, top_p, generators)
+                logits, temperature, top_k, top_p, generators, banned)
             tokens[:, t] = chosen
             entropy[:, t] = step_entropy
             chosen_probability[:, t] = step_probability
             is_shift = (chosen >= shift.offset) & (chosen < shift.stop)
-            elapsed += np.where(is_shift & active, chosen - shift.offset + shift.min_value, 0)
+            shift_steps = np.where(is_shift, chosen - shift.offset + shift.min_value, 0)
+            elapsed += np.where(active, shift_steps, 0)
+            is_note_on = (chosen >= note_on.offset) & (chosen < note_on.stop)
+            silent = np.where(is_note_on, 0, silent + shift_steps)
             finished = active & (chosen == vocab.eos)
             if target_steps is not None:
                 finished_by_time = active & ~finished & (elapsed >= target_steps)
@@ -172,9 +187,24 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
                       stop_reasons=reasons)
 
 
+def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
+    """Time steps from the last NOTE_ON of a token sequence to its end (all of it if none)."""
+    shift, note_on = vocab["time_shift"], vocab["note_on"]
+    is_shift = (tokens >= shift.offset) & (tokens < shift.stop)
+    steps = np.cumsum(np.where(is_shift, tokens - shift.offset + shift.min_value, 0))
+    is_note_on = (tokens >= note_on.offset) & (tokens < note_on.stop)
+    if not is_note_on.any() or not len(steps):
+        return int(steps[-1]) if len(steps) else 0
+    return int(steps[-1] - steps[np.nonzero(is_note_on)[0][-1]])
+
+
 def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
-            generators: list[torch.Generator]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            generators: list[torch.Generator], banned: np.ndarray | None = None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
+
+    `banned` [B, V] marks tokens that may not be chosen; the entropy and the
+    chosen probability are still those of the unmasked distribution.
 
     Numpy rather than torch: on a 391-long row each torch call costs more in
     overhead than in arithmetic, and this runs once per generated token.
@@ -185,6 +215,8 @@ def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
     log_probs = shifted - log_norm
     probabilities = np.exp(log_probs)
     step_entropy = -(probabilities * log_probs).sum(-1)
+    if banned is not None:
+        logits = np.where(banned, -np.inf, logits)
     if temperature == 0:
         chosen = logits.argmax(-1)
     else:

@@ -49,6 +49,8 @@ LIMITS = {
     "seed": Limit(0, MAX_SEED, "Variation",
                   "the random seed: the same number gives the same notes"),
     "n": Limit(1, 4, "Candidates", "continuations sampled at once, variations seed, seed+1, ..."),
+    "max_silence": Limit(0, 30, "Longest silence (seconds)",
+                         "a new note starts before a gap grows longer; 0 = no limit"),
 }
 
 
@@ -64,6 +66,9 @@ class Settings:
         seed: The random seed of candidate 0; candidate i uses seed + i.
         n: How many candidates.
         include_prompt: Whether the written music starts with the seed MIDI's excerpt.
+        max_silence: Seconds without a new note after which the sampler must
+            start one (0: no limit); it keeps a model from drifting into
+            minutes of nothing after a final chord.
     """
 
     seconds: float = 30.0
@@ -73,6 +78,7 @@ class Settings:
     seed: int = 0
     n: int = 1
     include_prompt: bool = True
+    max_silence: float = 4.0
 
     def __post_init__(self) -> None:
         for name, limit in LIMITS.items():
@@ -120,6 +126,19 @@ class Settings:
     def but(self, **changes) -> Settings:
         """A copy with some fields changed (and checked)."""
         return replace(self, **changes)
+
+
+# Named for how they play. The evaluation of samples against real playing
+# (docs/evaluation/, once it exists) is what should tune these values; until
+# then "Balanced" is the default, "Steady" samples from a narrower nucleus at
+# a lower temperature (fewer surprises, more repetition), "Adventurous" the
+# other way.
+PRESETS = {
+    "Steady": {"temperature": 0.85, "top_p": 0.9, "top_k": 0},
+    "Balanced": {"temperature": Settings.temperature, "top_p": Settings.top_p, "top_k": 0},
+    "Adventurous": {"temperature": 1.15, "top_p": 0.98, "top_k": 0},
+}
+DEFAULT_PRESET = "Balanced"
 
 
 def _number(name: str, value, whole: bool) -> float | int:

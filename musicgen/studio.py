@@ -3,60 +3,88 @@
 A `Studio` is made once at start-up. It loads every checkpoint and the
 renderer, and never changes afterwards; each request gets its own output
 folder, so concurrent users share nothing mutable but the renderer (which
-serialises its renders on a lock), the ratings file (appended under a lock)
-and the list of MAESTRO test files (read once, on first use).
+serialises its renders on a lock), the ratings database (one connection
+behind a lock) and the list of MAESTRO test files (read once, on first use).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from musicgen import compose
 from musicgen.audio import Renderer, soundfont_path, write_wav
 from musicgen.errors import UserError
-from musicgen.examples import example_names, example_notes
+from musicgen.examples import example_names
 from musicgen.midi import notes_to_pretty_midi, read_midi
+from musicgen.notes import Notes
 from musicgen.outputs import write_candidate
-from musicgen.plots import confidence, piano_roll
-from musicgen.prompt import Prompt, choose_prompt, prompt_from_notes
+from musicgen.plots import confidence, piano_roll_svg
+from musicgen.prompt import Prompt, choose_prompt, default_start, prompt_from_notes, read_seed_file
+from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
 from musicgen.settings import Settings
 
 OUTPUT_TTL_S = 3600.0
+# How the models answer, in words, by kind (BENCHMARKS.md: the LSTM makes a
+# 30 s clip in under a second, the Transformer in about two).
+MODEL_SPEED = {"lstm": "quickest", "transformer": "a little slower"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Clip:
-    """One playable result for the UI: files and words."""
+    """One playable result for the UI: files, a piano roll and words.
+
+    Attributes:
+        title: What to call it.
+        audio: WAV file.
+        midi: MIDI file (with the recipe, for generated clips).
+        roll_svg: The piano roll with a playback cursor (`plots.piano_roll_svg`).
+        seconds: Length of the audio.
+        stats: One line on the notes (and a warning when there are almost none).
+        recipe: The recipe in one line.
+        recipe_data: The recipe without its tokens (what a rating stores).
+        engine_note: Why the audio did not come from FluidSynth, if it did not.
+    """
 
     title: str
     audio: str
     midi: str
-    piano_roll: str
+    roll_svg: str
+    seconds: float
     stats: str
     recipe: str
     recipe_data: dict
     engine_note: str = ""
 
 
+@dataclass(frozen=True)
+class SeedFile:
+    """What the UI shows about an uploaded seed MIDI file."""
+
+    seconds: float
+    notes: int
+    default_start: float
+    summary: str
+
+
 class Studio:
-    """Loaded models, the renderer, and the demo's operations.
+    """Loaded models, the renderer, the ratings, and the demo's operations.
 
     Args:
-        checkpoint_dir: Folder of checkpoint folders (each with model.safetensors).
-        output_dir: Where per-request folders go (old ones are pruned).
-        ratings_path: JSON-lines file that `rate` appends to.
+        checkpoint_dir: Folder of checkpoint folders (default: `musicgen.resources`).
+        output_dir: Where per-request folders go (old ones are pruned); the app
+            serves this folder, so nothing private goes here.
+        ratings_path: The ratings database (default: `musicgen.ratings`'s rule).
         maestro_dir: Optional MAESTRO tree for human reference continuations.
     """
 
@@ -70,11 +98,12 @@ class Studio:
                             f"{checkpoint_dir or default_checkpoint_dir()}")
         self.models = {name: compose.load_model(path, name) for name, path in found.items()}
         self.renderer = Renderer()
-        root = Path(output_dir or Path(tempfile.gettempdir()) / "musicgen-outputs")
-        self.output_dir = root
+        self.output_dir = Path(output_dir or Path(tempfile.gettempdir()) / "musicgen-outputs")
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.ratings_path = Path(ratings_path or self.output_dir / "ratings.jsonl")
-        self._ratings_lock = threading.Lock()
+        self.ratings = RatingsStore(ratings_path)
+        if self.ratings.path.resolve().is_relative_to(self.output_dir.resolve()):
+            raise UserError(f"the ratings database {self.ratings.path} would be downloadable "
+                            f"from the app's output folder {self.output_dir}; keep it elsewhere")
         self.maestro_dir = Path(maestro_dir) if maestro_dir else None
         self._maestro_tests: list[Path] | None = None
         self._maestro_lock = threading.Lock()
@@ -86,30 +115,76 @@ class Studio:
         """Shipped models, the default (LSTM) first."""
         return list(self.models)
 
-    def soundfont_names(self) -> list[str]:
-        """Soundfonts found, by path (the first is the default)."""
-        return [str(path) for path in self.renderer.soundfonts]
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, name) per model: the kind, and its speed and quality in words."""
+        scores = {name: model.card.get("evaluation", {}).get("test", {}).get("model", {})
+                  .get("nll") for name, model in self.models.items()}
+        known = [score for score in scores.values() if score is not None]
+        choices = []
+        for name, model in self.models.items():
+            kind = model.card.get("config", {}).get("kind", "")
+            words = [MODEL_SPEED.get(kind, "")]
+            if known and len(known) > 1 and scores[name] == min(known):
+                words.append("closest to real playing")
+            label = f"{kind.upper() if kind == 'lstm' else kind.title()}: " + ", ".join(
+                word for word in words if word)
+            choices.append((label if kind else name, name))
+        return choices
+
+    def soundfont_choices(self) -> list[tuple[str, str]]:
+        """(label, path) per soundfont found, the default first."""
+        return [(f"{path.stem.replace('_', ' ')} ({path.stat().st_size / 2**20:.0f} MB)",
+                 str(path)) for path in self.renderer.soundfonts]
 
     def cards(self) -> list[dict]:
         """The model cards, for the About tab."""
         return [model.card for model in self.models.values()]
 
-    # --- operations ---
+    # --- the seed MIDI ---
 
     def prompt(self, kind: str, example: str | None, upload: str | None,
-               seconds: float | None) -> Prompt:
+               seconds: float | None, start: float | None = None) -> Prompt:
         """The prompt chosen in the UI (`musicgen.prompt.choose_prompt`).
 
         Raises:
             UserError: A missing or unusable upload, an unknown example, a bad length.
         """
-        return choose_prompt(kind, example=example, path=upload, seconds=seconds)
+        return choose_prompt(kind, example=example, path=upload, seconds=seconds, start=start)
 
-    def generate(self, model_name: str, prompt: Prompt, settings: Settings,
-                 soundfont: str | None = None,
-                 on_progress: Callable[[float], None] | None = None,
-                 ) -> tuple[list[Clip], list[compose.Candidate]]:
-        """Sample, write MIDI, render audio and draw a piano roll per candidate.
+    def seed_file(self, path: str, seconds: float) -> SeedFile:
+        """How long an uploaded seed MIDI is, and where its excerpt starts by default.
+
+        Raises:
+            MidiError: The file cannot be used.
+        """
+        notes = read_seed_file(path)
+        start = default_start(notes, seconds)
+        minutes, rest = divmod(notes.duration, 60)
+        summary = (f"**{Path(path).name}**: {int(minutes)}:{rest:04.1f} long, {len(notes):,} "
+                   f"notes. The excerpt starts at {start:.0f} s by default: a lively part, "
+                   "not the final bars.")
+        return SeedFile(notes.duration, len(notes), start, summary)
+
+    def continuation_seed(self, clip: Clip, seconds: float) -> tuple[str, float]:
+        """A generated clip as the next seed MIDI: (its MIDI file, the start of its last part)."""
+        notes = read_midi(clip.midi)
+        return clip.midi, max(0.0, notes.duration - seconds)
+
+    def preview(self, prompt: Prompt, soundfont: str | None = None) -> str | None:
+        """A WAV of the prompt's excerpt, for the preview player (None for silence)."""
+        if not len(prompt.notes):
+            return None
+        path = self._request_folder() / "seed-excerpt.wav"
+        return str(write_wav(path, self.renderer.render(notes_to_pretty_midi(prompt.notes),
+                                                        soundfont)))
+
+    # --- generating ---
+
+    def generate_each(self, model_name: str, prompt: Prompt, settings: Settings,
+                      soundfont: str | None = None,
+                      on_progress: Callable[[float], None] | None = None,
+                      ) -> Iterator[tuple[Clip, compose.Candidate]]:
+        """Sample all candidates at once, then yield each as soon as its files are written.
 
         Raises:
             UserError: An unknown model or soundfont (checked before sampling).
@@ -118,26 +193,49 @@ class Studio:
         soundfont_path(soundfont)
         candidates = compose.compose(model, prompt, settings, on_progress=on_progress)
         folder = self._request_folder()
-        clips = [self._clip(candidate, folder, f"{model_name} #{candidate.index + 1}", soundfont)
-                 for candidate in candidates]
-        return clips, candidates
+        pitch_range = _pitch_range([c.notes for c in candidates])
+        for candidate in candidates:
+            yield self._clip(candidate, folder, f"{model_name} #{candidate.index + 1}", soundfont,
+                             pitch_range), candidate
+
+    def generate(self, model_name: str, prompt: Prompt, settings: Settings,
+                 soundfont: str | None = None,
+                 on_progress: Callable[[float], None] | None = None,
+                 ) -> tuple[list[Clip], list[compose.Candidate]]:
+        """All of `generate_each` at once: (clips, candidates)."""
+        pairs = list(self.generate_each(model_name, prompt, settings, soundfont, on_progress))
+        return [clip for clip, _ in pairs], [candidate for _, candidate in pairs]
 
     def compare(self, prompt: Prompt, settings: Settings, soundfont: str | None = None,
-                on_progress: Callable[[float], None] | None = None) -> list[Clip]:
-        """One candidate per model, same prompt, settings and seed, in `model_names` order."""
+                on_progress: Callable[[float], None] | None = None,
+                human: tuple[Notes, Clip] | None = None) -> list[Clip]:
+        """One candidate per model, same prompt, settings and variation, on one pitch axis.
+
+        Args:
+            human: A reference (its notes and clip, from `reference`) to put on
+                the same axis and return last.
+        """
+        soundfont_path(soundfont)
         names = self.model_names()
-        clips = []
+        candidates = []
         for k, name in enumerate(names):
             def progress(fraction: float, k: int = k) -> None:
                 if on_progress is not None:
                     on_progress((k + fraction) / len(names))
-            clips.append(self.generate(name, prompt, settings.but(n=1), soundfont,
-                                       progress)[0][0])
+            candidates += compose.compose(self.models[name], prompt, settings.but(n=1), progress)
+        folder = self._request_folder()
+        pitch_range = _pitch_range([c.notes for c in candidates] + ([human[0]] if human else []))
+        clips = [self._clip(candidate, folder, name, soundfont, pitch_range)
+                 for candidate, name in zip(candidates, names, strict=True)]
+        if human:
+            notes, clip = human
+            clips.append(dataclasses.replace(clip, roll_svg=piano_roll_svg(
+                notes, prompt.seconds, clip.seconds, pitch_range)))
         return clips
 
     def greedy_and_sampled(self, model_name: str, prompt: Prompt, settings: Settings,
                            soundfont: str | None = None) -> list[tuple[Clip, str]]:
-        """The prompt continued greedily and by sampling, same seed, with confidence plots.
+        """The prompt continued greedily and by sampling, same variation, with confidence plots.
 
         The sampled clip uses the settings' temperature; where that is 0 (greedy
         itself) it uses the default temperature instead, and its title says so.
@@ -146,52 +244,58 @@ class Studio:
             [(greedy clip, its plot), (sampled clip, its plot)].
         """
         temperature = settings.temperature or Settings().temperature
+        sampled_title = (f"sampled (temperature {temperature:g}"
+                         + (", the default: yours is 0)" if not settings.temperature else ")"))
+        candidates = [compose.compose(self._model(model_name), prompt,
+                                      settings.but(temperature=value, n=1))[0]
+                      for value in (0.0, temperature)]
+        folder = self._request_folder()
+        pitch_range = _pitch_range([c.notes for c in candidates])
         pairs = []
-        for title, value in (("greedy (temperature 0)", 0.0),
-                             (f"sampled (temperature {temperature:g}"
-                              + (", the default: yours is 0)" if not settings.temperature
-                                 else ")"), temperature)):
-            clips, candidates = self.generate(model_name, prompt,
-                                              settings.but(temperature=value, n=1), soundfont)
-            clip = dataclasses.replace(clips[0], title=title)
-            pairs.append((clip, self.confidence_plot(candidates[0], title)))
+        for candidate, title in zip(candidates, ("greedy (temperature 0)", sampled_title),
+                                    strict=True):
+            clip = self._clip(candidate, folder, title, soundfont, pitch_range,
+                              stem=title.split()[0])
+            plot = confidence(candidate.entropy, candidate.chosen_probability,
+                              folder / f"{title.split()[0]}-confidence.png", title)
+            pairs.append((clip, str(plot)))
         return pairs
 
-    def confidence_plot(self, candidate: compose.Candidate, title: str) -> str:
-        """PNG of per-step entropy and chosen probability for one candidate."""
+    def confidence_plot(self, entropy, chosen_probability, title: str) -> str:
+        """PNG of a candidate's per-step entropy and chosen probability."""
         path = self._request_folder() / "confidence.png"
-        return str(confidence(candidate.entropy, candidate.chosen_probability, path, title))
-
-    def preview_example(self, name: str, soundfont: str | None = None) -> str:
-        """A WAV of a built-in example, for the preview player."""
-        path = self._request_folder() / "example.wav"
-        rendering = self.renderer.render(notes_to_pretty_midi(example_notes(name)), soundfont)
-        return str(write_wav(path, rendering))
+        return str(confidence(entropy, chosen_probability, path, title))
 
     def reference(self, piece: int, start: float, prompt_seconds: float,
-                  seconds: float, soundfont: str | None = None) -> tuple[Prompt, Clip]:
+                  seconds: float, soundfont: str | None = None,
+                  ) -> tuple[Prompt, Clip, Notes]:
         """A MAESTRO test-split excerpt: its first part as the prompt, the rest as reference.
+
+        Returns:
+            (the prompt, the human clip, its notes for a shared pitch axis).
 
         Raises:
             UserError: No MAESTRO folder is configured, or it has no test split.
         """
-        path = self._maestro_test_files()[piece % len(self._maestro_test_files())]
+        tests = self._maestro_test_files()
+        path = tests[piece % len(tests)]
         notes = read_midi(path)
         start = min(start, max(0.0, notes.duration - prompt_seconds - seconds))
-        prompt = prompt_from_notes(notes.window(start, start + prompt_seconds), prompt_seconds,
-                                   f"maestro-test:{path.name}")
+        prompt = prompt_from_notes(notes, prompt_seconds, f"maestro-test:{path.name}", start)
         both = notes.window(start, start + prompt_seconds + seconds)
         folder = self._request_folder()
         midi = notes_to_pretty_midi(both)
         midi_path = folder / "reference.mid"
         midi.write(str(midi_path))
-        audio = write_wav(folder / "reference.wav", self.renderer.render(midi, soundfont))
-        roll = piano_roll(both, prompt_seconds, folder / "reference.png", "human (MAESTRO)")
+        rendering = self.renderer.render(midi, soundfont)
+        audio = write_wav(folder / "reference.wav", rendering)
         stats = compose.note_stats(both, prompt_seconds)
         recipe = {"reference": path.name, "start_s": round(start, 2)}
-        return prompt, Clip("human performance (MAESTRO test split)", str(audio),
-                            str(midi_path), str(roll), compose.describe_stats(stats),
-                            f"{path.name} from {start:.1f} s (CC BY-NC-SA 4.0)", recipe)
+        clip = Clip("human performance (MAESTRO test split)", str(audio), str(midi_path),
+                    piano_roll_svg(both, prompt_seconds, rendering.seconds),
+                    rendering.seconds, compose.describe_stats(stats),
+                    f"{path.name} from {start:.1f} s (CC BY-NC-SA 4.0)", recipe)
+        return prompt, clip, both
 
     def _maestro_test_files(self) -> list[Path]:
         """The test split's files, listed once (the tree is large and does not change)."""
@@ -208,17 +312,32 @@ class Studio:
             raise UserError(f"the MAESTRO folder {self.maestro_dir} has no test-split files")
         return self._maestro_tests
 
-    def rate(self, session: str, clip: dict, score: int | None, comment: str = "") -> str:
-        """Append one rating (1-5) of a clip's recipe to the ratings file."""
-        if score is None:
-            raise UserError("pick a score from 1 to 5 first")
-        if not 1 <= int(score) <= 5:
-            raise UserError(f"scores go from 1 to 5, not {score}")
-        record = {"time": time.time(), "session": session, "score": int(score),
-                  "comment": comment[:500], "recipe": clip}
-        with self._ratings_lock, open(self.ratings_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        return f"Thanks: rated {int(score)}/5."
+    # --- ratings ---
+
+    def rate(self, session: str, recipes: list[dict], scores: list) -> str:
+        """Store one person's 1-5 ratings of the clips they were shown; again replaces them.
+
+        Args:
+            session: The browser session's id.
+            recipes: The shown clips' `recipe_data`, in order.
+            scores: A score ("1".."5", or None for unrated) per clip.
+
+        Returns:
+            A thank-you line.
+
+        Raises:
+            UserError: Nothing was generated yet, or nothing was scored.
+        """
+        if not recipes:
+            raise UserError("generate something first, then rate it")
+        rated = [(recipe, int(score)) for recipe, score in zip(recipes, scores, strict=False)
+                 if score]
+        if not rated:
+            raise UserError("pick a score (1-5) for at least one candidate first")
+        for recipe, score in rated:
+            self.ratings.rate_clip(session, recipe, score)
+        return (f"Saved {len(rated)} rating{'s' if len(rated) > 1 else ''}; saving again "
+                "replaces them. Thank you!")
 
     # --- helpers ---
 
@@ -229,17 +348,20 @@ class Studio:
         return self.models[name]
 
     def _clip(self, candidate: compose.Candidate, folder: Path, title: str,
-              soundfont: str | None) -> Clip:
-        stem = folder / f"candidate-{candidate.index + 1}-variation{candidate.recipe['seed']}"
+              soundfont: str | None, pitch_range: tuple[int, int] | None,
+              stem: str = "") -> Clip:
+        stem = folder / (stem or f"candidate-{candidate.index + 1}-variation"
+                                 f"{candidate.recipe['seed']}")
         files = write_candidate(candidate, stem.with_suffix(".mid"), stem.with_suffix(".wav"),
-                                stem.with_suffix(".png"), renderer=self.renderer,
-                                soundfont=soundfont, title=title)
+                                renderer=self.renderer, soundfont=soundfont)
         recipe = {k: v for k, v in candidate.recipe.items() if k != "prompt_tokens"}
         note = ("" if files.rendering.engine == "fluidsynth"
                 else f"Audio: {files.rendering.note}")
-        return Clip(title, str(files.audio), str(files.midi), str(files.piano_roll),
-                    compose.describe_stats(candidate.stats), recipe_summary(candidate.recipe),
-                    recipe, note)
+        return Clip(title, str(files.audio), str(files.midi),
+                    piano_roll_svg(candidate.notes, candidate.prompt_end,
+                                   files.rendering.seconds, pitch_range),
+                    files.rendering.seconds, compose.describe_stats(candidate.stats),
+                    recipe_summary(candidate.recipe), recipe, note)
 
     def _request_folder(self) -> Path:
         self._prune()
@@ -254,3 +376,9 @@ class Studio:
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
 
+
+def _pitch_range(parts: list[Notes]) -> tuple[int, int] | None:
+    """The lowest and highest pitch over several clips: one axis for all of them."""
+    pitches = [int(p) for notes in parts if len(notes) for p in (notes.pitch.min(),
+                                                                 notes.pitch.max())]
+    return (min(pitches), max(pitches)) if pitches else None

@@ -2,10 +2,11 @@
 # Install the Debian packages the project needs when we are allowed to (root or
 # password-less sudo); otherwise print the exact command and carry on, since
 # the code falls back (numpy synth, skipped browser test) where they are absent.
-#   libfluidsynth3 fluidsynth fluid-soundfont-gm: audio rendering (FluidR3_GM.sf2)
+#   libfluidsynth3 fluidsynth fluid-soundfont-gm musescore-general-soundfont-small:
+#     audio rendering (FluidR3_GM.sf2, MuseScore_General_Lite.sf3)
 #   chromium: the headless browser test of the Gradio app
 set -u
-packages=(libfluidsynth3 fluidsynth fluid-soundfont-gm chromium)
+packages=(libfluidsynth3 fluidsynth fluid-soundfont-gm musescore-general-soundfont-small chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -1,4 +1,7 @@
-"""The Gradio app, driven by real clients: gradio_client over HTTP, and headless Chromium."""
+"""The Gradio app, driven by real clients: gradio_client over HTTP, and headless Chromium.
+
+The browser tests save a screenshot of each step under tmp/screenshots/ for review.
+"""
 
 import os
 import shutil
@@ -6,8 +9,9 @@ import socket
 import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import midi_bytes, tiny_checkpoint
+from conftest import REPO, midi_bytes, tiny_checkpoint
 
 from musicgen.midi import read_midi
 
@@ -15,6 +19,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"]
+SCREENSHOTS = REPO / "tmp" / "screenshots"
+DESKTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
 
 
 def _free_port() -> int:
@@ -24,22 +31,26 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def served(tmp_path_factory):
     """The real app on 127.0.0.1 with a small randomly initialised LSTM."""
     import app
     from musicgen.studio import Studio
 
     root = tmp_path_factory.mktemp("app")
     tiny_checkpoint(root / "checkpoints" / "lstm", "lstm")
-    studio = Studio(root / "checkpoints", output_dir=root / "outputs")
+    studio = Studio(root / "checkpoints", output_dir=root / "outputs",
+                    ratings_path=root / "var" / "ratings.sqlite")
     demo = app.build_app(studio)
-    demo.queue(default_concurrency_limit=1)
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                max_file_size="5mb", allowed_paths=[str(studio.output_dir)], quiet=True,
-                show_error=True)
-    yield f"http://127.0.0.1:{port}/"
+    app.launch(demo, studio, server_name="127.0.0.1", server_port=port,
+               prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", studio
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(served):
+    return served[0]
 
 
 @pytest.fixture
@@ -48,48 +59,54 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def _generate(client, upload=None, source="upload", n=2, seconds=5, seed=1, new_seed=False):
+def _generate(client, upload=None, seed_kind="upload", n=2, seconds=5, variation=1,
+              new_variation=False) -> dict:
+    """One Generate call; the outputs by name."""
     from gradio_client import handle_file
-    return client.predict(
-        source=source, example="Beethoven: Ode to Joy",
-        upload=handle_file(str(upload)) if upload else None, seed_seconds=5, model="lstm",
-        soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95, seed=seed, n=n,
-        include_seed=True, new_seed=new_seed, api_name="/generate")
+
+    import app
+    result = client.predict(
+        seed_kind=seed_kind, example="Beethoven: Ode to Joy",
+        upload=handle_file(str(upload)) if upload else None, seed_seconds=5, seed_start=None,
+        model="lstm", soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95,
+        variation=variation, n=n, include_seed=True, max_silence=4, new_variation=new_variation,
+        api_name="/generate")
+    # gradio_client leaves out layout blocks (the slot columns) and session state.
+    names = [name for name in [*app.GENERATE_OUTPUTS, "status"]
+             if not name.startswith("slot") and name != "session"]
+    return dict(zip(names, result, strict=True))
 
 
 def test_upload_generate_two_candidates_that_decode(client, tmp_path):
     seed = tmp_path / "seed.mid"
     seed.write_bytes(midi_bytes([(60, 80, 0.0, 0.5), (64, 80, 0.5, 1.0), (67, 80, 1.0, 2.0)]))
-    result = _generate(client, seed)
-    # Per visible slot: audio, MIDI, piano roll, text, rating.
-    for variation, slot in ((1, result[0:5]), (2, result[5:10])):
-        audio, midi, roll, text = slot[:4]
+    out = _generate(client, seed)
+    for i in (0, 1):
+        midi, audio = sorted(out[f"files{i}"], key=lambda f: not str(f).endswith(".mid"))
         with wave.open(audio) as handle:
             assert handle.getframerate() == 44100 and handle.getnframes() > 44100
         assert len(read_midi(midi)) > 0
-        assert Path(roll).stat().st_size > 1000
-        assert f"variation {variation}," in text
-    assert result[10] is None  # the third slot stays empty
+        assert "<svg" in out[f"player{i}"] and "mg-cursor" in out[f"player{i}"]
+        assert f"variation {1 + i}," in out[f"info{i}"]
+    assert out["files2"] is None  # the third slot stays empty
+    assert out["status"].startswith("Done: variation 1.")
 
 
-def test_a_corrupt_upload_is_an_error_and_the_app_keeps_serving(client, tmp_path):
-    from gradio_client.exceptions import AppError
+def test_a_corrupt_upload_is_a_plain_message_and_the_app_keeps_serving(client, tmp_path):
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x40\x00")
-    with pytest.raises(AppError, match="truncated"):
-        _generate(client, bad)
+    assert "truncated" in _generate(client, bad)["status"]
     not_midi = tmp_path / "notes.mid"
     not_midi.write_bytes(b"just some text")
-    with pytest.raises(AppError, match="not a MIDI file"):
-        _generate(client, not_midi)
-    result = _generate(client, source="example", n=1)
-    assert result[0] and Path(result[0]).is_file()
+    assert "not a MIDI file" in _generate(client, not_midi)["status"]
+    out = _generate(client, seed_kind="example", n=1)
+    assert out["files0"] and Path(out["files0"][0]).is_file()
 
 
 def test_an_emptied_variation_field_plays_a_new_variation_and_shows_it(client):
-    result = _generate(client, source="example", n=1, seed=None)
-    variation = result[-1]  # written back into the field
-    assert isinstance(variation, int | float) and f"variation {int(variation)}" in result[3]
+    out = _generate(client, seed_kind="example", n=1, variation=None)
+    assert isinstance(out["variation"], int | float)
+    assert f"variation {int(out['variation'])}," in out["info0"]
 
 
 def test_sliders_take_their_limits_from_the_settings(client):
@@ -97,20 +114,35 @@ def test_sliders_take_their_limits_from_the_settings(client):
 
     from musicgen.settings import LIMITS
     with pytest.raises(AppError, match=f"maximum value {LIMITS['seconds'].high:g}"):
-        _generate(client, source="example", n=1, seconds=LIMITS["seconds"].high + 1)
+        _generate(client, seed_kind="example", n=1, seconds=LIMITS["seconds"].high + 1)
 
 
 def test_upload_missing_gives_a_plain_message(client):
-    from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match="upload a .mid"):
-        _generate(client, None)
+    assert "Upload a .mid or .midi file first" in _generate(client, None)["status"]
 
 
-def test_ratings_are_saved(client, app_url):
-    from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match="Generate something first"):
-        client.predict("5", None, None, None, api_name="/rate")
+def test_ratings_are_one_row_per_clip_and_session(client, served):
+    studio = served[1]
+    with pytest.raises(Exception, match="generate something first"):
+        studio.rate("s", [], ["5"])
+    recipes = [{"model": "lstm", "seed": 1}, {"model": "lstm", "seed": 2}]
+    studio.rate("session-a", recipes, ["4", None])
+    studio.rate("session-a", recipes, ["2", "5"])  # saving again updates
+    studio.rate("session-b", recipes, ["3", None])
+    rows = studio.ratings.clip_ratings()
+    by_session = sorted((r["session"], r["recipe"]["seed"], r["score"]) for r in rows)
+    assert by_session == [("session-a", 1, 2), ("session-a", 2, 5), ("session-b", 1, 3)]
 
+
+def test_the_ratings_database_is_not_downloadable(client, served, app_url):
+    import httpx
+    studio = served[1]
+    for path in (studio.ratings.path, studio.ratings.path.resolve()):
+        response = httpx.get(f"{app_url}gradio_api/file={path}")
+        assert response.status_code in (403, 404), response.status_code
+
+
+# --- headless Chromium ---
 
 def _chromium_or_skip():
     if not os.path.exists(CHROMIUM):
@@ -125,35 +157,145 @@ def _chromium_or_skip():
     return sync_playwright
 
 
-def test_browser_pick_example_generate_and_hear(app_url, tmp_path):
+@pytest.fixture(scope="module")
+def browser():
     sync_playwright = _chromium_or_skip()
-    shot = tmp_path / "app-after-generate.png"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                                             headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.goto(app_url, wait_until="domcontentloaded")
-            page.get_by_role("button", name="Generate", exact=True).wait_for(timeout=60_000)
-            page.get_by_label("Example", exact=True).click()
-            page.get_by_role("option", name="Slow waltz in D").click()
-            page.get_by_label("Length of the continuation (seconds)").first.fill("5")
-            page.get_by_role("button", name="Generate", exact=True).click()
-            page.get_by_text("notes/s").first.wait_for(timeout=120_000)
-            audio = page.locator(".candidate-audio audio[src]").first
-            audio.wait_for(state="attached", timeout=30_000)
-            assert audio.get_attribute("src")
-            # The browser decoded the clip: it knows how long it is (seed + 5 s + tail).
-            for _ in range(60):
-                duration = audio.evaluate("a => a.duration")
-                if duration and duration > 5:
-                    break
-                page.wait_for_timeout(500)
-            assert duration > 5
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
-    assert shot.stat().st_size > 10_000
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+                                              headless=True)
+        yield launched
+        launched.close()
+
+
+def _open(browser, url, viewport=DESKTOP):
+    page = browser.new_page(viewport=viewport)
+    page.goto(url, wait_until="domcontentloaded")
+    # Gradio pages never reach "networkidle" (heartbeat): wait for what we need.
+    page.locator("#generate-button").wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
+    return page
+
+
+def _shot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _generate_in(page, timeout=120_000):
+    """Click Generate and wait until the button is back (the whole chain has run)."""
+    button = page.locator("#generate-button")
+    button.click()
+    page.get_by_role("button", name="Generating…").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Generate", exact=True).wait_for(timeout=timeout)
+
+
+def _performance(tmp_path, minutes=3.0) -> Path:
+    """A MAESTRO-like performance: minutes of dense playing, then a long final chord."""
+    rng = np.random.default_rng(0)
+    notes, t = [], 0.0
+    while t < 60 * minutes:
+        for _ in range(3):
+            notes.append((int(rng.integers(40, 84)), int(rng.integers(40, 100)), t,
+                          t + float(rng.uniform(0.1, 0.8))))
+        t += float(rng.uniform(0.1, 0.4))
+    notes += [(pitch, 50, t, t + 8.0) for pitch in (36, 48, 55, 60)]
+    path = tmp_path / "performance.mid"
+    path.write_bytes(midi_bytes(notes))
+    return path
+
+
+def test_generate_is_in_view_and_a_long_upload_continues_a_lively_part(browser, app_url,
+                                                                        tmp_path):
+    page = _open(browser, app_url)
+    box = page.locator("#generate-button").bounding_box()
+    assert box["y"] + box["height"] <= DESKTOP["height"], box
+    _shot(page, "generate-tab")
+    page.locator("input[type=file]").first.set_input_files(str(_performance(tmp_path)))
+    page.get_by_text("notes. The excerpt starts at").wait_for(timeout=30_000)
+    assert page.get_by_label("Your MIDI file").is_checked()  # dropping a file chose it
+    start = float(page.get_by_label("Excerpt starts at (seconds)").input_value())
+    assert 30 < start < 170  # not the final chord
+    _generate_in(page)
+    info = page.get_by_text("notes/s").first.inner_text()
+    assert "No notes" not in info and "upload:performance.mid" in page.content()
+    audio = page.locator(".mg-player audio").first
+    duration = audio.evaluate("a => new Promise(done => a.readyState >= 1 ? done(a.duration)"
+                              " : a.addEventListener('loadedmetadata', () => done(a.duration)))")
+    assert duration > 5
+    # The cursor follows playback: seek, and it moves along the roll.
+    cursor = page.locator(".mg-cursor").first
+    before = float(cursor.get_attribute("x1"))
+    audio.evaluate("a => { a.currentTime = a.duration / 2; }")
+    page.wait_for_function("x => +document.querySelector('.mg-cursor').getAttribute('x1') > x",
+                           arg=before + 100, timeout=10_000)
+    _shot(page, "generate-result")
+
+
+def test_an_error_keeps_the_last_result_and_every_input_usable(browser, app_url, tmp_path):
+    page = _open(browser, app_url)
+    _generate_in(page)
+    players = page.locator(".mg-player audio")
+    first_src = players.first.get_attribute("src")
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x40\x00")
+    page.locator("input[type=file]").first.set_input_files(str(bad))
+    page.get_by_text("⚠️").first.wait_for(timeout=30_000)
+    page.get_by_label("Your MIDI file").check()
+    _generate_in(page)
+    message = page.locator(".mg-status").first.inner_text()
+    assert "truncated" in message, message
+    assert players.first.get_attribute("src") == first_src  # the last good result stays
+    assert not page.locator(".error").count()  # no error badge over anything
+    _shot(page, "error-kept-result")
+    # Every input still works: back to an example, and Generate plays again.
+    page.get_by_label("Built-in example").check()
+    page.get_by_label("Example", exact=True).click()
+    page.get_by_role("option", name="Slow waltz in D").click()
+    _generate_in(page)
+    assert players.first.get_attribute("src") != first_src
+    assert "Slow waltz" in page.content()
+
+
+def test_continue_from_this_and_undo(browser, app_url):
+    page = _open(browser, app_url)
+    _generate_in(page)
+    first = page.locator(".mg-player audio").first.get_attribute("src")
+    page.get_by_role("button", name="Continue from this").first.click()
+    page.get_by_text("Continuing from candidate 1").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Generate", exact=True).wait_for(timeout=120_000)
+    page.wait_for_function("src => document.querySelector('.mg-player audio').getAttribute("
+                           "'src') !== src", arg=first, timeout=60_000)
+    assert "of upload:candidate-1-variation" in page.content()
+    _shot(page, "continued")
+    page.get_by_role("button", name="Undo continue").click()
+    page.get_by_text("Back to the seed MIDI").wait_for(timeout=30_000)
+    page.wait_for_function("src => document.querySelector('.mg-player audio').getAttribute("
+                           "'src') === src", arg=first, timeout=30_000)
+    assert page.get_by_label("Built-in example").is_checked()
+    assert page.get_by_role("button", name="Undo continue").is_disabled()
+
+
+def test_the_phone_layout_puts_generate_first_and_stacks_player_and_files(browser, app_url):
+    page = _open(browser, app_url, PHONE)
+    box = page.locator("#generate-button").bounding_box()
+    assert box["y"] + box["height"] <= PHONE["height"], box
+    _generate_in(page)
+    player = page.locator(".mg-player").first.bounding_box()
+    files = page.get_by_text("Download (MIDI with its recipe, WAV)").first.bounding_box()
+    assert files["y"] >= player["y"] + player["height"] - 1  # below, not beside
+    assert player["width"] <= PHONE["width"]
+    _shot(page, "phone")
+
+
+def test_screenshots_of_every_tab(browser, app_url):
+    page = _open(browser, app_url)
+    for tab in ("Compare", "Temperature", "About"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(500)
+        _shot(page, f"tab-{tab.lower()}")
+    assert "<this repository>" not in page.content()
     keep = os.environ.get("MUSICGEN_SCREENSHOT")
     if keep:  # for the README: MUSICGEN_SCREENSHOT=docs/screenshot.png make test
-        shutil.copy(shot, keep)
+        shutil.copy(SCREENSHOTS / "generate-result.png", keep)

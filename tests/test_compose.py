@@ -290,3 +290,19 @@ def test_generate_command_explains_a_corrupt_seed(checkpoints, tmp_path):
                   "--out", tmp_path / "x.mid")
     assert result.returncode == 1
     assert "truncated" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_long_performance_is_continued_from_a_lively_part_not_its_final_chord():
+    from musicgen.notes import Notes
+    from musicgen.prompt import default_start
+
+    rng = np.random.default_rng(1)
+    onsets = np.sort(rng.uniform(0, 150, 1500))
+    busy = Notes.from_arrays(rng.integers(40, 80, 1500), np.full(1500, 70), onsets, onsets + 0.3)
+    final = Notes.from_arrays([36, 48, 55], [50] * 3, [150.0] * 3, [160.0] * 3)
+    performance = Notes.concatenate(busy, final)
+    start = default_start(performance, 10)
+    assert 0.25 * 160 - 10 <= start <= 0.85 * 160 - 10
+    assert len(performance.window(start, start + 10)) > 80  # about 10 notes/s, not a chord
+    sketch = Notes.from_arrays([60, 62], [80, 80], [0.0, 20.0], [1.0, 21.0])
+    assert default_start(sketch, 10) == pytest.approx(11.0)  # short: from its end

@@ -122,8 +122,22 @@ def test_absurd_tempo():
     # pretty_midi writes the initial tempo as FF 51 03 tt tt tt; make it 1 microsecond.
     at = data.index(b"\xff\x51\x03")
     data[at + 3:at + 6] = (1).to_bytes(3, "big")
-    with pytest.raises(MidiError, match="absurd tempo"):
+    with pytest.raises(MidiError, match="tempo is broken .60,000,000 beats per minute"):
         read_midi(bytes(data))
+
+
+def test_parser_complaints_are_put_in_plain_words():
+    data = bytearray(_valid())
+    data[12:14] = struct.pack(">h", -7680)  # SMPTE division: 30 fps, 256 ticks per frame
+    with pytest.raises(MidiError, match="SMPTE frames") as error:
+        read_midi(bytes(data))
+    assert "MiniMidi" not in str(error.value)
+    garbled = bytearray(_valid())
+    track = garbled.index(b"MTrk") + 8
+    garbled[track:track + 8] = b"\x00\xf4\xf4\xf4\xf4\xf4\xf4\xf4"  # undefined status bytes
+    with pytest.raises(MidiError, match="damaged") as error:
+        read_midi(bytes(garbled))
+    assert "0xf4" not in str(error.value) and "iostream" not in str(error.value)
 
 
 def test_file_over_20_mb(tmp_path):

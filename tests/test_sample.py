@@ -113,3 +113,47 @@ def test_progress_is_reported(model):
 def test_bad_settings_are_refused(model, bad):
     with pytest.raises(ValueError):
         generate(model, PRIMER, max_tokens=5, **bad)
+
+
+class AlwaysWaits(torch.nn.Module):
+    """Greedy, it only ever waits: a 1 s time shift beats every note."""
+
+    context = None
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.logits = torch.zeros(VOCAB.size)
+        self.logits[SHIFT.token(100)] = 10.0
+        self.logits[VOCAB["note_on"].token(60)] = 5.0
+
+    def forward(self, tokens, state=None):
+        return self.logits.expand(*tokens.shape, VOCAB.size).clone(), state
+
+    def step(self, token, state=None):
+        return self.logits.expand(len(token), VOCAB.size).clone(), state
+
+
+def _note_on_times(tokens) -> list[float]:
+    on, t, times = VOCAB["note_on"], 0, []
+    for token in tokens:
+        if SHIFT.offset <= token < SHIFT.stop:
+            t += SHIFT.value(token)
+        elif on.offset <= token < on.stop:
+            times.append(t / 100)
+    return times
+
+
+def test_max_silence_makes_the_sampler_start_a_note_in_time():
+    model = AlwaysWaits()
+    idle = generate(model, [], seconds=20, temperature=0).tokens[0]
+    assert not _note_on_times(idle)  # without the cap: 20 s of nothing
+    capped = generate(model, [], seconds=20, temperature=0, max_silence=2.0).tokens[0]
+    times = _note_on_times(capped)
+    assert times and times[0] <= 3.0
+    assert max(np.diff([0.0, *times, 20.0])) <= 3.0  # a gap ends within one shift of 2 s
+    # Counted from the prompt's last note: a prompt that ends in 5 s of rest is over the cap.
+    rest = [VOCAB["note_on"].token(60), SHIFT.token(100), VOCAB["note_off"].token(60),
+            *[SHIFT.token(100)] * 4]
+    assert _note_on_times(generate(model, rest, seconds=3, temperature=0,
+                                   max_silence=2.0).tokens[0])[0] == 0.0

@@ -1,7 +1,7 @@
 """The demo's operations without the UI: primers from the UI's choices, ratings, plots."""
 
-import json
 import os
+import re
 import time
 
 import numpy as np
@@ -10,7 +10,7 @@ from conftest import midi_bytes, tiny_checkpoint
 
 from musicgen.errors import MidiError, UserError
 from musicgen.examples import example_notes
-from musicgen.plots import confidence, piano_roll
+from musicgen.plots import confidence, piano_roll_svg
 from musicgen.settings import Settings
 from musicgen.studio import Studio
 
@@ -20,7 +20,8 @@ def studio(tmp_path_factory):
     root = tmp_path_factory.mktemp("studio")
     tiny_checkpoint(root / "checkpoints" / "lstm-small", "lstm")
     tiny_checkpoint(root / "checkpoints" / "transformer-small", "transformer")
-    return Studio(root / "checkpoints", output_dir=root / "outputs")
+    return Studio(root / "checkpoints", output_dir=root / "outputs",
+                  ratings_path=root / "var" / "ratings.sqlite")
 
 
 def test_models_listed_lstm_first(studio):
@@ -45,8 +46,9 @@ def test_generate_makes_files_for_each_candidate(studio):
                                         soundfont="")
     assert len(clips) == 2 == len(candidates)
     for clip in clips:
-        for path in (clip.audio, clip.midi, clip.piano_roll):
+        for path in (clip.audio, clip.midi):
             assert os.path.getsize(path) > 100
+        assert clip.roll_svg.startswith("<svg") and clip.seconds > 3
         assert clip.recipe_data["model"] == "transformer-small"
     with pytest.raises(UserError, match="no model called nope"):
         studio.generate("nope", prompt, Settings(seconds=3))
@@ -74,16 +76,20 @@ def test_compare_plays_every_model_on_the_same_variation(studio):
     assert {c.recipe_data["seed"] for c in clips} == {9}
 
 
-def test_ratings_append_json_lines(studio):
-    clip = {"model": "lstm-small", "seed": 3}
-    assert "5/5" in studio.rate("session-1", clip, 5, "lovely")
-    studio.rate("session-2", clip, 2)
-    lines = [json.loads(line) for line in studio.ratings_path.read_text().splitlines()]
-    assert [(r["session"], r["score"]) for r in lines[-2:]] == [("session-1", 5), ("session-2", 2)]
-    with pytest.raises(UserError):
-        studio.rate("s", clip, 9)
+def test_ratings_go_to_a_database_outside_the_served_folder(studio, tmp_path):
+    recipes = [{"model": "lstm-small", "seed": 3}]
+    assert "Saved 1 rating" in studio.rate("session-1", recipes, ["5"])
+    studio.rate("session-1", recipes, ["4"])  # again: replaced
+    studio.rate("session-2", recipes, ["2"])
+    rows = studio.ratings.clip_ratings()
+    assert sorted((r["session"], r["score"]) for r in rows) == [("session-1", 4),
+                                                                ("session-2", 2)]
+    assert not studio.ratings.path.resolve().is_relative_to(studio.output_dir.resolve())
     with pytest.raises(UserError, match="pick a score"):
-        studio.rate("s", clip, None)
+        studio.rate("s", recipes, [None])
+    with pytest.raises(UserError, match="would be downloadable"):
+        Studio(studio.output_dir.parent / "checkpoints", output_dir=tmp_path / "out",
+               ratings_path=tmp_path / "out" / "ratings.sqlite")
 
 
 def test_old_request_folders_are_pruned(studio):
@@ -91,7 +97,7 @@ def test_old_request_folders_are_pruned(studio):
     old.mkdir()
     an_hour_ago = time.time() - 7200
     os.utime(old, (an_hour_ago, an_hour_ago))
-    studio.preview_example(studio.examples[0])
+    studio.preview(studio.prompt("example", studio.examples[0], None, 4))
     assert not old.exists()
 
 
@@ -106,7 +112,7 @@ def test_reference_needs_a_maestro_folder_with_a_test_split(studio, tmp_path):
     (maestro / "2004").mkdir()
     (maestro / "2004" / "a.midi").write_bytes(midi_bytes([(60, 90, 0, 1)]))
     no_tests = Studio(studio.output_dir.parent / "checkpoints", output_dir=tmp_path / "out",
-                      maestro_dir=maestro)
+                      ratings_path=tmp_path / "r.sqlite", maestro_dir=maestro)
     with pytest.raises(UserError, match="has no test-split files"):
         no_tests.reference(0, 0, 5, 5)
 
@@ -125,14 +131,23 @@ def test_reference_lists_the_test_split_once(studio, tmp_path, monkeypatch):
     listing = corpus.list_midi_files
     monkeypatch.setattr(corpus, "list_midi_files", lambda d: calls.append(d) or listing(d))
     reference = Studio(studio.output_dir.parent / "checkpoints", output_dir=tmp_path / "out",
-                       maestro_dir=maestro)
+                       ratings_path=tmp_path / "r.sqlite", maestro_dir=maestro)
     for start in (0, 5):
-        prompt, clip = reference.reference(0, start, 5, 5)
+        prompt, clip, notes = reference.reference(0, start, 5, 5)
         assert prompt.source == "maestro-test:a.midi" and os.path.getsize(clip.audio) > 1000
+        clips = reference.compare(prompt, Settings(seconds=2, seed=1), human=(notes, clip))
+        assert [c.title for c in clips][-1].startswith("human performance")
+        axes = {tuple(re.findall(r">(C-?\d+)</text>", c.roll_svg)) for c in clips}
+        assert len(axes) == 1  # one pitch axis for the models and the pianist
     assert len(calls) == 1
 
 
-def test_plots_write_pngs(tmp_path):
-    roll = piano_roll(example_notes("Slow waltz in D"), 4.0, tmp_path / "roll.png", "waltz")
-    plot = confidence(np.linspace(3, 1, 40), np.linspace(0.1, 0.9, 40), tmp_path / "c.png")
-    assert roll.stat().st_size > 5000 and plot.stat().st_size > 5000
+def test_plots(tmp_path):
+    notes = example_notes("Slow waltz in D")
+    roll = piano_roll_svg(notes, 4.0, notes.duration + 1)
+    assert roll.count("<rect") == len(notes) + 1 and 'class="mg-cursor"' in roll
+    # Clips side by side share a pitch axis: the same C lines whatever the notes.
+    wide = piano_roll_svg(notes, 4.0, 10, pitch_range=(30, 90))
+    assert wide.count(">C") == len([p for p in range(29, 92) if p % 12 == 0])
+    plot = confidence(np.linspace(3, 1, 400), np.linspace(0.1, 0.9, 400), tmp_path / "c.png")
+    assert plot.stat().st_size > 5000
