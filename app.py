@@ -211,7 +211,7 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
                                              label="Excerpt starts at (seconds)")
                 ui["seed_seconds"] = gr.Slider(PROMPT_SECONDS.low, PROMPT_SECONDS.high,
                                                value=DEFAULT_PROMPT_SECONDS, step=1,
-                                               label="Excerpt length (seconds)")
+                                               label=PROMPT_SECONDS.label)
             ui["preview"] = gr.Audio(label="The excerpt the model continues", type="filepath",
                                      interactive=False)
     with gr.Accordion("Advanced", open=False):

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from musicgen.errors import UserError
@@ -67,15 +67,30 @@ def read_card(path: str | os.PathLike) -> dict:
     path = Path(path)
     if path.is_dir():
         if (path / CARD).is_file():
-            return json.loads((path / CARD).read_text(encoding="utf-8"))
+            return _card_json((path / CARD).read_text(encoding="utf-8"), path / CARD)
         path = path / WEIGHTS
     if not path.is_file():
         raise UserError(f"there is no musicgen checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except SafetensorError:
+        raise UserError(f"{path} is not a musicgen checkpoint (not a safetensors file)") from None
     if "musicgen" not in metadata:
         raise UserError(f"{path} is not a musicgen checkpoint (its weights file has no card)")
-    return json.loads(metadata["musicgen"])
+    return _card_json(metadata["musicgen"], path)
+
+
+def _card_json(text: str, where: Path) -> dict:
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError:
+        card = None
+    if not isinstance(card, dict) or not isinstance(card.get("config"), dict) or (
+            "vocab" not in card):
+        raise UserError(f"the checkpoint card {where} is damaged (no readable config and "
+                        "vocabulary); export the checkpoint again")
+    return card
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -95,6 +110,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     weights = path / WEIGHTS if path.is_dir() else path
     card = read_card(path)
+    if not weights.is_file():
+        raise UserError(f"the checkpoint {path} has a card but no weights ({WEIGHTS})")
     VOCAB.check_compatible(card["vocab"])
     model = build_model(config_from_dict(card["config"]))
     load_model(model, str(weights), strict=True, device="cpu")
@@ -189,3 +206,13 @@ def update_card(directory: str | os.PathLike, **entries) -> dict:
     card.update(entries)
     path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
+
+
+def record_evaluation(directory: str | os.PathLike, split: str, result: dict) -> dict:
+    """Store an evaluation result in the card under evaluation.<split>, keeping the others.
+
+    Returns:
+        The updated card.
+    """
+    evaluation = read_card(directory).get("evaluation", {})
+    return update_card(directory, evaluation={**evaluation, split: result})

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 
 def _prepare(args) -> int:
@@ -26,16 +27,17 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
-    from musicgen.train import load_train_config, resume_config, train
+    from musicgen.train import load_train_config, read_train_settings, resume_config, train
 
     overrides = {"model": args.model, "data": args.data, "max_steps": args.max_steps,
                  "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr,
                  "seed": args.seed, "eval_interval": args.eval_interval,
                  "precision": args.precision, "init_from": args.init_from,
                  "augment": False if args.no_augment else None}
-    if args.resume:
+    if args.resume:  # what the file or the options ask for must agree with the stored run
         out = args.out or load_train_config(args.config, model=args.model).out
-        config = resume_config(out, **{k: v for k, v in overrides.items() if k != "model"})
+        config = resume_config(out, **{**read_train_settings(args.config),
+                                       **{k: v for k, v in overrides.items() if v is not None}})
     else:
         config = load_train_config(args.config, out=args.out, **overrides)
     time_limit = None if args.time_limit_minutes is None else 60 * args.time_limit_minutes
@@ -53,10 +55,9 @@ def _evaluate(args) -> int:
     result = evaluate(args.checkpoint, args.data, split=args.split, window=args.window,
                       bootstrap=args.bootstrap, seed=args.seed)
     if args.write_card:
-        from musicgen.checkpoint import read_card, update_card
+        from musicgen.checkpoint import record_evaluation
 
-        evaluation = read_card(args.checkpoint).get("evaluation", {})
-        update_card(args.checkpoint, evaluation={**evaluation, args.split: result})
+        record_evaluation(args.checkpoint, args.split, result)
     print(json.dumps(result, allow_nan=False) if args.json else format_report(result))
     return 0
 
@@ -78,31 +79,35 @@ def _generate(args) -> int:
 
     from musicgen import compose
     from musicgen.audio import soundfont_path
-    from musicgen.outputs import numbered, write_candidate
+    from musicgen.outputs import check_output, numbered, write_candidate
     from musicgen.prompt import choose_prompt
-    from musicgen.recipe import read_recipe, replay
+    from musicgen.recipe import without_tokens
     from musicgen.settings import Settings
 
     soundfont_path(args.soundfont)
+    for path in filter(None, (args.out, args.audio)):
+        check_output(path)
     changes = {"seconds": args.seconds, "temperature": args.temperature, "top_k": args.top_k,
                "top_p": args.top_p, "seed": args.seed, "n": args.n,
+               "max_silence": args.max_silence,
                "include_prompt": False if args.continuation_only else None}
-    if args.recipe_from:
-        recipe = read_recipe(args.recipe_from)
-        prompt, settings = replay(recipe, **changes)
-        checkpoint = args.checkpoint or compose.checkpoint_for_recipe(recipe)
+    if args.recipe_from is not None:
+        request = compose.request_from_recipe(args.recipe_from, args.checkpoint,
+                                              args.seed_seconds, args.seed_start, **changes)
     else:
-        kind = "upload" if args.seed_midi else "example" if args.example else "silence"
-        prompt = choose_prompt(kind, example=args.example, path=args.seed_midi,
-                               seconds=args.seed_seconds)
-        settings = Settings.from_user(**changes)
-        checkpoint = args.checkpoint or compose.default_checkpoint()
+        kind = ("upload" if args.seed_midi is not None else
+                "example" if args.example is not None else "silence")
+        request = compose.Request(
+            Path(args.checkpoint) if args.checkpoint else compose.default_checkpoint(),
+            choose_prompt(kind, example=args.example, path=args.seed_midi,
+                          seconds=args.seed_seconds, start=args.seed_start),
+            Settings.from_user(**changes))
+    if request.warning:
+        print(f"musicgen: warning: {request.warning}", file=sys.stderr)
+    checkpoint = request.checkpoint
     model = compose.load_model(checkpoint)
-    if args.recipe_from and model.weights_sha256 != recipe["weights_sha256"]:
-        print("musicgen: warning: these weights differ from the recipe's; "
-              "the notes will differ", file=sys.stderr)
     bar = tqdm(total=100, unit="%", desc="sampling", disable=args.json, file=sys.stderr)
-    candidates = compose.compose(model, prompt, settings,
+    candidates = compose.compose(model, request.prompt, request.settings,
                                  on_progress=lambda f: bar.update(round(100 * f) - bar.n))
     bar.close()
 
@@ -112,7 +117,7 @@ def _generate(args) -> int:
         files = write_candidate(candidate, numbered(args.out, candidate.index, len(candidates)),
                                 audio or None, soundfont=args.soundfont)
         entry = {"midi": str(files.midi),
-                 "recipe": {k: v for k, v in candidate.recipe.items() if k != "prompt_tokens"},
+                 "recipe": without_tokens(candidate.recipe),
                  "stats": candidate.stats, "decode": vars(candidate.report)}
         if files.rendering is not None:
             entry["audio"] = {"path": str(files.audio), "engine": files.rendering.engine,
@@ -150,6 +155,7 @@ def _export(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from musicgen.examples import example_names
+    from musicgen.model import MODELS
 
     parser = argparse.ArgumentParser(prog="musicgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,14 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("generate", help="continue a seed MIDI with a trained model")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the first in checkpoints/)")
     seed_midi = p.add_mutually_exclusive_group()
-    seed_midi.add_argument("--seed-midi", help="continue the end of this .mid/.midi file")
+    seed_midi.add_argument("--seed-midi", help="continue an excerpt of this .mid/.midi file "
+                           "(its end; of a piece over a minute, a lively part: see --seed-start)")
     seed_midi.add_argument("--example", help="continue a built-in example, by name: "
                            + "; ".join(example_names()))
     seed_midi.add_argument("--recipe-from", help="sample again what a MIDI written by musicgen "
                            "holds (options given here change its recipe)")
     p.add_argument("--seed-seconds", type=float,
-                   help=f"{PROMPT_SECONDS.label.lower()} ({PROMPT_SECONDS.low:g}-"
+                   help=f"{PROMPT_SECONDS.label} ({PROMPT_SECONDS.low:g}-"
                         f"{PROMPT_SECONDS.high:g}, default {DEFAULT_PROMPT_SECONDS:g})")
+    p.add_argument("--seed-start", type=float,
+                   help="where in the seed MIDI the excerpt starts, in seconds")
     p.add_argument("--seconds", type=float, help=_setting_help("seconds"))
     p.add_argument("--temperature", type=float, help=_setting_help("temperature"))
     p.add_argument("--top-k", type=int, help=_setting_help("top_k"))
@@ -181,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (the app's 'variation'): the same "
                    "number gives the same notes (default: a new one each run)")
     p.add_argument("--n", type=int, help=_setting_help("n"))
+    p.add_argument("--max-silence", type=float, help=_setting_help("max_silence"))
     p.add_argument("--continuation-only", action="store_true",
                    help="write only the continuation, without the seed MIDI's excerpt")
     p.add_argument("--out", default="out.mid", help="MIDI file (several: out-1.mid, ...)")
@@ -216,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_download)
 
     p = commands.add_parser("train", help="train a model on a token cache")
-    p.add_argument("--model", choices=("lstm", "transformer"))
+    p.add_argument("--model", choices=list(MODELS))
     p.add_argument("--config", help="JSON file of TrainConfig settings")
     p.add_argument("--data", help="token cache folder")
     p.add_argument("--out", help="run folder")

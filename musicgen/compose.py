@@ -25,7 +25,7 @@ from musicgen.events import VOCAB, DecodeReport, decode_events
 from musicgen.midi import notes_to_pretty_midi
 from musicgen.notes import Notes
 from musicgen.prompt import Prompt
-from musicgen.recipe import make_recipe, recipe_text
+from musicgen.recipe import make_recipe, read_recipe, recipe_text, replay
 from musicgen.resources import checkpoint_dir
 from musicgen.sample import generate
 from musicgen.settings import Settings
@@ -179,6 +179,44 @@ def describe_stats(stats: dict) -> str:
     if stats["notes_per_second"] < SPARSE_NOTES_PER_SECOND:
         line += f". Very few notes: {reason}" + advice
     return line
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a front end asks `compose` for: a checkpoint, a prompt and settings.
+
+    Attributes:
+        warning: Something the person should know (empty when nothing is amiss).
+    """
+
+    checkpoint: Path
+    prompt: Prompt
+    settings: Settings
+    warning: str = ""
+
+
+def request_from_recipe(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                        prompt_seconds: float | None = None, prompt_start: float | None = None,
+                        **changes) -> Request:
+    """Sample what a MIDI file's recipe says again (with `changes` to its settings).
+
+    Args:
+        path: A MIDI file written by musicgen.
+        checkpoint: The model to use; None: the one whose weights the recipe names.
+        prompt_seconds, prompt_start: Refused unless None (`musicgen.recipe.replay`).
+        **changes: As for `musicgen.recipe.replay`.
+
+    Raises:
+        UserError: No recipe, a damaged one, an impossible change, or no checkpoint
+            with its weights.
+    """
+    recipe = read_recipe(path)
+    prompt, settings = replay(recipe, prompt_seconds, prompt_start, **changes)
+    chosen = Path(checkpoint) if checkpoint else checkpoint_for_recipe(recipe)
+    warning = ""
+    if read_card(chosen).get("weights_sha256") != recipe["weights_sha256"]:
+        warning = "these weights differ from the recipe's, so the notes will differ"
+    return Request(chosen, prompt, settings, warning)
 
 
 def checkpoint_for_recipe(recipe: dict, directory: str | os.PathLike | None = None) -> Path:

@@ -112,7 +112,7 @@ class WindowSampler:
                  stretch_range: tuple[float, float] = STRETCH_RANGE,
                  vocab: Vocabulary = VOCAB):
         if not pieces:
-            raise ValueError("no pieces in this split")
+            raise ValueError("no pieces to sample windows from")
         self.pieces, self.length, self.augment = pieces, length, augment
         self.transpose_range, self.stretch_range, self.vocab = transpose_range, stretch_range, vocab
         lengths = np.array([len(p) for p in pieces], dtype=np.float64)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from musicgen.data import TokenCache
+from musicgen.errors import UserError
 from musicgen.events import STEPS_PER_SECOND, VOCAB
 
 FIRST_EVENT = VOCAB["note_on"].offset  # tokens below this (PAD, BOS, EOS) are never targets
@@ -98,13 +99,14 @@ def open_split(data: str | os.PathLike | TokenCache,
         (int64 token arrays, each [BOS, events..., EOS]; seconds of each piece).
 
     Raises:
-        ValueError: The data has no piece in `split`.
+        UserError: The data has no piece in `split`.
     """
     cache = data if isinstance(data, TokenCache) else open_cache(data)
     records = [p for p in cache.pieces if p["split"] == split]
     if not records:
         found = sorted({p["split"] for p in cache.pieces})
-        raise ValueError(f"no pieces in split {split!r} (the data has {found})")
+        raise UserError(f"the data has no pieces in the {split} split (it has: "
+                        f"{', '.join(found) or 'none'})")
     pieces = [np.asarray(tokens, dtype=np.int64) for tokens in cache.split(split)]
     return pieces, [float(p["seconds"]) for p in records]
 
@@ -157,7 +159,7 @@ def sliding_windows(length: int, window: int) -> list[tuple[int, int, int]]:
         keep the predictions at score_from..end-1.
     """
     if window < 2:
-        raise ValueError(f"window must be at least 2 tokens, not {window}")
+        raise UserError(f"the window must be at least 2 tokens, not {window}")
     stride = window // 2
     end = min(length, window)
     spans = [(0, end, 0)]
@@ -198,7 +200,8 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
     else:
         window = window or context
         if window > context:
-            raise ValueError(f"window {window} is longer than the model's context {context}")
+            raise UserError(f"a window of {window} tokens is longer than the model's context "
+                            f"({context}); give at most {context}")
         rows = _score_windows(model, pieces, window, batch_size, device)
     scores = []
     for piece, (log_probs, top) in zip(pieces, rows, strict=True):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from musicgen.audio import Renderer, Rendering, default_renderer, write_audio
 from musicgen.compose import Candidate
+from musicgen.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,20 @@ class CandidateFiles:
     audio: Path | None = None
     rendering: Rendering | None = None
     rendering_s: float = 0.0
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """Refuse, before any sampling, a file that cannot be written.
+
+    Raises:
+        UserError: Its folder does not exist, or it is a folder itself.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name, such as {path / 'out.mid'}")
+    if not path.parent.is_dir():
+        raise UserError(f"the folder {path.parent} does not exist; create it first")
+    return path
 
 
 def numbered(path: str | os.PathLike, index: int, count: int) -> Path:

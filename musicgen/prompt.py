@@ -22,9 +22,10 @@ from musicgen.events import STEPS_PER_SECOND, decode_events, encode_notes, event
 from musicgen.examples import example_names, example_notes
 from musicgen.midi import read_midi
 from musicgen.notes import Notes
-from musicgen.settings import Limit
+from musicgen.settings import Limit, to_number
 
-PROMPT_SECONDS = Limit(0, 60, "Seconds of the seed MIDI to continue from")
+PROMPT_SECONDS = Limit(0, 60, "Excerpt length (seconds)",
+                       "how much of the seed MIDI the model hears")
 DEFAULT_PROMPT_SECONDS = 10.0
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -162,7 +163,9 @@ def choose_prompt(kind: str, *, example: str | None = None,
         UserError: An unknown kind, a missing file, or any error of the
             functions above.
     """
-    seconds = DEFAULT_PROMPT_SECONDS if seconds is None else float(seconds)
+    seconds = (DEFAULT_PROMPT_SECONDS if seconds in (None, "")
+               else to_number(PROMPT_SECONDS.label, seconds))
+    start = None if start in (None, "") else to_number("The excerpt's start", start)
     if kind == "silence":
         return silence()
     if kind == "upload":
@@ -170,7 +173,7 @@ def choose_prompt(kind: str, *, example: str | None = None,
             raise MidiError("upload a .mid or .midi file first, or choose another kind of seed")
         return prompt_from_file(path, seconds, start)
     if kind == "example":
-        name = example or example_names()[0]
+        name = example_names()[0] if example is None else example
         return prompt_from_notes(example_notes(name), seconds, f"example:{name}", start)
     raise UserError(f"there is no kind of seed called {kind}; choose one of: "
                     f"{', '.join(PROMPT_KINDS)}")

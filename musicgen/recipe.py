@@ -21,7 +21,7 @@ import mido
 import numpy as np
 
 from musicgen.errors import MidiError, RecipeError, SettingsError
-from musicgen.events import VOCAB
+from musicgen.events import VOCAB, decode_events
 from musicgen.prompt import Prompt, prompt_from_tokens
 from musicgen.settings import Settings
 
@@ -91,10 +91,17 @@ def _checked(text: str, source) -> dict:
         recipe.setdefault("n", 1)
     if version <= 2:
         recipe.setdefault("max_silence", 0.0)
-    missing = [key for key in REQUIRED if key not in recipe]
+    missing = [key for key in REQUIRED if recipe.get(key) is None]
     if missing:
         raise RecipeError(f"the recipe in {source} is incomplete: it lacks "
                           f"{', '.join(missing)}")
+    wrong = [key for key in ("model", "weights_sha256", "prompt_source", "prompt_sha256")
+             if not isinstance(recipe[key], str)]
+    if not isinstance(recipe["prompt_tokens"], list):
+        wrong.append("prompt_tokens")
+    if wrong:
+        raise RecipeError(f"the recipe in {source} is damaged: {', '.join(wrong)} "
+                          "is not what musicgen writes there")
     if recipe.get("vocab", VOCAB.version) != VOCAB.version:
         raise RecipeError(f"the recipe in {source} uses the event vocabulary "
                           f"{recipe['vocab']}, this musicgen {VOCAB.version}")
@@ -126,20 +133,35 @@ def recipe_prompt(recipe: dict) -> Prompt:
     prompt = prompt_from_tokens(np.array(tokens, dtype=np.int64), recipe["prompt_source"])
     if prompt.sha256 != recipe["prompt_sha256"]:
         raise RecipeError("the recipe's seed music does not match its hash (it was altered)")
+    if decode_events(prompt.tokens)[1].closed_at_end:
+        raise RecipeError("the recipe's seed music is damaged (a note in it never ends)")
     return prompt
 
 
-def replay(recipe: dict, **changes) -> tuple[Prompt, Settings]:
+def without_tokens(recipe: dict) -> dict:
+    """The recipe without its prompt tokens: what people see, and what a rating stores."""
+    return {key: value for key, value in recipe.items() if key != "prompt_tokens"}
+
+
+def replay(recipe: dict, prompt_seconds: float | None = None,
+           prompt_start: float | None = None, **changes) -> tuple[Prompt, Settings]:
     """The prompt and settings that sample a recipe again: the same notes, unless changed.
 
     Args:
         recipe: From `read_recipe`.
+        prompt_seconds, prompt_start: Must be None: the seed MIDI excerpt is
+            stored in the recipe and cannot be cut differently (a caller
+            passes what the person asked for, so that asking is refused, not
+            ignored).
         **changes: Settings fields to change (None values are ignored), as
             `Settings.from_user` takes them.
 
     Raises:
-        UserError: A change is out of range, or the recipe is damaged.
+        UserError: A change is out of range or impossible, or the recipe is damaged.
     """
+    if prompt_seconds is not None or prompt_start is not None:
+        raise RecipeError("a recipe holds its own seed MIDI excerpt, which cannot be "
+                          "lengthened or shortened; leave out the excerpt length")
     settings = recipe_settings(recipe)
     given = {k: v for k, v in changes.items() if v is not None}
     if given:

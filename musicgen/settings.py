@@ -36,8 +36,13 @@ class Limit:
     def check(self, value: float) -> None:
         """Raise SettingsError unless low <= value <= high."""
         if not self.low <= value <= self.high:
-            raise SettingsError(f"{self.label} must be between {self.low:g} and {self.high:g}, "
-                                f"not {value:g}")
+            raise SettingsError(f"{self.label} must be between {_shown(self.low)} and "
+                                f"{_shown(self.high)}, not {_shown(value)}")
+
+
+def _shown(value: float) -> str:
+    """A number as people write it: 2147483647, not 2.14748e+09; 0.05, not 0.050000."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 LIMITS = {
@@ -115,12 +120,13 @@ class Settings:
         for name, value in values.items():
             if value is None and name != "seed":
                 continue
+            label = LIMITS[name].label if name in LIMITS else name.replace("_", " ")
             if name == "seed" and value in (None, ""):
                 given[name] = secrets.randbelow(MAX_SEED - LIMITS["n"].high)
             elif known[name].type == "bool":
-                given[name] = bool(value)
+                given[name] = to_bool(label, value)
             else:
-                given[name] = _number(name, value, whole=known[name].type == "int")
+                given[name] = to_number(label, value, whole=known[name].type == "int")
         return cls(**given)
 
     def but(self, **changes) -> Settings:
@@ -141,12 +147,21 @@ PRESETS = {
 DEFAULT_PRESET = "Balanced"
 
 
-def _number(name: str, value, whole: bool) -> float | int:
-    label = LIMITS[name].label if name in LIMITS else name
+def to_number(label: str, value, whole: bool = False) -> float | int:
+    """A number from what a person typed (a string, an int or float), or SettingsError.
+
+    Args:
+        label: The setting's name in messages.
+        value: The value.
+        whole: Require a whole number (3.0 is accepted as 3).
+    """
+    if isinstance(value, bool):
+        raise SettingsError(f"{label} must be a number, not {value}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{label} must be a number, not {value}") from None
+        shown = str(value)[:40] if str(value).strip() else "an empty field"
+        raise SettingsError(f"{label} must be a number, not {shown}") from None
     if not math.isfinite(number):
         raise SettingsError(f"{label} must be a finite number, not {value}")
     if not whole:
@@ -154,3 +169,17 @@ def _number(name: str, value, whole: bool) -> float | int:
     if number != int(number):
         raise SettingsError(f"{label} must be a whole number, not {value}")
     return int(number)
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def to_bool(label: str, value) -> bool:
+    """A yes/no from a bool, 0/1, or a word such as "true" or "no"; else SettingsError."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise SettingsError(f"{label} must be yes or no (true or false), not {value}")

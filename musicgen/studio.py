@@ -30,7 +30,7 @@ from musicgen.outputs import write_candidate
 from musicgen.plots import confidence, piano_roll_svg
 from musicgen.prompt import Prompt, choose_prompt, default_start, prompt_from_notes, read_seed_file
 from musicgen.ratings import RatingsStore
-from musicgen.recipe import recipe_summary
+from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
 from musicgen.settings import Settings
 
@@ -354,7 +354,7 @@ class Studio:
                                  f"{candidate.recipe['seed']}")
         files = write_candidate(candidate, stem.with_suffix(".mid"), stem.with_suffix(".wav"),
                                 renderer=self.renderer, soundfont=soundfont)
-        recipe = {k: v for k, v in candidate.recipe.items() if k != "prompt_tokens"}
+        recipe = without_tokens(candidate.recipe)
         note = ("" if files.rendering.engine == "fluidsynth"
                 else f"Audio: {files.rendering.note}")
         return Clip(title, str(files.audio), str(files.midi),

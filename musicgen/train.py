@@ -40,7 +40,7 @@ from musicgen.checkpoint import (
     save_weights,
 )
 from musicgen.data import TokenCache, WindowSampler
-from musicgen.errors import SettingsError
+from musicgen.errors import SettingsError, UserError
 from musicgen.events import VOCAB
 from musicgen.model import ModelConfig, build_model, count_parameters, describe, make_config
 
@@ -90,15 +90,38 @@ class TrainConfig:
         return make_config(self.model, **{**defaults, **self.model_config})
 
 
+def read_train_settings(path: str | os.PathLike | None) -> dict:
+    """The settings written in a JSON file of TrainConfig fields ({} for no file).
+
+    Raises:
+        SettingsError: The file is missing, not a JSON object, or names a
+            setting TrainConfig does not have.
+    """
+    if not path:
+        return {}
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError:
+        raise SettingsError(f"the training settings file {path} cannot be read") from None
+    except json.JSONDecodeError as error:
+        raise SettingsError(f"the training settings file {path} is not valid JSON "
+                            f"(line {error.lineno})") from None
+    if not isinstance(values, dict):
+        raise SettingsError(f"the training settings file {path} must hold one JSON object "
+                            "of settings by name")
+    _refuse_unknown(values)
+    return values
+
+
 def load_train_config(path: str | os.PathLike | None, **overrides) -> TrainConfig:
     """A TrainConfig from a JSON file, with non-None keyword overrides applied.
 
     A run folder left at the default follows the model (`runs/<model>`).
 
     Raises:
-        SettingsError: A setting TrainConfig does not have.
+        SettingsError: An unreadable file or a setting TrainConfig does not have.
     """
-    values = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    values = read_train_settings(path)
     values.update({k: v for k, v in overrides.items() if v is not None})
     _refuse_unknown(values)
     config = TrainConfig(**values)
@@ -117,23 +140,27 @@ def resume_config(out: str | os.PathLike, **overrides) -> TrainConfig:
 
     Args:
         out: The run folder.
-        **overrides: Non-None values replace the stored ones; only
-            `RESUME_OVERRIDES` may be given (None values are ignored).
+        **overrides: Settings asked for (None values are ignored). Only
+            `RESUME_OVERRIDES` may differ from the stored ones.
 
     Raises:
-        UserError: No resumable run in `out`, or an override that cannot change.
+        SettingsError: No resumable run in `out`, or a setting that cannot change.
     """
     state = Path(out) / "last" / TRAINER
-    if not state.is_file():
+    try:
+        stored = json.loads(state.read_text(encoding="utf-8"))["config"]
+    except FileNotFoundError:
         raise SettingsError(f"there is no run to resume in {out} (no last/{TRAINER}); "
-                            "start it without --resume")
-    stored = json.loads(state.read_text(encoding="utf-8"))["config"]
-    given = {k: v for k, v in overrides.items() if v is not None}
-    fixed = sorted(set(given) - set(RESUME_OVERRIDES))
+                            "start it without --resume") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise SettingsError(f"{state} is damaged; the run cannot be resumed") from None
+    _refuse_unknown(stored)
+    given = {k: v for k, v in overrides.items() if v is not None and k != "out"}
+    _refuse_unknown(given)
+    fixed = sorted(k for k, v in given.items() if k not in RESUME_OVERRIDES and v != stored.get(k))
     if fixed:
         raise SettingsError(f"a resumed run keeps its stored settings; only "
                             f"{', '.join(RESUME_OVERRIDES)} can change, not {', '.join(fixed)}")
-    _refuse_unknown(stored)
     return TrainConfig(**{**stored, **given, "out": str(out)})
 
 
@@ -245,6 +272,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     trainable = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     cache = TokenCache.load(config.data)
+    for split in ("train", "validation"):
+        if not cache.split(split):
+            raise UserError(f"the token cache {config.data} has no {split} pieces; a folder "
+                            "of few MIDI files can leave the validation split (5% of files) "
+                            "empty: add files, or use MAESTRO's official split")
     train_windows = WindowSampler(cache.split("train"), config.seq_len, augment=config.augment)
     val_windows = torch.from_numpy(WindowSampler(cache.split("validation"), config.seq_len,
                                                  augment=False)

@@ -173,6 +173,8 @@ def _open(browser, url, viewport=DESKTOP):
     # Gradio pages never reach "networkidle" (heartbeat): wait for what we need.
     page.locator("#generate-button").wait_for(timeout=60_000)
     page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
+    # The page is whole once its load event has rendered the example's excerpt.
+    page.locator("audio[src]").first.wait_for(state="attached", timeout=60_000)
     return page
 
 
@@ -299,3 +301,19 @@ def test_screenshots_of_every_tab(browser, app_url):
     keep = os.environ.get("MUSICGEN_SCREENSHOT")
     if keep:  # for the README: MUSICGEN_SCREENSHOT=docs/screenshot.png make test
         shutil.copy(SCREENSHOTS / "generate-result.png", keep)
+
+
+def test_every_slider_takes_its_range_and_default_from_the_settings(served):
+    import app
+    from musicgen.prompt import DEFAULT_PROMPT_SECONDS, PROMPT_SECONDS
+    from musicgen.settings import LIMITS, Settings
+
+    demo = app.build_app(served[1])
+    by_label = {limit.label: (limit.low, limit.high, getattr(Settings(), name))
+                for name, limit in LIMITS.items()}
+    by_label[PROMPT_SECONDS.label] = (PROMPT_SECONDS.low, PROMPT_SECONDS.high,
+                                      DEFAULT_PROMPT_SECONDS)
+    sliders = [block for block in demo.blocks.values() if block.get_block_name() == "slider"]
+    assert len(sliders) >= 6
+    for slider in sliders:
+        assert (slider.minimum, slider.maximum, slider.value) == by_label[slider.label]

@@ -1,6 +1,7 @@
 """Prompt -> candidates -> MIDI with its recipe, and the `generate` command."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -87,7 +88,7 @@ def test_choose_prompt_applies_the_same_checks_for_every_front_end(tmp_path):
         choose_prompt("upload", path=garbage)
     with pytest.raises(UserError, match="no kind of seed called drums"):
         choose_prompt("drums")
-    with pytest.raises(SettingsError, match="Seconds of the seed MIDI"):
+    with pytest.raises(SettingsError, match="Excerpt length"):
         choose_prompt("example", seconds=500)
 
 
@@ -306,3 +307,67 @@ def test_a_long_performance_is_continued_from_a_lively_part_not_its_final_chord(
     assert len(performance.window(start, start + 10)) > 80  # about 10 notes/s, not a chord
     sketch = Notes.from_arrays([60, 62], [80, 80], [0.0, 20.0], [1.0, 21.0])
     assert default_start(sketch, 10) == pytest.approx(11.0)  # short: from its end
+
+
+def test_wrong_command_line_input_never_ends_in_a_traceback(checkpoints, tmp_path):
+    lstm = checkpoints / "lstm-tiny"
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "card.json").write_text("{broken")
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "card.json").write_text(json.dumps({"config": {}, "vocab": {}}))
+    cases = [
+        (("--checkpoint", lstm, "--out", tmp_path / "missing" / "a.mid"), "does not exist"),
+        (("--checkpoint", lstm, "--out", tmp_path), "is a folder"),
+        (("--checkpoint", REPO / "README.md", "--out", tmp_path / "a.mid"),
+         "not a musicgen checkpoint"),
+        (("--checkpoint", damaged, "--out", tmp_path / "a.mid"), "card .* is damaged"),
+        (("--checkpoint", no_weights, "--out", tmp_path / "a.mid"), "no weights"),
+        (("--checkpoint", lstm, "--seed", -5, "--out", tmp_path / "a.mid"),
+         "Variation must be between 0 and 2147483647, not -5"),
+        (("--checkpoint", lstm, "--example", "", "--out", tmp_path / "a.mid"),
+         "no example called"),
+    ]
+    for args, words in cases:
+        result = _cli("generate", *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert re.search(words, result.stderr), (words, result.stderr)
+    assert not (tmp_path / "a.mid").exists()
+
+
+def test_a_recipe_s_seed_music_cannot_be_recut_and_its_values_are_strict(lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    (candidate,) = compose.compose(lstm, prompt, Settings(seconds=1, seed=2))
+    path = write_candidate(candidate, tmp_path / "c.mid").midi
+    recipe = read_recipe(path)
+    with pytest.raises(RecipeError, match="cannot be lengthened or shortened"):
+        replay(recipe, prompt_seconds=4)
+    with pytest.raises(RecipeError, match="cannot be lengthened"):
+        compose.request_from_recipe(path, prompt_start=0)
+    for damage, words in (({"seed": None}, "lacks seed"),
+                          ({"weights_sha256": 5}, "weights_sha256 is not"),
+                          ({"version": 99}, "version 99"),
+                          ({"version": "2"}, "version 2")):
+        text = RECIPE_PREFIX + json.dumps({**candidate.recipe, **damage})
+        with pytest.raises(RecipeError, match=words):
+            read_recipe(_with_recipe(tmp_path, text))
+    with pytest.raises(RecipeError, match="yes or no"):
+        recipe_settings({**recipe, "include_prompt": "maybe"})
+    assert recipe_settings({**recipe, "include_prompt": "false"}).include_prompt is False
+
+
+def test_yes_no_settings_are_read_as_people_mean_them():
+    assert Settings.from_user(include_prompt="false").include_prompt is False
+    assert Settings.from_user(include_prompt="0").include_prompt is False
+    assert Settings.from_user(include_prompt="Yes").include_prompt is True
+    for bad in ("maybe", float("nan"), 2):
+        with pytest.raises(SettingsError, match="yes or no"):
+            Settings.from_user(include_prompt=bad)
+    with pytest.raises(SettingsError, match="Top-k must be a number, not True"):
+        Settings.from_user(top_k=True)
+    with pytest.raises(SettingsError, match="must be a number, not an empty field"):
+        Settings.from_user(seconds="")
+    with pytest.raises(SettingsError, match="Excerpt length .seconds. must be a number, not abc"):
+        choose_prompt("example", seconds="abc")

@@ -150,3 +150,29 @@ def test_train_command_without_a_cache_says_to_run_prepare(tmp_path):
     assert result.returncode == 1
     assert "no token cache" in result.stderr and "musicgen prepare" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_training_settings_files_are_checked_in_plain_words(tmp_path):
+    for text, words in (("{bad", "not valid JSON"), ("[1]", "one JSON object"),
+                        ('{"hidden": 3}', "no training setting called hidden")):
+        path = tmp_path / "settings.json"
+        path.write_text(text)
+        with pytest.raises(SettingsError, match=words):
+            load_train_config(path)
+    with pytest.raises(SettingsError, match="cannot be read"):
+        load_train_config(tmp_path / "missing.json")
+
+
+def test_resume_refuses_settings_that_disagree_with_the_stored_run(tmp_path):
+    config = _config(tmp_path, out="run", max_steps=40)
+    train(config, progress=False, until_step=2)
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"lr": config.lr, "model": "lstm"}))  # agrees: fine
+    ok = _cli("train", "--resume", "--config", settings, "--out", tmp_path / "run",
+              "--until-step", 4)
+    assert ok.returncode == 0, ok.stderr
+    settings.write_text(json.dumps({"lr": 0.5}))
+    refused = _cli("train", "--resume", "--config", settings, "--out", tmp_path / "run")
+    assert refused.returncode == 1 and "not lr" in refused.stderr
+    other = _cli("train", "--resume", "--model", "transformer", "--out", tmp_path / "run")
+    assert other.returncode == 1 and "not model" in other.stderr
