@@ -52,6 +52,9 @@ CSS = """
 .mg-player audio {width: 100%; margin-top: 4px}
 .mg-title {font-weight: 600; margin-bottom: 2px}
 .mg-status p {margin: 0}
+@media (max-width: 480px) {  /* all four tabs fit on a phone, none hidden behind a menu */
+  .tab-wrapper button {padding: 4px 7px !important; font-size: 0.9em !important}
+}
 """
 
 # Moves each player's cursor line with its audio, and seeks where the roll is clicked.

@@ -103,6 +103,12 @@ def test_a_corrupt_upload_is_a_plain_message_and_the_app_keeps_serving(client, t
     assert out["files0"] and Path(out["files0"][0]).is_file()
 
 
+def test_a_too_large_upload_is_refused_in_our_words_not_the_widget_s(client, tmp_path):
+    big = tmp_path / "big.mid"
+    big.write_bytes(midi_bytes([(60, 90, 0, 1)]) + b"\0" * (6 * 2**20))
+    assert "is 6.0 MB; seed MIDI files are limited to 5 MB" in _generate(client, big)["status"]
+
+
 def test_an_emptied_variation_field_plays_a_new_variation_and_shows_it(client):
     out = _generate(client, seed_kind="example", n=1, variation=None)
     assert isinstance(out["variation"], int | float)
@@ -283,6 +289,7 @@ def test_the_phone_layout_puts_generate_first_and_stacks_player_and_files(browse
     page = _open(browser, app_url, PHONE)
     box = page.locator("#generate-button").bounding_box()
     assert box["y"] + box["height"] <= PHONE["height"], box
+    assert page.get_by_role("tab").count() == 4  # no tab hidden behind a menu
     _generate_in(page)
     player = page.locator(".mg-player").first.bounding_box()
     files = page.get_by_text("Download (MIDI with its recipe, WAV)").first.bounding_box()
