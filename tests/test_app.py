@@ -324,3 +324,19 @@ def test_every_slider_takes_its_range_and_default_from_the_settings(served):
     assert len(sliders) >= 6
     for slider in sliders:
         assert (slider.minimum, slider.maximum, slider.value) == by_label[slider.label]
+
+
+def test_compare_and_greedy_versus_sampled_through_the_api(client):
+    common = dict(seed_kind="example", example="Slow waltz in D", upload=None, seed_seconds=4,
+                  seed_start=None, soundfont=None, seconds=3, temperature=0.0, top_k=0,
+                  top_p=0.95, variation=7, include_seed=True, max_silence=4,
+                  new_variation=False)
+    compared = client.predict(**common, use_maestro=False, maestro_piece=0, maestro_start=0,
+                              api_name="/compare")
+    html = [value for value in compared if isinstance(value, str) and "mg-player" in value]
+    assert len(html) == 1 and "Variation 7." in compared  # one model here, no human column
+    versus = client.predict(**common, model="lstm", api_name="/versus")
+    players = [value for value in versus if isinstance(value, str) and "mg-player" in value]
+    assert len(players) == 2
+    assert "greedy (temperature 0)" in players[0]
+    assert "the default: yours is 0" in players[1]
