@@ -51,9 +51,11 @@ CSS = """
 .mg-player svg {width: 100%; height: 170px; display: block; cursor: pointer}
 .mg-player audio {width: 100%; margin-top: 4px}
 .mg-title {font-weight: 600; margin-bottom: 2px}
+.mg-status {min-height: 3.2em}  /* room for Gradio's progress bar and queue position */
 .mg-status p {margin: 0}
 @media (max-width: 480px) {  /* all four tabs fit on a phone, none hidden behind a menu */
   .tab-wrapper button {padding: 4px 7px !important; font-size: 0.9em !important}
+  .prose table {display: block; overflow-x: auto; white-space: nowrap}
 }
 """
 
@@ -123,7 +125,7 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
         return {ui[name]: value for name, value in values.items()}
 
     def problem(error: UserError) -> dict:
-        return {ui[status]: f"⚠️ {str(error)[:1].upper()}{str(error)[1:]}."}
+        return {ui[status]: f"⚠️ {error}."}
 
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(bound)
@@ -207,6 +209,8 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
                                          f"{MAX_UPLOAD_BYTES // 2**20} MB)",
                                    file_types=[".mid", ".midi"], type="filepath", height=120)
             ui["seed_info"] = gr.Markdown()
+            ui["silence_note"] = gr.Markdown("The model starts from nothing and plays what it "
+                                             "likes.", visible=False)
             with gr.Row():
                 # A number, not a slider: a slider's maximum, updated per file,
                 # is not what Gradio checks the value against on the server.
@@ -258,19 +262,19 @@ def on_seed_kind(studio: Studio, seed_kind):
     return {"example": gr.update(visible=seed_kind == "example"),
             "seed_start": gr.update(visible=seed_kind == "upload"),
             "seed_seconds": gr.update(visible=seed_kind != "silence"),
-            "seed_info": "" if seed_kind != "silence" else
-            "The model starts from nothing and plays what it likes."}
+            "preview": gr.update(visible=seed_kind != "silence"),
+            "silence_note": gr.update(visible=seed_kind == "silence")}
 
 
 def on_upload(studio: Studio, upload, seed_seconds):
-    """A dropped file selects "your MIDI file" and shows its length and default excerpt."""
-    if not upload:
-        return {"seed_info": ""}
+    """A dropped file selects "your MIDI file" (even one that cannot be used: then Generate
+    says why, instead of quietly continuing the example), and shows its length."""
+    yield {"seed_kind": "upload", "example": gr.update(visible=False), "seed_info": "",
+           "status": ""}
     seed = studio.seed_file(upload, seed_seconds)
-    return {"seed_kind": "upload", "seed_info": seed.summary,
-            "seed_start": gr.update(value=round(seed.default_start), visible=True,
-                                    info=f"0 to {seed.seconds:.0f}"),
-            "example": gr.update(visible=False)}
+    yield {"seed_info": seed.summary,
+           "seed_start": gr.update(value=round(seed.default_start), visible=True,
+                                   info=f"0 to {seed.seconds:.0f}")}
 
 
 def on_preview(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start,
@@ -280,7 +284,12 @@ def on_preview(studio: Studio, seed_kind, example, upload, seed_seconds, seed_st
         return {"preview": None}
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
-    return {"preview": studio.preview(prompt, soundfont)}
+    return {"preview": studio.preview(prompt, soundfont), "status": ""}
+
+
+def on_variation_typed(studio: Studio):
+    """A number typed in means "this variation": stop picking new ones."""
+    return {"new_variation": False}
 
 
 def on_preset(studio: Studio, preset):
@@ -288,12 +297,23 @@ def on_preset(studio: Studio, preset):
     return dict(PRESETS[preset])
 
 
-def on_lock(studio: Studio):
-    return {"generate": gr.update(value="Generating…", interactive=False)}
+def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: list[str],
+               status: str, api_name, **kwargs) -> None:
+    """Run `handler` with its button disabled and saying so, then give the button back
+    (whatever happened: a second click is not silently dropped, it cannot be made)."""
+    label = ui[button].value
 
+    def lock(studio: Studio):
+        return {button: gr.update(value="Working…" if label != "Generate" else "Generating…",
+                                  interactive=False)}
 
-def on_unlock(studio: Studio):
-    return {"generate": gr.update(value="Generate", interactive=True)}
+    def unlock(studio: Studio):
+        return {button: gr.update(value=label, interactive=True)}
+
+    locked = connect(event, lock, studio, ui, [button], status=status, api_name=False)
+    done = connect(locked.then, handler, studio, ui, outputs, status=status, api_name=api_name,
+                   concurrency_limit=1, show_progress_on=[ui[status]], **kwargs)
+    connect(done.then, unlock, studio, ui, [button], status=status, api_name=False)
 
 
 def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
@@ -305,17 +325,18 @@ def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_s
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, variation, n, include_seed,
                          max_silence, new_variation)
-    clips = []
+    pairs = []
     for clip, candidate in studio.generate_each(
             model, prompt, settings, soundfont,
             on_progress=lambda f: progress(f, desc="sampling")):
-        if not clips:
+        if not pairs:
             session = {**session, "confidence": (candidate.entropy, candidate.chosen_probability,
                                                  f"{model}, T={settings.temperature:g}")}
-        clips.append(clip)
-        yield {**_slot_updates(clips), "variation": settings.seed,
-               "status": f"{len(clips)} of {settings.n} ready.", "session": session}
-    yield {**_slot_updates(clips), "variation": settings.seed,
+        pairs.append((clip, candidate))
+        yield {**_slot_updates([clip for clip, _ in pairs]), "variation": settings.seed,
+               "status": f"{len(pairs)} of {settings.n} ready.", "session": session}
+    clips = studio.on_one_axis(pairs)
+    yield {**_slot_updates(clips), "variation": settings.seed, "rate_status": "",
            "session": {**session, "clips": clips},
            "status": f"Done: variation {settings.seed}." + (
                f" {settings.n} candidates, variations {settings.seed}-"
@@ -324,7 +345,7 @@ def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_s
 
 GENERATE_OUTPUTS = [*(f"{kind}{i}" for i in range(SLOTS)
                       for kind in ("slot", "player", "files", "info", "rating")),
-                    "variation", "session"]
+                    "variation", "session", "rate_status"]
 
 
 def on_continue(studio: Studio, slot, seed_kind, example, upload, seed_start, seed_seconds,
@@ -343,7 +364,7 @@ def on_continue(studio: Studio, slot, seed_kind, example, upload, seed_start, se
             "seed_start": gr.update(value=round(start), visible=True,
                                     info=f"0 to {seed.seconds:.0f}"),
             "seed_info": f"Continuing from candidate {slot + 1}. " + seed.summary.split(". ")[0]
-                         + ".", "undo": gr.update(interactive=True)}
+                         + ".", "status": "", "undo": gr.update(interactive=True)}
 
 
 def on_undo(studio: Studio, session):
@@ -359,8 +380,8 @@ def on_undo(studio: Studio, session):
             "upload": last["upload"],
             "seed_start": gr.update(value=last["seed_start"],
                                     visible=last["seed_kind"] == "upload"),
-            "seed_info": "Back to the seed MIDI before your last continue.",
-            "undo": gr.update(interactive=bool(history))}
+            "seed_info": "", "status": "Back to the seed MIDI before your last continue.",
+            "rate_status": "", "undo": gr.update(interactive=bool(history))}
 
 
 def on_rate(studio: Studio, rating0, rating1, rating2, rating3, session):
@@ -376,27 +397,28 @@ def wire_generate_tab(studio: Studio, ui: dict) -> None:
     preview_inputs = ("seed_kind", "example", "upload", "seed_seconds", "seed_start",
                       "soundfont")
     connect(ui["seed_kind"].change, on_seed_kind, studio, ui,
-            ["example", "seed_start", "seed_seconds", "seed_info"], api_name=False)
-    connect(ui["upload"].upload, on_upload, studio, ui,
-            ["seed_kind", "seed_info", "seed_start", "example"], status="seed_info",
+            ["example", "seed_start", "seed_seconds", "preview", "silence_note"],
             api_name=False)
-    for name in preview_inputs[:-1]:
-        connect(ui[name].change, on_preview, studio, ui, ["preview"], status="seed_info",
-                api_name=False, show_progress="hidden")
+    connect(ui["upload"].upload, on_upload, studio, ui,
+            ["seed_kind", "seed_info", "seed_start", "example"], api_name=False)
+    for name in preview_inputs:
+        connect(ui[name].change, on_preview, studio, ui, ["preview"], api_name=False,
+                show_progress="hidden")
+    connect(ui["variation"].input, on_variation_typed, studio, ui, ["new_variation"],
+            api_name=False)
     connect(ui["preset"].change, on_preset, studio, ui, ["temperature", "top_p", "top_k"],
             api_name=False)
 
     def generate_chain(event, api_name):
-        locked = connect(event, on_lock, studio, ui, ["generate"], api_name=False)
-        done = connect(locked.then, on_generate, studio, ui, GENERATE_OUTPUTS,
-                       api_name=api_name, concurrency_limit=1, show_progress_on=[ui["status"]])
-        connect(done.then, on_unlock, studio, ui, ["generate"], api_name=False)
+        locked_run(event, "generate", on_generate, studio, ui, GENERATE_OUTPUTS, "status",
+                   api_name, scroll_to_output=True)
 
     generate_chain(ui["generate"].click, "generate")
     for i in range(SLOTS):
         continued = connect(ui[f"continue{i}"].click, _continue_from(i), studio, ui,
                             ["session", "seed_kind", "upload", "example", "seed_start",
-                             "seed_info", "undo"], api_name=f"continue_{i + 1}")
+                             "seed_info", "undo"], api_name=f"continue_{i + 1}",
+                            scroll_to_output=True)
         generate_chain(continued.success, False)
     connect(ui["undo"].click, on_undo, studio, ui,
             [*GENERATE_OUTPUTS, "seed_kind", "example", "upload", "seed_start", "seed_info",
@@ -445,8 +467,7 @@ def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_st
                          include_seed, max_silence, new_variation)
     human = None
     if use_maestro:
-        prompt, clip, notes = studio.reference(int(maestro_piece or 0),
-                                               float(maestro_start or 0), seed_seconds,
+        prompt, clip, notes = studio.reference(maestro_piece, maestro_start, seed_seconds,
                                                settings.seconds, soundfont)
         human = (notes, clip)
     else:
@@ -482,7 +503,7 @@ def build_temperature_tab(studio: Studio, ui: dict) -> None:
             with gr.Column(min_width=300):
                 ui[f"versus_player{i}"] = gr.HTML(js_on_load=PLAYER_JS)
                 ui[f"versus_plot{i}"] = gr.Image(type="filepath", interactive=False,
-                                                 show_label=False, buttons=[])
+                                                 show_label=False, buttons=[], visible=False)
                 ui[f"versus_info{i}"] = gr.Markdown()
 
 
@@ -505,7 +526,8 @@ def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_sta
     values = {"versus_status": f"Variation {settings.seed}."}
     for i, (clip, plot) in enumerate(studio.greedy_and_sampled(model, prompt, settings,
                                                                soundfont)):
-        values |= {f"versus_player{i}": player_html(clip), f"versus_plot{i}": plot,
+        values |= {f"versus_player{i}": player_html(clip),
+                   f"versus_plot{i}": gr.update(value=plot, visible=True),
                    f"versus_info{i}": f"**{clip.title}**: {clip.stats}"}
     return values
 
@@ -546,17 +568,15 @@ def build_app(studio: Studio) -> gr.Blocks:
         wire_generate_tab(studio, ui)
         compared = [f"{kind}{i}" for i in range(len(studio.model_names()) + 1)
                     for kind in ("compared", "compared_player", "compared_info")]
-        connect(ui["compare"].click, on_compare, studio, ui, compared, status="compare_status",
-                api_name="compare", concurrency_limit=1,
-                show_progress_on=[ui["compare_status"]])
+        locked_run(ui["compare"].click, "compare", on_compare, studio, ui, compared,
+                   "compare_status", "compare")
         connect(ui["plot"].click, on_plot, studio, ui, ["last_plot"], status="versus_status",
                 api_name="plot")
         versus = [f"{kind}{i}" for i in range(2)
                   for kind in ("versus_player", "versus_plot", "versus_info")]
-        connect(ui["versus"].click, on_versus, studio, ui, versus, status="versus_status",
-                api_name="versus", concurrency_limit=1, show_progress_on=[ui["versus_status"]])
-        connect(demo.load, on_preview, studio, ui, ["preview"], status="seed_info",
-                api_name=False)
+        locked_run(ui["versus"].click, "versus", on_versus, studio, ui, versus,
+                   "versus_status", "versus")
+        connect(demo.load, on_preview, studio, ui, ["preview"], api_name=False)
     return demo
 
 

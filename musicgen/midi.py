@@ -92,9 +92,11 @@ def _too_large(size: int) -> str:
 def _check_structure(data: bytes) -> None:
     """Walk the chunk headers so that truncation and type 2 get their own message."""
     if data[:4] != b"MThd":
-        raise MidiError("this is not a MIDI file (it does not start with 'MThd')")
+        raise MidiError("this is not a MIDI file (its first bytes are not a MIDI header); "
+                        "choose a .mid or .midi file saved by a MIDI program")
     if len(data) < 14:
-        raise MidiError("the MIDI file is truncated (its header is incomplete)")
+        raise MidiError("the MIDI file is truncated (its header is incomplete); export it "
+                        "again from your MIDI program")
     header_length, midi_format, n_tracks, _ = struct.unpack(">IHHH", data[4:14])
     if midi_format == 2:
         raise MidiError("MIDI type 2 (independent sequences) is not supported; "
@@ -105,11 +107,11 @@ def _check_structure(data: bytes) -> None:
     while found < n_tracks:
         if position + 8 > len(data):
             raise MidiError(f"the MIDI file is truncated: {found} of {n_tracks} "
-                            "tracks are complete")
+                            "tracks are complete; export it again from your MIDI program")
         (length,) = struct.unpack(">I", data[position + 4:position + 8])
         if position + 8 + length > len(data):
             raise MidiError(f"the MIDI file is truncated inside track {found + 1} "
-                            f"of {n_tracks}")
+                            f"of {n_tracks}; export it again from your MIDI program")
         found += data[position:position + 4] == b"MTrk"
         position += 8 + length
 

@@ -32,7 +32,7 @@ from musicgen.prompt import Prompt, choose_prompt, default_start, prompt_from_no
 from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
-from musicgen.settings import Settings
+from musicgen.settings import Settings, to_number
 
 OUTPUT_TTL_S = 3600.0
 # How the models answer, in words, by kind (BENCHMARKS.md: the LSTM makes a
@@ -115,6 +115,12 @@ class Studio:
         """Shipped models, the default (LSTM) first."""
         return list(self.models)
 
+    def display_name(self, name: str) -> str:
+        """A model's name for people: its kind ("LSTM", "Transformer"), or its folder's name."""
+        kind = self.models[name].card.get("config", {}).get("kind", "") if (
+            name in self.models) else ""
+        return {"lstm": "LSTM", "transformer": "Transformer"}.get(kind, name)
+
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, name) per model: the kind, and its speed and quality in words."""
         scores = {name: model.card.get("evaluation", {}).get("test", {}).get("model", {})
@@ -191,12 +197,32 @@ class Studio:
         """
         model = self._model(model_name)
         soundfont_path(soundfont)
-        candidates = compose.compose(model, prompt, settings, on_progress=on_progress)
         folder = self._request_folder()
-        pitch_range = _pitch_range([c.notes for c in candidates])
-        for candidate in candidates:
-            yield self._clip(candidate, folder, f"{model_name} #{candidate.index + 1}", soundfont,
-                             pitch_range), candidate
+        # The first candidate alone, then the rest as one batch: the first is
+        # heard after one candidate's time instead of all of them (the rest
+        # share their weight reads). Each row keeps its own seed, so the notes
+        # are those of one batch of n (tests/test_sample.py).
+        title = self.display_name(model_name)
+        share = 1 / settings.n
+        (first,) = compose.compose(model, prompt, settings.but(n=1),
+                                   on_progress=_part(on_progress, 0.0, share))
+        yield self._clip(first, folder, f"{title} #1", soundfont, None), first
+        if settings.n == 1:
+            return
+        rest = compose.compose(model, prompt,
+                               settings.but(seed=settings.seed + 1, n=settings.n - 1),
+                               on_progress=_part(on_progress, share, 1.0))
+        for candidate in rest:
+            candidate.index += 1
+            yield self._clip(candidate, folder, f"{title} #{candidate.index + 1}", soundfont,
+                             None), candidate
+
+    def on_one_axis(self, pairs: list[tuple[Clip, compose.Candidate]]) -> list[Clip]:
+        """The clips of one request with their piano rolls redrawn on one pitch axis."""
+        pitch_range = _pitch_range([candidate.notes for _, candidate in pairs])
+        return [dataclasses.replace(clip, roll_svg=piano_roll_svg(
+            candidate.notes, candidate.prompt_end, clip.seconds, pitch_range))
+            for clip, candidate in pairs]
 
     def generate(self, model_name: str, prompt: Prompt, settings: Settings,
                  soundfont: str | None = None,
@@ -266,21 +292,33 @@ class Studio:
         path = self._request_folder() / "confidence.png"
         return str(confidence(entropy, chosen_probability, path, title))
 
-    def reference(self, piece: int, start: float, prompt_seconds: float,
+    def reference(self, piece, start, prompt_seconds: float,
                   seconds: float, soundfont: str | None = None,
                   ) -> tuple[Prompt, Clip, Notes]:
         """A MAESTRO test-split excerpt: its first part as the prompt, the rest as reference.
+
+        Args:
+            piece: Which test piece (0 .. count - 1); None: 0.
+            start: Where the excerpt starts, in seconds (None: 0); a start too
+                late for the excerpt and its continuation is moved back, and the
+                clip's recipe line says from where it played.
 
         Returns:
             (the prompt, the human clip, its notes for a shared pitch axis).
 
         Raises:
-            UserError: No MAESTRO folder is configured, or it has no test split.
+            UserError: No MAESTRO folder is configured, it has no test split, or
+                `piece` is not one of its pieces.
         """
         tests = self._maestro_test_files()
-        path = tests[piece % len(tests)]
+        piece = 0 if piece in (None, "") else to_number("The test piece number", piece, True)
+        if not 0 <= piece < len(tests):
+            raise UserError(f"the test piece number must be between 0 and {len(tests) - 1}, "
+                            f"not {piece}")
+        path = tests[piece]
         notes = read_midi(path)
-        start = min(start, max(0.0, notes.duration - prompt_seconds - seconds))
+        start = 0.0 if start in (None, "") else to_number("The excerpt's start", start)
+        start = min(max(0.0, start), max(0.0, notes.duration - prompt_seconds - seconds))
         prompt = prompt_from_notes(notes, prompt_seconds, f"maestro-test:{path.name}", start)
         both = notes.window(start, start + prompt_seconds + seconds)
         folder = self._request_folder()
@@ -382,3 +420,11 @@ def _pitch_range(parts: list[Notes]) -> tuple[int, int] | None:
     pitches = [int(p) for notes in parts if len(notes) for p in (notes.pitch.min(),
                                                                  notes.pitch.max())]
     return (min(pitches), max(pitches)) if pitches else None
+
+
+def _part(on_progress: Callable[[float], None] | None, low: float,
+          high: float) -> Callable[[float], None] | None:
+    """Progress of one part of a job, reported as the stretch low..high of the whole."""
+    if on_progress is None:
+        return None
+    return lambda fraction: on_progress(low + (high - low) * fraction)

@@ -124,7 +124,7 @@ def test_sliders_take_their_limits_from_the_settings(client):
 
 
 def test_upload_missing_gives_a_plain_message(client):
-    assert "Upload a .mid or .midi file first" in _generate(client, None)["status"]
+    assert "upload a .mid or .midi file first" in _generate(client, None)["status"]
 
 
 def test_ratings_are_one_row_per_clip_and_session(client, served):
@@ -219,13 +219,19 @@ def test_generate_is_in_view_and_a_long_upload_continues_a_lively_part(browser, 
     page = _open(browser, app_url)
     box = page.locator("#generate-button").bounding_box()
     assert box["y"] + box["height"] <= DESKTOP["height"], box
+    # Room under the button for the progress bar and queue position.
+    assert page.locator(".mg-status").first.bounding_box()["height"] >= 30
     _shot(page, "generate-tab")
     page.locator("input[type=file]").first.set_input_files(str(_performance(tmp_path)))
     page.get_by_text("notes. The excerpt starts at").wait_for(timeout=30_000)
     assert page.get_by_label("Your MIDI file").is_checked()  # dropping a file chose it
     start = float(page.get_by_label("Excerpt starts at (seconds)").input_value())
     assert 30 < start < 170  # not the final chord
+    page.wait_for_timeout(1000)  # let the excerpt's preview, started by the upload, finish
     _generate_in(page)
+    _shot(page, "generate-upload-result")
+    status = page.locator(".mg-status").first.inner_text()
+    assert "⚠️" not in status, status
     info = page.get_by_text("notes/s").first.inner_text()
     assert "No notes" not in info and "upload:performance.mid" in page.content()
     audio = page.locator(".mg-player audio").first
@@ -250,7 +256,8 @@ def test_an_error_keeps_the_last_result_and_every_input_usable(browser, app_url,
     bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x40\x00")
     page.locator("input[type=file]").first.set_input_files(str(bad))
     page.get_by_text("⚠️").first.wait_for(timeout=30_000)
-    page.get_by_label("Your MIDI file").check()
+    # Dropping even a bad file chooses it: Generate must say why, not continue the example.
+    assert page.get_by_label("Your MIDI file").is_checked()
     _generate_in(page)
     message = page.locator(".mg-status").first.inner_text()
     assert "truncated" in message, message
