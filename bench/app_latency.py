@@ -54,6 +54,11 @@ EXAMPLE = "Bach: Prelude in C (opening)"
 TARGET_MEDIAN_S = 1.5
 from machine import LoadMeter, load_line  # noqa: E402 - bench/ is on sys.path
 
+sys.path.insert(0, str(REPO_ROOT))
+from musicgen.settings import Settings  # noqa: E402 - the repository is on sys.path now
+
+DEFAULTS = Settings()
+
 # ---------------------------------------------------------------- the app
 
 
@@ -138,15 +143,17 @@ def click(client: Client, seconds: float, seed: int, timeout: float) -> float:
     """One Generate click; seconds from the call until its audio file exists here."""
     began = time.perf_counter()
     job = client.submit(
-        source="example", example=EXAMPLE, upload=None, seed_seconds=10,
-        model="lstm", soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95,
-        seed=seed, n=1, include_seed=True, new_seed=False, api_name="/generate")
+        seed_kind="example", example=EXAMPLE, upload=None, seed_seconds=10, seed_start=None,
+        model="lstm", soundfont=None, seconds=seconds, temperature=DEFAULTS.temperature,
+        top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p, variation=seed, n=1, include_seed=True,
+        max_silence=DEFAULTS.max_silence, new_variation=False, api_name="/generate")
     try:
         result = job.result(timeout=timeout)
     except TimeoutError:
         job.cancel()
         raise
-    audio = result[0]
+    # Outputs in order: player, files, info, rating of each slot, ...; files are MIDI + WAV.
+    audio = next((f for f in result[1] or [] if str(f).endswith(".wav")), None)
     if not audio or not Path(audio).is_file():
         raise RuntimeError(f"no audio file came back (got {audio!r})")
     return time.perf_counter() - began
@@ -233,8 +240,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
                                  if args.concurrent else None)
             startup_s = app.startup_s
     return {
-        "request": {"example": EXAMPLE, "primer_seconds": 10, "seconds": args.seconds,
-                    "model": "lstm", "n": 1, "temperature": 1.0, "top_p": 0.95},
+        "request": {"example": EXAMPLE, "seed_seconds": 10, "seconds": args.seconds,
+                    "model": "lstm", "n": 1, "temperature": DEFAULTS.temperature,
+                    "top_p": DEFAULTS.top_p},
         "app_startup_s": round(startup_s, 2),
         "sequential": result_sequential,
         "concurrent": result_concurrent,
@@ -253,7 +261,7 @@ def report(result: dict) -> str:
     seq, con, machine = result["sequential"], result["concurrent"], result["machine"]
     request = result["request"]
     lines = [f"App click-to-audio latency: /generate, {request['seconds']:g} s continuation, "
-             f"1 candidate, {request['model']}, last {request['primer_seconds']} s of "
+             f"1 candidate, {request['model']}, {request['seed_seconds']} s of "
              f"{request['example']!r}",
              f"app started and answering after {result['app_startup_s']:.1f} s", "",
              f"{'':<12} {'calls':>5} {'ok':>4} {'median s':>9} {'p95 s':>7} {'max s':>7} "

@@ -72,7 +72,7 @@ from musicgen.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lstm"
 EXAMPLE = "Bach: Prelude in C (opening)"
-TEMPERATURE, TOP_K, TOP_P = 1.0, 0, 0.95
+TEMPERATURE, TOP_K, TOP_P = Settings().temperature, Settings().top_k, Settings().top_p
 LSTM_WINDOW = 100  # events re-fed per token by the course approach
 CLIP_SECONDS = 30.0
 TARGETS = {"lstm_tokens_per_s": 2500, "lstm_speedup": 30, "lstm_e2e_s": 1.0,
