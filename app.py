@@ -209,6 +209,7 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
                                          f"{MAX_UPLOAD_BYTES // 2**20} MB)",
                                    file_types=[".mid", ".midi"], type="filepath", height=120)
             ui["seed_info"] = gr.Markdown()
+            ui["seed_status"] = gr.Markdown()  # what is wrong with the seed MIDI, beside it
             ui["silence_note"] = gr.Markdown("The model starts from nothing and plays what it "
                                              "likes.", visible=False)
             with gr.Row():
@@ -270,7 +271,7 @@ def on_upload(studio: Studio, upload, seed_seconds):
     """A dropped file selects "your MIDI file" (even one that cannot be used: then Generate
     says why, instead of quietly continuing the example), and shows its length."""
     yield {"seed_kind": "upload", "example": gr.update(visible=False), "seed_info": "",
-           "status": ""}
+           "seed_status": ""}
     seed = studio.seed_file(upload, seed_seconds)
     yield {"seed_info": seed.summary,
            "seed_start": gr.update(value=round(seed.default_start), visible=True,
@@ -284,7 +285,7 @@ def on_preview(studio: Studio, seed_kind, example, upload, seed_seconds, seed_st
         return {"preview": None}
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
-    return {"preview": studio.preview(prompt, soundfont), "status": ""}
+    return {"preview": studio.preview(prompt, soundfont), "seed_status": ""}
 
 
 def on_variation_typed(studio: Studio):
@@ -292,9 +293,14 @@ def on_variation_typed(studio: Studio):
     return {"new_variation": False}
 
 
+def on_sampling_typed(studio: Studio):
+    """A sampling slider moved by hand: the settings are no longer a preset's."""
+    return {"preset": None}
+
+
 def on_preset(studio: Studio, preset):
-    """Set the sampling sliders to a preset's values."""
-    return dict(PRESETS[preset])
+    """Set the sampling sliders to a preset's values (none chosen: leave them)."""
+    return dict(PRESETS.get(preset, {}))
 
 
 def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: list[str],
@@ -400,12 +406,15 @@ def wire_generate_tab(studio: Studio, ui: dict) -> None:
             ["example", "seed_start", "seed_seconds", "preview", "silence_note"],
             api_name=False)
     connect(ui["upload"].upload, on_upload, studio, ui,
-            ["seed_kind", "seed_info", "seed_start", "example"], api_name=False)
+            ["seed_kind", "seed_info", "seed_start", "example"], status="seed_status",
+            api_name=False)
     for name in preview_inputs:
-        connect(ui[name].change, on_preview, studio, ui, ["preview"], api_name=False,
-                show_progress="hidden")
+        connect(ui[name].change, on_preview, studio, ui, ["preview"], status="seed_status",
+                api_name=False, show_progress="hidden")
     connect(ui["variation"].input, on_variation_typed, studio, ui, ["new_variation"],
             api_name=False)
+    for name in ("temperature", "top_p", "top_k"):
+        connect(ui[name].input, on_sampling_typed, studio, ui, ["preset"], api_name=False)
     connect(ui["preset"].change, on_preset, studio, ui, ["temperature", "top_p", "top_k"],
             api_name=False)
 
@@ -576,7 +585,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                   for kind in ("versus_player", "versus_plot", "versus_info")]
         locked_run(ui["versus"].click, "versus", on_versus, studio, ui, versus,
                    "versus_status", "versus")
-        connect(demo.load, on_preview, studio, ui, ["preview"], api_name=False)
+        connect(demo.load, on_preview, studio, ui, ["preview"], status="seed_status",
+                api_name=False)
     return demo
 
 
