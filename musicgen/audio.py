@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import threading
 import wave
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ QUIETEST_DBFS = -90.0
 SOUNDFONT_ENV = "MUSICGEN_SOUNDFONT"
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
 SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
-COMPRESSED_FORMATS = {"mp3": "libmp3lame", "ogg": "libvorbis"}
+COMPRESSED_FORMATS = {"mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS")}
 
 # FluidSynth's default gain (0.2) is quiet, about -38 dBFS for one piano note,
 # but its int16 output clips irreversibly while quietness is undone by
@@ -423,16 +421,55 @@ def _finish(audio: np.ndarray, engine: str, soundfont: str | None, target_dbfs: 
     fade = min(round(FADE_SECONDS * SAMPLE_RATE), len(audio))
     if fade:
         audio[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)[:, None]
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    audio, rms_dbfs = _normalised(audio, target_dbfs)
+    return Rendering(audio=audio, sample_rate=SAMPLE_RATE, engine=engine, soundfont=soundfont,
+                     seconds=len(audio) / SAMPLE_RATE, rms_dbfs=rms_dbfs, note=note)
+
+
+def _normalised(audio: np.ndarray, target_dbfs: float) -> tuple[np.ndarray, float]:
+    """`audio` scaled to `target_dbfs` RMS, then down if its peak would pass `PEAK_DBFS`.
+
+    Returns:
+        (the audio, its RMS level in dBFS).
+    """
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
     if rms > 10.0 ** (QUIETEST_DBFS / 20):
         gain = 10.0 ** (target_dbfs / 20) / rms
         peak = float(np.abs(audio).max()) * gain
         gain *= min(1.0, 10.0 ** (PEAK_DBFS / 20) / peak)
         audio = (audio * gain).astype(np.float32)
         rms *= gain
-    rms_dbfs = max(20 * np.log10(max(rms, 1e-12)), SILENCE_DBFS)
-    return Rendering(audio=audio, sample_rate=SAMPLE_RATE, engine=engine, soundfont=soundfont,
-                     seconds=len(audio) / SAMPLE_RATE, rms_dbfs=float(rms_dbfs), note=note)
+    return audio, float(max(20 * np.log10(max(rms, 1e-12)), SILENCE_DBFS))
+
+
+def fitted(rendering: Rendering, seconds: float, fade_seconds: float = 0.5,
+           target_dbfs: float = -18.0) -> Rendering:
+    """A rendering cut or padded to exactly `seconds`, faded, and normalised again.
+
+    Clips compared in a listening test must not differ in length or loudness:
+    a listener notices both before the music.
+
+    Args:
+        rendering: The audio.
+        seconds: The length wanted.
+        fade_seconds: The fade-out at the end (a 10 ms fade-in avoids a click).
+        target_dbfs: RMS loudness after the cut.
+
+    Returns:
+        A new `Rendering`.
+    """
+    n = round(seconds * rendering.sample_rate)
+    audio = np.zeros((n, 2), np.float32)
+    kept = min(n, len(rendering.audio))
+    audio[:kept] = rendering.audio[:kept]
+    for length, ramp in ((round(0.01 * rendering.sample_rate), (0.0, 1.0)),
+                         (round(fade_seconds * rendering.sample_rate), (1.0, 0.0))):
+        length = min(length, n)
+        part = slice(0, length) if ramp[0] == 0.0 else slice(n - length, n)
+        audio[part] *= np.linspace(*ramp, length, dtype=np.float32)[:, None]
+    audio, rms_dbfs = _normalised(audio, target_dbfs)
+    return Rendering(audio, rendering.sample_rate, rendering.engine, rendering.soundfont,
+                     n / rendering.sample_rate, rms_dbfs, rendering.note)
 
 
 def write_wav(path: str | os.PathLike, rendering: Rendering) -> Path:
@@ -455,13 +492,15 @@ def write_wav(path: str | os.PathLike, rendering: Rendering) -> Path:
 
 
 def _to_pcm16(audio: np.ndarray) -> bytes:
-    """Interleaved little-endian int16 bytes, as WAV files and ffmpeg's s16le expect."""
+    """Interleaved little-endian int16 bytes, as WAV files hold them."""
     return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-def write_compressed(path: str | os.PathLike, rendering: Rendering,
-                     fmt: str = "mp3") -> Path | None:
-    """Encode a rendering to MP3 or Ogg Vorbis with ffmpeg, if ffmpeg is installed.
+def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "mp3") -> Path:
+    """Encode a rendering to MP3 or Ogg Vorbis (libsndfile, through `soundfile`).
+
+    A 30 s WAV is 5.3 MB; the same clip as MP3 is about 0.5 MB, which is what
+    a browser should download per clip.
 
     Args:
         path: Where to write; an existing file is replaced.
@@ -469,51 +508,34 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering,
         fmt: "mp3" or "ogg".
 
     Returns:
-        The path written, or None when ffmpeg is not on PATH or fails to
-        encode (the reason is logged); callers can offer the WAV instead.
+        The path written.
 
     Raises:
         ValueError: `fmt` is not "mp3" or "ogg".
     """
     if fmt not in COMPRESSED_FORMATS:
         raise ValueError(f"Unknown format {fmt!r}; use one of {list(COMPRESSED_FORMATS)}")
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        return None
+    import soundfile  # noqa: PLC0415 - loads libsndfile; only needed when encoding
+
+    container, subtype = COMPRESSED_FORMATS[fmt]
     path = Path(path)
-    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "s16le", "-ar", str(rendering.sample_rate), "-ac", "2", "-i", "pipe:0",
-               "-c:a", COMPRESSED_FORMATS[fmt], "-q:a", "2" if fmt == "mp3" else "5", str(path)]
-    try:
-        result = subprocess.run(command, input=_to_pcm16(rendering.audio), capture_output=True,
-                                timeout=600, check=False)
-    except (OSError, subprocess.SubprocessError) as error:
-        log.warning("ffmpeg could not be run: %s", error)
-        return None
-    if result.returncode != 0:
-        log.warning("ffmpeg failed to write %s: %s", path,
-                    result.stderr.decode(errors="replace").strip()[-500:])
-        return None
+    soundfile.write(path, np.clip(rendering.audio, -1.0, 1.0), rendering.sample_rate,
+                    format=container, subtype=subtype)
     return path
 
 
 def write_audio(path: str | os.PathLike, rendering: Rendering) -> Path:
-    """Write by the file's suffix: .mp3/.ogg when ffmpeg can encode it, else WAV.
+    """Write by the file's suffix: .mp3 or .ogg compressed, anything else as WAV.
 
     Args:
-        path: Target file; with no encoder for .mp3/.ogg the WAV goes beside it
-            (same name, .wav suffix).
+        path: Target file.
         rendering: The audio.
 
     Returns:
-        The path actually written.
+        The path written.
     """
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt in COMPRESSED_FORMATS:
-        written = write_compressed(path, rendering, fmt)
-        if written is not None:
-            return written
-        log.warning("no %s encoder (ffmpeg) found; writing WAV instead", fmt)
-        path = path.with_suffix(".wav")
+        return write_compressed(path, rendering, fmt)
     return write_wav(path, rendering)

@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continuation-only", action="store_true",
                    help="write only the continuation, without the seed MIDI's excerpt")
     p.add_argument("--out", default="out.mid", help="MIDI file (several: out-1.mid, ...)")
-    p.add_argument("--audio", help="also render to this .wav (or .mp3/.ogg with ffmpeg)")
+    p.add_argument("--audio", help="also render to this .wav, .mp3 or .ogg")
     p.add_argument("--soundfont", help="soundfont file (default: the first one found)")
     p.add_argument("--json", action="store_true", help="print paths, recipe, timings as JSON")
     p.set_defaults(run=_generate)

@@ -232,13 +232,33 @@ def test_empty_midi_renders_short_silence():
         assert rendering.rms_dbfs == audio.SILENCE_DBFS
 
 
-def test_compressed_output_needs_ffmpeg(tmp_path, monkeypatch):
-    rendering = audio.Renderer().render(make_midi([(60, 90, 0.0, 0.5)]))
-    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+def test_compressed_output_plays_back(tmp_path):
+    import soundfile
 
-    assert audio.write_compressed(tmp_path / "clip.mp3", rendering) is None
+    rendering = audio.Renderer().render(make_midi([(60, 90, 0.0, 0.5), (64, 90, 0.5, 1.0)]))
+    wav = audio.write_audio(tmp_path / "clip.wav", rendering)
+    for suffix in (".mp3", ".ogg"):
+        path = audio.write_audio(tmp_path / f"clip{suffix}", rendering)
+        assert path.suffix == suffix
+        decoded, rate = soundfile.read(path, dtype="float32")
+        assert rate == 44100 and decoded.shape[1] == 2
+        assert abs(len(decoded) - len(rendering.audio)) < 0.1 * rate  # encoder padding only
+        assert np.abs(decoded).max() > 0.05
+        assert path.stat().st_size < wav.stat().st_size / 4
     with pytest.raises(ValueError, match="flac"):
         audio.write_compressed(tmp_path / "clip.flac", rendering, fmt="flac")
+
+
+def test_fitted_clips_have_one_length_and_loudness():
+    renderer = audio.Renderer()
+    quiet = renderer.render(make_midi([(60 + t % 5, 30, t / 4, t / 4 + 0.3) for t in range(16)]))
+    loud = renderer.render(make_midi([(60, 120, t / 4, t / 4 + 0.2) for t in range(40)]))
+    clips = [audio.fitted(r, 3.0) for r in (quiet, loud)]
+    for clip in clips:
+        assert clip.audio.shape == (3 * 44100, 2) and clip.seconds == 3.0
+        assert clip.audio[0].max() == 0.0 and np.abs(clip.audio[-1]).max() < 1e-3  # faded
+    assert abs(clips[0].rms_dbfs - clips[1].rms_dbfs) < 0.5
+    assert abs(clips[1].rms_dbfs - 20 * np.log10(np.sqrt(np.mean(clips[1].audio ** 2)))) < 0.01
 
 
 def test_default_renderer_is_shared():
