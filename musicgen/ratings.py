@@ -1,13 +1,21 @@
-"""Ratings people give clips, kept in SQLite and never where the app serves files.
+"""The ratings database: listeners, the listening pool, pairs served, votes and scores.
 
-The database is, in order: `$MUSICGEN_RATINGS_DB`; `/data/musicgen/ratings.sqlite`
-where `/data` is writable (a Hugging Face Space's persistent storage); else
-`var/ratings.sqlite` under the project root (git-ignored, and outside `tmp/`,
-which `make clean` deletes and the app serves).
+Everything people say about clips is kept here, in one SQLite file at, in order:
+`$MUSICGEN_RATINGS_DB`; `/data/musicgen/ratings.sqlite` where `/data` is
+writable (a Hugging Face Space's persistent storage); else `var/ratings.sqlite`
+under the project root (git-ignored, and outside `tmp/`, which `make clean`
+deletes and the app serves). The app never serves this file.
 
-Every rating is committed before the caller returns, in WAL mode so readers
-never block the writer. One person (a browser session) has one rating per
-clip: rating the same clip again replaces it.
+Two kinds of judgement live side by side and are never mixed:
+- the *blind listening test* (`musicgen.listening`): raters, the clips of a
+  pool with their conditions, the pairs each rater was served, one vote per
+  pair and optional 1-5 "how musical" scores and "human or computer?" guesses;
+- the *quick ratings* under the Generate tab's clips (`clip_ratings`): not
+  blind, since the rater chose the model, so reported apart.
+
+Every write is one transaction, committed before the method returns (WAL mode,
+`synchronous=FULL`), so a confirmed vote survives the process being killed.
+Only parameterised queries are used.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from musicgen.errors import UserError
@@ -25,8 +35,61 @@ from musicgen.resources import resource_root
 
 RATINGS_ENV = "MUSICGEN_RATINGS_DB"
 SPACE_DATA_DIR = Path("/data")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+CHOICES = ("a", "b", "tie", "both_bad")
+GUESSES = ("human", "computer")
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS raters (
+    id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 100),
+    created REAL NOT NULL,
+    training_years INTEGER CHECK (training_years IS NULL OR training_years BETWEEN 0 AND 80),
+    headphones INTEGER CHECK (headphones IS NULL OR headphones IN (0, 1))
+);
+CREATE TABLE IF NOT EXISTS pools (
+    id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
+    created REAL NOT NULL,
+    settings TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    id TEXT PRIMARY KEY CHECK (length(id) = 32),
+    pool TEXT NOT NULL REFERENCES pools (id),
+    source TEXT NOT NULL CHECK (length(source) BETWEEN 1 AND 300),
+    audio TEXT NOT NULL,
+    seconds REAL NOT NULL CHECK (seconds >= 0)
+);
+CREATE TABLE IF NOT EXISTS clips (
+    id TEXT PRIMARY KEY CHECK (length(id) = 32),
+    prompt TEXT NOT NULL REFERENCES prompts (id),
+    condition TEXT NOT NULL CHECK (length(condition) BETWEEN 1 AND 64),
+    is_real INTEGER NOT NULL CHECK (is_real IN (0, 1)),
+    recipe TEXT NOT NULL,
+    audio TEXT NOT NULL,
+    audio_sha256 TEXT NOT NULL CHECK (length(audio_sha256) = 64),
+    seconds REAL NOT NULL CHECK (seconds > 0),
+    UNIQUE (prompt, condition)
+);
+CREATE TABLE IF NOT EXISTS pairs (
+    token TEXT PRIMARY KEY CHECK (length(token) = 32),
+    rater TEXT NOT NULL REFERENCES raters (id),
+    clip_a TEXT NOT NULL REFERENCES clips (id),
+    clip_b TEXT NOT NULL REFERENCES clips (id),
+    served REAL NOT NULL,
+    CHECK (clip_a <> clip_b)
+);
+CREATE TABLE IF NOT EXISTS votes (
+    token TEXT PRIMARY KEY REFERENCES pairs (token),
+    choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
+    created REAL NOT NULL,
+    seconds_since_served REAL NOT NULL CHECK (seconds_since_served >= 0)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    token TEXT NOT NULL REFERENCES votes (token),
+    clip TEXT NOT NULL REFERENCES clips (id),
+    musical INTEGER CHECK (musical IS NULL OR musical BETWEEN 1 AND 5),
+    guess TEXT CHECK (guess IS NULL OR guess IN ('human', 'computer')),
+    PRIMARY KEY (token, clip),
+    CHECK (musical IS NOT NULL OR guess IS NOT NULL)
+);
 CREATE TABLE IF NOT EXISTS clip_ratings (
     session TEXT NOT NULL CHECK (length(session) BETWEEN 1 AND 100),
     clip_id TEXT NOT NULL CHECK (length(clip_id) = 64),
@@ -37,7 +100,16 @@ CREATE TABLE IF NOT EXISTS clip_ratings (
     updated REAL NOT NULL,
     PRIMARY KEY (session, clip_id)
 );
+CREATE TABLE IF NOT EXISTS imports (
+    source_sha256 TEXT PRIMARY KEY CHECK (length(source_sha256) = 64),
+    source TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    created REAL NOT NULL
+);
 """
+VOTE_COLUMNS = ("token", "rater", "prompt", "source", "condition_a", "condition_b",
+                "choice", "seconds_since_served", "voted", "musical_a", "musical_b",
+                "guess_a", "guess_b", "real_a", "real_b", "training_years", "headphones")
 
 
 def default_ratings_path() -> Path:
@@ -50,34 +122,223 @@ def default_ratings_path() -> Path:
 
 
 def clip_id(recipe: dict) -> str:
-    """An opaque, stable id for the clip a recipe makes."""
+    """An opaque, stable id for the clip a recipe makes (quick ratings)."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
 class RatingsStore:
-    """The ratings database; safe to share between the app's threads.
+    """The ratings database; one connection, safe to share between threads.
 
     Args:
-        path: The SQLite file (created with its folder if missing).
+        path: The SQLite file (created with its folder if missing); None:
+            `default_ratings_path()`.
+
+    Raises:
+        UserError: The file was written by a newer schema, or is not a database.
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_ratings_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Autocommit mode: transactions are opened explicitly in `_write`.
         self._connection = sqlite3.connect(self.path, check_same_thread=False,
-                                           isolation_level=None)
+                                           isolation_level=None, timeout=30)
+        try:
+            with self._lock:
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                self._connection.execute("PRAGMA synchronous=FULL")
+                self._connection.execute("PRAGMA foreign_keys=ON")
+                version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise UserError(f"{self.path} was written by a newer musicgen "
+                                    f"(schema {version}); use that version or another file")
+                # v1 had clip_ratings only; v2 adds the listening test's tables.
+                self._connection.executescript(SCHEMA)
+                self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as error:
+            self._connection.close()
+            raise UserError(f"{self.path} is not a usable ratings database ({error})") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed on leaving (rolled back on an exception)."""
         with self._lock:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            version = self._connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UserError(f"{self.path} was written by a newer musicgen "
-                                f"(schema {version}); use that version or another file")
-            self._connection.executescript(SCHEMA)
-            self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
+
+    def _read(self, query: str, parameters: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._connection.execute(query, parameters).fetchall()
+
+    # --- listeners ---
+
+    def add_rater(self, rater: str, training_years: int | None = None,
+                  headphones: bool | None = None) -> None:
+        """Record a listener (again: their self-report is updated where given).
+
+        Raises:
+            UserError: Years of training outside 0-80.
+        """
+        if training_years is not None and not 0 <= training_years <= 80:
+            raise UserError(f"years of musical training go from 0 to 80, not {training_years}")
+        with self._write() as db:
+            db.execute("INSERT INTO raters (id, created, training_years, headphones) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                       "training_years = coalesce(excluded.training_years, training_years), "
+                       "headphones = coalesce(excluded.headphones, headphones)",
+                       (rater, time.time(), training_years,
+                        None if headphones is None else int(headphones)))
+
+    # --- the listening pool ---
+
+    def add_pool(self, pool: str, settings: dict, prompts: list[dict],
+                 clips: list[dict]) -> None:
+        """Store a whole listening pool in one transaction (all of it or nothing).
+
+        Args:
+            pool: Its id.
+            settings: How it was built (recorded as JSON).
+            prompts: Dicts with id, source, audio (file name), seconds.
+            clips: Dicts with id, prompt, condition, is_real, recipe (dict),
+                audio (file name), audio_sha256, seconds.
+        """
+        with self._write() as db:
+            db.execute("INSERT INTO pools (id, created, settings) VALUES (?, ?, ?)",
+                       (pool, time.time(), json.dumps(settings)))
+            db.executemany("INSERT INTO prompts (id, pool, source, audio, seconds) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [(p["id"], pool, p["source"], p["audio"], p["seconds"])
+                            for p in prompts])
+            db.executemany("INSERT INTO clips (id, prompt, condition, is_real, recipe, audio, "
+                           "audio_sha256, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(c["id"], c["prompt"], c["condition"], int(c["is_real"]),
+                             json.dumps(c["recipe"]), c["audio"], c["audio_sha256"],
+                             c["seconds"]) for c in clips])
+
+    def latest_pool(self) -> str | None:
+        """The id of the pool built last, or None."""
+        rows = self._read("SELECT id FROM pools ORDER BY created DESC, rowid DESC LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def pool_clips(self, pool: str) -> list[dict]:
+        """The clips of a pool with their prompts (conditions included: server side only)."""
+        rows = self._read(
+            "SELECT c.id, c.prompt, c.condition, c.is_real, c.audio, c.seconds, p.source, "
+            "p.audio FROM clips c JOIN prompts p ON p.id = c.prompt WHERE p.pool = ? "
+            "ORDER BY p.rowid, c.rowid", (pool,))
+        names = ("id", "prompt", "condition", "is_real", "audio", "seconds", "source",
+                 "prompt_audio")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    # --- pairs and votes ---
+
+    def serve_pair(self, token: str, rater: str, clip_a: str, clip_b: str) -> float:
+        """Record that `rater` was served clips A and B under `token`; returns the time."""
+        served = time.time()
+        with self._write() as db:
+            db.execute("INSERT INTO pairs (token, rater, clip_a, clip_b, served) "
+                       "VALUES (?, ?, ?, ?, ?)", (token, rater, clip_a, clip_b, served))
+        return served
+
+    def served_pair(self, token: str) -> dict | None:
+        """A served pair with its conditions and whether it has a vote, or None."""
+        rows = self._read(
+            "SELECT p.rater, p.clip_a, p.clip_b, p.served, a.condition, b.condition, "
+            "a.is_real, b.is_real, v.choice FROM pairs p JOIN clips a ON a.id = p.clip_a "
+            "JOIN clips b ON b.id = p.clip_b LEFT JOIN votes v ON v.token = p.token "
+            "WHERE p.token = ?", (token,))
+        if not rows:
+            return None
+        names = ("rater", "clip_a", "clip_b", "served", "condition_a", "condition_b",
+                 "real_a", "real_b", "choice")
+        return dict(zip(names, rows[0], strict=True))
+
+    def served_to(self, rater: str) -> set[frozenset[str]]:
+        """The pairs of clips (unordered) a rater has been served."""
+        return {frozenset(row) for row in
+                self._read("SELECT clip_a, clip_b FROM pairs WHERE rater = ?", (rater,))}
+
+    def pair_counts(self, pool: str) -> dict[frozenset[str], int]:
+        """Votes so far per unordered pair of conditions in a pool."""
+        rows = self._read(
+            "SELECT a.condition, b.condition, count(*) FROM votes v "
+            "JOIN pairs p ON p.token = v.token JOIN clips a ON a.id = p.clip_a "
+            "JOIN clips b ON b.id = p.clip_b JOIN prompts q ON q.id = a.prompt "
+            "WHERE q.pool = ? GROUP BY a.condition, b.condition", (pool,))
+        counts: dict[frozenset[str], int] = {}
+        for first, second, count in rows:
+            key = frozenset((first, second))
+            counts[key] = counts.get(key, 0) + count
+        return counts
+
+    def record_vote(self, token: str, choice: str, seconds_since_served: float,
+                    scores: dict[str, tuple[int | None, str | None]]) -> None:
+        """Store a vote and its optional scores in one transaction.
+
+        Args:
+            token: The served pair.
+            choice: One of `CHOICES`.
+            seconds_since_served: Time from serving to the vote.
+            scores: Clip id -> (1-5 "how musical" or None, "human"/"computer" or None).
+
+        Raises:
+            UserError: The pair already has a vote, or a value is out of range.
+        """
+        if choice not in CHOICES:
+            raise UserError(f"a vote is one of {', '.join(CHOICES)}, not {choice}")
+        for musical, guess in scores.values():
+            if musical is not None and not (isinstance(musical, int) and 1 <= musical <= 5):
+                raise UserError(f"'how musical' goes from 1 to 5, not {musical}")
+            if guess is not None and guess not in GUESSES:
+                raise UserError(f"the guess is 'human' or 'computer', not {guess}")
+        try:
+            with self._write() as db:
+                db.execute("INSERT INTO votes (token, choice, created, seconds_since_served) "
+                           "VALUES (?, ?, ?, ?)",
+                           (token, choice, time.time(), seconds_since_served))
+                db.executemany("INSERT INTO scores (token, clip, musical, guess) "
+                               "VALUES (?, ?, ?, ?)",
+                               [(token, clip, musical, guess)
+                                for clip, (musical, guess) in scores.items()
+                                if musical is not None or guess is not None])
+        except sqlite3.IntegrityError as error:
+            if "votes.token" in str(error):
+                raise UserError("this pair already has your vote; ask for the next pair") \
+                    from None
+            raise
+
+    def votes(self) -> list[dict]:
+        """Every vote with its conditions, scores and the rater's self-report, oldest first.
+
+        For the CLI (`ratings summary`, `ratings export`) and tests: raw rows
+        never reach the browser.
+        """
+        rows = self._read(
+            "SELECT v.token, p.rater, a.prompt, q.source, a.condition, b.condition, v.choice, "
+            "v.seconds_since_served, v.created, sa.musical, sb.musical, sa.guess, sb.guess, "
+            "a.is_real, b.is_real, r.training_years, r.headphones FROM votes v "
+            "JOIN pairs p ON p.token = v.token JOIN clips a ON a.id = p.clip_a "
+            "JOIN clips b ON b.id = p.clip_b JOIN prompts q ON q.id = a.prompt "
+            "JOIN raters r ON r.id = p.rater "
+            "LEFT JOIN scores sa ON sa.token = v.token AND sa.clip = p.clip_a "
+            "LEFT JOIN scores sb ON sb.token = v.token AND sb.clip = p.clip_b "
+            "ORDER BY v.created, v.rowid")
+        return [dict(zip(VOTE_COLUMNS, row, strict=True)) for row in rows]
+
+    def vote_count(self) -> int:
+        """How many listening-test votes there are."""
+        return self._read("SELECT count(*) FROM votes")[0][0]
+
+    # --- quick ratings (Generate tab) ---
 
     def rate_clip(self, session: str, recipe: dict, score: int, comment: str = "") -> str:
-        """Store (or replace) one person's 1-5 rating of a clip.
+        """Store (or replace) one person's 1-5 rating of a clip they generated.
 
         Returns:
             The clip's id.
@@ -89,8 +350,8 @@ class RatingsStore:
             raise UserError(f"scores go from 1 to 5, not {score}")
         identifier = clip_id(recipe)
         now = time.time()
-        with self._lock:
-            self._connection.execute(
+        with self._write() as db:
+            db.execute(
                 "INSERT INTO clip_ratings (session, clip_id, score, comment, recipe, created, "
                 "updated) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session, clip_id) DO "
                 "UPDATE SET score = excluded.score, comment = excluded.comment, "
@@ -99,14 +360,53 @@ class RatingsStore:
         return identifier
 
     def clip_ratings(self) -> list[dict]:
-        """Every stored clip rating, oldest first (for the CLI and tests, not the browser)."""
-        with self._lock:
-            rows = self._connection.execute(
-                "SELECT session, clip_id, score, comment, recipe, created, updated "
-                "FROM clip_ratings ORDER BY created").fetchall()
+        """Every stored quick rating, oldest first (for the CLI and tests, not the browser)."""
+        rows = self._read("SELECT session, clip_id, score, comment, recipe, created, updated "
+                          "FROM clip_ratings ORDER BY created, rowid")
         names = ("session", "clip_id", "score", "comment", "recipe", "created", "updated")
         return [{**dict(zip(names, row, strict=True)), "recipe": json.loads(row[4])}
                 for row in rows]
+
+    def import_jsonl(self, path: str | os.PathLike) -> int:
+        """Move the ratings of the old JSON-lines file (before the database) in, once.
+
+        Each line was {"time", "session", "score", "comment", "recipe"}. The
+        file's hash is recorded, so importing it again adds nothing; lines that
+        are not such records are skipped.
+
+        Returns:
+            How many ratings were added.
+        """
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        rows = []
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+                score, recipe = int(record["score"]), record["recipe"]
+                session, created = str(record["session"])[:100], float(record["time"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if 1 <= score <= 5 and session and isinstance(recipe, dict):
+                rows.append((session, clip_id(recipe), score,
+                             str(record.get("comment", ""))[:500], json.dumps(recipe),
+                             created, created))
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM imports WHERE source_sha256 = ?",
+                          (digest,)).fetchone():
+                return 0
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO clip_ratings (session, clip_id, score, "
+                           "comment, recipe, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           rows)
+            added = db.total_changes - before
+            db.execute("INSERT INTO imports (source_sha256, source, rows, created) "
+                       "VALUES (?, ?, ?, ?)", (digest, str(path), added, time.time()))
+        return added
+
+    def integrity(self) -> str:
+        """SQLite's own check of the file: "ok" when it is sound."""
+        return self._read("PRAGMA integrity_check")[0][0]
 
     def close(self) -> None:
         """Close the connection."""

@@ -1,0 +1,285 @@
+"""What the ratings say: Bradley-Terry strengths with bootstrap intervals, win rates, scores.
+
+    result = summarise(RatingsStore())      # JSON-ready
+    print(format_summary(result))
+    chart(result, "ratings.png")
+
+Votes of the blind listening test are paired comparisons. Bradley-Terry gives
+each condition a strength p with P(i beats j) = p_i / (p_i + p_j); ties, and
+"both bad", count as half a win for each side, as in Music Arena. Strengths
+are fitted by Hunter's (2004) minorise-maximise iterations and reported on the
+Elo scale (1000 for the geometric mean; 400 points = 10:1 odds), with 95%
+intervals from resampling the votes. The 1-5 "how musical" scores get a mean
+with a t interval per condition; the "human or computer?" guesses an accuracy
+with an exact binomial test against chance. The Generate tab's quick ratings
+are not blind and are summarised apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from musicgen.ratings import VOTE_COLUMNS, RatingsStore
+
+MIN_VOTES = 30  # below this the leaderboard is not shown in the app (Music Arena's rule)
+BOOTSTRAP = 1000
+# Virtual games per pair of conditions, split evenly: keeps a strength finite
+# when a condition has won (or lost) every vote so far, at the cost of a
+# slight pull towards equal strengths that fades as votes come in.
+PRIOR_GAMES = 0.5
+ELO_SCALE = 400 / np.log(10)
+
+
+def outcomes(votes: list[dict]) -> list[tuple[str, str, float]]:
+    """Each vote as (condition A, condition B, A's share of the win: 1, 0.5 or 0)."""
+    share = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
+    return [(v["condition_a"], v["condition_b"], share[v["choice"]]) for v in votes]
+
+
+def bradley_terry(games: list[tuple[str, str, float]], conditions: list[str],
+                  prior_games: float = PRIOR_GAMES) -> np.ndarray:
+    """Bradley-Terry log-strengths, centred on 0, fitted by minorise-maximise.
+
+    Args:
+        games: (i, j, i's share of the win) per comparison.
+        conditions: All conditions, in the order of the result.
+        prior_games: Virtual games per pair of conditions, half won by each.
+
+    Returns:
+        One log-strength per condition (natural log; differences are log-odds).
+    """
+    index = {name: k for k, name in enumerate(conditions)}
+    first = np.array([index[a] for a, _, _ in games], dtype=np.int64)
+    second = np.array([index[b] for _, b, _ in games], dtype=np.int64)
+    share = np.array([s for _, _, s in games], dtype=float)
+    return _fit(first, second, share, len(conditions), prior_games)
+
+
+def _fit(first: np.ndarray, second: np.ndarray, share: np.ndarray, n: int,
+         prior_games: float, iterations: int = 10_000, tolerance: float = 1e-10) -> np.ndarray:
+    """`bradley_terry` on index arrays (the bootstrap calls this a thousand times)."""
+    wins = (np.bincount(first, share, n) + np.bincount(second, 1.0 - share, n)
+            + prior_games * (n - 1) / 2)
+    played = np.full((n, n), prior_games)
+    np.fill_diagonal(played, 0.0)
+    np.add.at(played, (first, second), 1.0)
+    np.add.at(played, (second, first), 1.0)
+    strength = np.ones(n)
+    for _ in range(iterations):
+        updated = wins / (played / (strength[:, None] + strength[None, :])).sum(axis=1)
+        updated /= np.exp(np.mean(np.log(updated)))
+        converged = np.max(np.abs(updated - strength)) < tolerance
+        strength = updated
+        if converged:
+            break
+    return np.log(strength)
+
+
+def leaderboard(votes: list[dict], resamples: int = BOOTSTRAP, seed: int = 0) -> list[dict]:
+    """Conditions ranked by Bradley-Terry rating, with bootstrap 95% intervals.
+
+    Returns:
+        One dict per condition, best first: condition, rating (Elo scale),
+        ci [low, high] (None without resamples), votes (comparisons it took
+        part in), win_rate (ties half).
+    """
+    games = outcomes(votes)
+    conditions = sorted({c for a, b, _ in games for c in (a, b)})
+    if not conditions:
+        return []
+    index = {name: k for k, name in enumerate(conditions)}
+    first = np.array([index[a] for a, _, _ in games])
+    second = np.array([index[b] for _, b, _ in games])
+    share = np.array([s for _, _, s in games])
+    rating = 1000 + ELO_SCALE * _fit(first, second, share, len(conditions), PRIOR_GAMES)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(games), len(games))
+        samples.append(1000 + ELO_SCALE * _fit(first[picked], second[picked], share[picked],
+                                               len(conditions), PRIOR_GAMES))
+    rows = []
+    for k, name in enumerate(conditions):
+        taken = np.concatenate((share[first == k], 1.0 - share[second == k]))
+        ci = ([round(float(v), 1) for v in np.percentile(np.array(samples)[:, k], [2.5, 97.5])]
+              if samples else None)
+        rows.append({"condition": name, "rating": round(float(rating[k]), 1), "ci": ci,
+                     "votes": int(len(taken)), "win_rate": round(float(taken.mean()), 3)})
+    return sorted(rows, key=lambda row: -row["rating"])
+
+
+def win_matrix(votes: list[dict]) -> dict[str, dict[str, dict]]:
+    """Row's share of wins against column (ties half), with the number of votes.
+
+    Returns:
+        {row: {column: {"rate": share or None, "n": votes}}} for every pair of conditions.
+    """
+    games = outcomes(votes)
+    conditions = sorted({c for a, b, _ in games for c in (a, b)})
+    matrix: dict[str, dict[str, dict]] = {row: {} for row in conditions}
+    for row, column in itertools.permutations(conditions, 2):
+        shares = [share if a == row else 1 - share for a, b, share in games
+                  if {a, b} == {row, column}]
+        matrix[row][column] = {"rate": round(float(np.mean(shares)), 3) if shares else None,
+                               "n": len(shares)}
+    return matrix
+
+
+def mean_with_ci(values: list[float]) -> dict:
+    """Mean, 95% t interval (None below 2 values) and n."""
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return {"mean": None, "ci": None, "n": 0}
+    mean = float(values.mean())
+    if len(values) < 2:
+        return {"mean": round(mean, 3), "ci": None, "n": 1}
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return {"mean": round(mean, 3), "ci": [round(mean - half, 3), round(mean + half, 3)],
+            "n": int(len(values))}
+
+
+def musical_scores(votes: list[dict]) -> dict[str, dict]:
+    """The 1-5 "how musical" scores per condition: mean, CI, n."""
+    by_condition: dict[str, list[int]] = {}
+    for vote in votes:
+        for side in ("a", "b"):
+            if vote[f"musical_{side}"] is not None:
+                by_condition.setdefault(vote[f"condition_{side}"], []).append(
+                    vote[f"musical_{side}"])
+    return {name: mean_with_ci(values) for name, values in sorted(by_condition.items())}
+
+
+def human_or_computer(votes: list[dict]) -> dict:
+    """How often "human or computer?" was answered right, tested against guessing.
+
+    Returns:
+        correct, n, accuracy, p_value (two-sided exact binomial test against
+        0.5; None without guesses), and per condition the share of its clips
+        judged human.
+    """
+    correct, judged_human = [], {}
+    for vote in votes:
+        for side in ("a", "b"):
+            guess = vote[f"guess_{side}"]
+            if guess is None:
+                continue
+            correct.append((guess == "human") == bool(vote[f"real_{side}"]))
+            judged_human.setdefault(vote[f"condition_{side}"], []).append(guess == "human")
+    k, n = int(sum(correct)), len(correct)
+    return {"correct": k, "n": n, "accuracy": round(k / n, 3) if n else None,
+            "p_value": float(stats.binomtest(k, n, 0.5).pvalue) if n else None,
+            "judged_human": {name: {"share": round(float(np.mean(v)), 3), "n": len(v)}
+                             for name, v in sorted(judged_human.items())}}
+
+
+def quick_ratings(rows: list[dict]) -> dict[str, dict]:
+    """The Generate tab's 1-5 ratings (not blind) per model: mean, CI, n."""
+    by_model: dict[str, list[int]] = {}
+    for row in rows:
+        by_model.setdefault(str(row["recipe"].get("model", "?")), []).append(row["score"])
+    return {name: mean_with_ci(values) for name, values in sorted(by_model.items())}
+
+
+def summarise(store: RatingsStore, resamples: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Everything the ratings say, JSON-ready (aggregates only, no rater ids)."""
+    votes = store.votes()
+    choices = {choice: sum(v["choice"] == choice for v in votes)
+               for choice in ("a", "b", "tie", "both_bad")}
+    return {"votes": len(votes), "raters": len({v["rater"] for v in votes}),
+            "choices": choices, "min_votes": MIN_VOTES,
+            "leaderboard": leaderboard(votes, resamples, seed),
+            "win_matrix": win_matrix(votes), "musical": musical_scores(votes),
+            "human_or_computer": human_or_computer(votes),
+            "quick_ratings": quick_ratings(store.clip_ratings())}
+
+
+def format_summary(result: dict) -> str:
+    """The summary as text for a terminal (Markdown tables)."""
+    lines = [f"{result['votes']} votes from {result['raters']} listeners "
+             f"(A {result['choices']['a']}, B {result['choices']['b']}, "
+             f"tie {result['choices']['tie']}, both bad {result['choices']['both_bad']})."]
+    if result["votes"] < result["min_votes"]:
+        lines.append(f"Fewer than {result['min_votes']} votes: the app does not show the "
+                     "leaderboard yet, and its intervals are wide.")
+    if result["leaderboard"]:
+        lines += ["", "| rank | condition | rating [95% CI] | votes | win rate |",
+                  "|---:|---|---:|---:|---:|"]
+        for rank, row in enumerate(result["leaderboard"], 1):
+            ci = f" [{row['ci'][0]:.0f}, {row['ci'][1]:.0f}]" if row["ci"] else ""
+            lines.append(f"| {rank} | {row['condition']} | {row['rating']:.0f}{ci} | "
+                         f"{row['votes']} | {row['win_rate']:.2f} |")
+        names = list(result["win_matrix"])
+        lines += ["", "Win rate of the row against the column (votes):", "",
+                  "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for row in names:
+            cells = [("-" if row == column else _rate(result["win_matrix"][row][column]))
+                     for column in names]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    for title, table in (("How musical (1-5), blind", result["musical"]),
+                         ("Quick ratings on the Generate tab (1-5, not blind)",
+                          result["quick_ratings"])):
+        if table:
+            lines += ["", f"{title}:", "", "| condition | mean [95% CI] | n |", "|---|---:|---:|"]
+            lines += [f"| {name} | {_mean(cell)} | {cell['n']} |" for name, cell in table.items()]
+    guesses = result["human_or_computer"]
+    if guesses["n"]:
+        lines += ["", f"Human or computer: {guesses['correct']} of {guesses['n']} right "
+                      f"({guesses['accuracy']:.0%}; exact binomial test against chance "
+                      f"p = {guesses['p_value']:.3g}). Judged human: " + ", ".join(
+                          f"{name} {cell['share']:.0%} of {cell['n']}"
+                          for name, cell in guesses["judged_human"].items()) + "."]
+    return "\n".join(lines)
+
+
+def _rate(cell: dict) -> str:
+    return f"{cell['rate']:.2f} ({cell['n']})" if cell["rate"] is not None else "(0)"
+
+
+def _mean(cell: dict) -> str:
+    ci = f" [{cell['ci'][0]:.2f}, {cell['ci'][1]:.2f}]" if cell["ci"] else ""
+    return f"{cell['mean']:.2f}{ci}"
+
+
+def chart(result: dict, path: str | os.PathLike) -> Path:
+    """A PNG of the leaderboard: each condition's rating with its 95% interval."""
+    import matplotlib  # noqa: PLC0415 - only for the chart
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = result["leaderboard"][::-1]
+    figure, axes = plt.subplots(figsize=(6, 0.5 + 0.45 * max(1, len(rows))), dpi=110)
+    ratings = [row["rating"] for row in rows]
+    errors = np.array([[row["rating"] - row["ci"][0], row["ci"][1] - row["rating"]]
+                       if row["ci"] else [0.0, 0.0] for row in rows]).T.reshape(2, -1)
+    axes.errorbar(ratings, range(len(rows)), xerr=errors, fmt="o", capsize=4)
+    axes.set_yticks(range(len(rows)), [f"{row['condition']} ({row['votes']})" for row in rows])
+    axes.axvline(1000, color="0.8", zorder=0)
+    axes.set_xlabel("Bradley-Terry rating (Elo scale), 95% bootstrap interval")
+    axes.set_title(f"Blind listening test: {result['votes']} votes, {result['raters']} "
+                   "listeners", fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def export_csv(store: RatingsStore, path: str | os.PathLike) -> int:
+    """Every vote as a CSV row (raw data: leaves only through the CLI).
+
+    Returns:
+        Rows written.
+    """
+    votes = store.votes()
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=VOTE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(votes)
+    return len(votes)

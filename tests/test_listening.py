@@ -1,0 +1,183 @@
+"""The listening pool, and the statistics of the votes against hand-computed values."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_checkpoint
+from test_ratings import fake_pool
+
+from musicgen import cli, leaderboard
+from musicgen.compose import load_model
+from musicgen.listening import ListeningTest, build_pool, pool_dir, pool_prompts
+from musicgen.ratings import RatingsStore
+
+
+def vote(a: str, b: str, choice: str, **extra) -> dict:
+    return {"condition_a": a, "condition_b": b, "choice": choice, "musical_a": None,
+            "musical_b": None, "guess_a": None, "guess_b": None, "real_a": a == "real",
+            "real_b": b == "real", **extra}
+
+
+# --- the pool ---
+
+def test_a_pool_holds_equal_opaque_clips_and_keeps_conditions_on_the_server(tmp_path):
+    import soundfile
+
+    models = {name: load_model(tiny_checkpoint(tmp_path / "ckpt" / name, kind), name)
+              for name, kind in (("lstm", "lstm"), ("transformer", "transformer"))}
+    store = RatingsStore(tmp_path / "db" / "ratings.sqlite")
+    summary = build_pool(store, models, prompts=2, seconds=6, seed=3)
+    assert summary["prompts"] == 2 and summary["clips"] == 6
+    assert summary["conditions"] == ["greedy-lstm", "lstm", "transformer"]
+    clips = store.pool_clips(summary["pool"])
+    root = pool_dir(store.path)
+    assert root == tmp_path / "db" / "listening"
+    for clip in clips:
+        path = root / clip["audio"]
+        audio, rate = soundfile.read(path)
+        assert abs(len(audio) / rate - 6.0) < 0.1  # one length for all (MP3 frames aside)
+        assert clip["condition"] not in path.name and len(path.stem) == 32
+    digests = dict(store._read("SELECT id, audio_sha256 FROM clips"))
+    for clip in clips:
+        assert hashlib.sha256((root / clip["audio"]).read_bytes()).hexdigest() == \
+            digests[clip["id"]]
+    recipes = [json.loads(r) for (r,) in store._read("SELECT recipe FROM clips")]
+    assert {r.get("temperature") for r in recipes} == {0.0, 1.0}  # the anchor is greedy
+    assert all("prompt_tokens" not in r for r in recipes)
+
+    pair = ListeningTest(store, root).next_pair("rater")
+    assert pair.audio_a.is_file() and pair.audio_b.is_file() and pair.prompt_audio.is_file()
+    assert store.path not in pair.audio_a.parents  # the database is not under the pool
+
+
+def test_the_same_seed_gives_the_same_prompts(maestro_dir):
+    first = pool_prompts(3, 10, 20, seed=5, maestro_dir=maestro_dir)
+    again = pool_prompts(3, 10, 20, seed=5, maestro_dir=maestro_dir)
+    other = pool_prompts(3, 10, 20, seed=6, maestro_dir=maestro_dir)
+    assert [p.prompt.source for p in first] == [p.prompt.source for p in again]
+    assert [p.prompt.source for p in first] != [p.prompt.source for p in other]
+    for entry, repeated in zip(first, again, strict=True):
+        assert entry.prompt.source.startswith("maestro-test:")
+        assert len(entry.real) and entry.real.duration <= 20.0
+        assert np.array_equal(entry.prompt.tokens, repeated.prompt.tokens)
+
+
+# --- the statistics ---
+
+def test_bradley_terry_matches_hand_computed_strengths():
+    # x beat y in 3 of 4: p_x / p_y = 3.
+    games = [("x", "y", 1.0)] * 3 + [("x", "y", 0.0)]
+    strengths = leaderboard.bradley_terry(games, ["x", "y"], prior_games=0)
+    assert np.allclose(strengths, [np.log(3) / 2, -np.log(3) / 2])
+    # A tie is half a win: 2 wins, 1 tie, 1 loss -> 2.5 : 1.5.
+    games = [("x", "y", 1.0)] * 2 + [("x", "y", 0.5), ("y", "x", 1.0)]
+    strengths = leaderboard.bradley_terry(games, ["x", "y"], prior_games=0)
+    assert np.isclose(strengths[0] - strengths[1], np.log(2.5 / 1.5))
+    # Three conditions: the fit solves the likelihood equations
+    # wins_i = sum_j n_ij p_i / (p_i + p_j).
+    games = ([("x", "y", 1.0)] * 4 + [("y", "x", 1.0)] + [("y", "z", 1.0)] * 3
+             + [("z", "y", 1.0)] * 2 + [("x", "z", 1.0)] * 2 + [("z", "x", 0.5)])
+    names = ["x", "y", "z"]
+    p = np.exp(leaderboard.bradley_terry(games, names, prior_games=0))
+    for i, name in enumerate(names):
+        wins = sum(s if a == name else 1 - s for a, b, s in games if name in (a, b))
+        expected = sum(p[i] / (p[i] + p[names.index(b if a == name else a)])
+                       for a, b, s in games if name in (a, b))
+        assert np.isclose(wins, expected)
+
+
+def test_a_condition_that_always_wins_stays_finite():
+    votes = [vote("real", "lstm", "a")] * 5
+    board = leaderboard.leaderboard(votes, resamples=50)
+    assert board[0]["condition"] == "real" and np.isfinite(board[0]["rating"])
+    assert board[0]["win_rate"] == 1.0 and board[0]["votes"] == 5
+
+
+def test_the_leaderboard_orders_and_brackets_its_estimates():
+    votes = ([vote("real", "lstm", "a")] * 30 + [vote("real", "lstm", "b")] * 10
+             + [vote("lstm", "greedy-lstm", "a")] * 30 + [vote("lstm", "greedy-lstm", "tie")] * 10)
+    board = leaderboard.leaderboard(votes, resamples=200, seed=1)
+    assert [row["condition"] for row in board] == ["real", "lstm", "greedy-lstm"]
+    assert np.isclose(np.mean([row["rating"] for row in board]), 1000)  # geometric mean
+    for row in board:
+        assert row["ci"][0] < row["rating"] < row["ci"][1]
+    assert board == leaderboard.leaderboard(votes, resamples=200, seed=1)  # seeded
+
+
+def test_win_matrix_counts_ties_as_half():
+    votes = [vote("x", "y", "a"), vote("y", "x", "a"), vote("x", "y", "tie"),
+             vote("x", "y", "both_bad"), vote("x", "z", "b")]
+    matrix = leaderboard.win_matrix(votes)
+    assert matrix["x"]["y"] == {"rate": 0.5, "n": 4}  # 1 + 0 + 0.5 + 0.5 of 4
+    assert matrix["z"]["x"] == {"rate": 1.0, "n": 1}
+    assert matrix["y"]["z"] == {"rate": None, "n": 0}
+
+
+def test_mean_scores_and_guesses_match_hand_computed_values():
+    scores = leaderboard.mean_with_ci([3, 4, 5])
+    # mean 4, sd 1, t(0.975, 2) = 4.302653: 4 -+ 4.302653 / sqrt(3)
+    assert scores == {"mean": 4.0, "ci": [1.516, 6.484], "n": 3}
+    assert leaderboard.mean_with_ci([2])["ci"] is None
+    # 8 of 10 guesses right: two-sided exact binomial p = 2 * (45 + 10 + 1) / 1024.
+    votes = ([vote("real", "lstm", "a", guess_a="human", guess_b="computer")] * 4
+             + [vote("real", "lstm", "a", guess_a="computer", guess_b="human")]
+             + [vote("lstm", "transformer", "a")])
+    result = leaderboard.human_or_computer(votes)
+    assert (result["correct"], result["n"], result["accuracy"]) == (8, 10, 0.8)
+    assert np.isclose(result["p_value"], 0.109375)
+    assert result["judged_human"]["real"] == {"share": 0.8, "n": 5}
+    assert result["judged_human"]["lstm"] == {"share": 0.2, "n": 5}
+
+
+def test_ratings_summary_and_export_through_the_cli(tmp_path, capsys):
+    db = tmp_path / "ratings.sqlite"
+    store = RatingsStore(db)
+    fake_pool(store)
+    test = ListeningTest(store, tmp_path, min_listen_s=0)
+    for k in range(12):
+        pair = test.next_pair(f"rater-{k % 2}")
+        test.vote(f"rater-{k % 2}", pair.token, "a", musical_a=4, musical_b=2,
+                  guess_a="human")
+    store.rate_clip("someone", {"model": "lstm"}, 5)
+    chart = tmp_path / "board.png"
+    assert cli.main(["ratings", "summary", "--db", str(db), "--json", "--bootstrap", "100",
+                     "--chart", str(chart)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["votes"] == 12 and result["raters"] == 2
+    assert sum(row["votes"] for row in result["leaderboard"]) == 24
+    assert result["quick_ratings"] == {"lstm": {"mean": 5.0, "ci": None, "n": 1}}
+    assert chart.stat().st_size > 1000
+    assert "rater-0" not in json.dumps(result)  # aggregates only
+    assert cli.main(["ratings", "summary", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert "12 votes from 2 listeners" in text and "Fewer than 30 votes" in text
+    out = tmp_path / "votes.csv"
+    assert cli.main(["ratings", "export", "--db", str(db), "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 12 and {row["choice"] for row in rows} == {"a"}
+    assert {row["musical_a"] for row in rows} == {"4"}
+
+
+def test_listening_build_through_the_cli(tmp_path, capsys):
+    tiny_checkpoint(tmp_path / "ckpt" / "lstm")
+    db = tmp_path / "ratings.sqlite"
+    assert cli.main(["listening", "build", "--checkpoints", str(tmp_path / "ckpt"),
+                     "--prompts", "1", "--seconds", "5", "--db", str(db), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["conditions"] == ["greedy-lstm", "lstm"] and summary["clips"] == 2
+    assert cli.main(["listening", "build", "--checkpoints", str(tmp_path / "ckpt"),
+                     "--seconds", "500", "--db", str(db)]) == 1
+    assert "pool clips last 5 to 60 s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("choice", ["a", "b"])
+def test_a_vote_moves_the_leaderboard_its_way(choice):
+    votes = [vote("x", "y", "tie")] * 4 + [vote("x", "y", choice)] * 4
+    board = {row["condition"]: row["rating"] for row in
+             leaderboard.leaderboard(votes, resamples=0)}
+    assert (board["x"] > board["y"]) == (choice == "a")

@@ -1,0 +1,237 @@
+"""The ratings database: constraints, concurrent votes, a killed writer, the old file's import."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO
+
+from musicgen.errors import UserError
+from musicgen.listening import ListeningTest
+from musicgen.ratings import RatingsStore
+
+
+def fake_pool(store: RatingsStore, conditions=("lstm", "transformer", "real"), prompts=2,
+              pool: str = "pool-1") -> None:
+    """A pool in the database only (no audio is needed to serve and vote)."""
+    prompt_rows = [{"id": f"{k:032x}", "source": f"example:{k}", "audio": f"{pool}/p{k}.mp3",
+                    "seconds": 10.0} for k in range(prompts)]
+    clips = [{"id": f"{k:016x}{c:016x}", "prompt": f"{k:032x}", "condition": name,
+              "is_real": name == "real", "recipe": {"condition": name},
+              "audio": f"{pool}/{k}-{c}.mp3", "audio_sha256": "0" * 64, "seconds": 20.0}
+             for k in range(prompts) for c, name in enumerate(conditions)]
+    store.add_pool(pool, {"test": True}, prompt_rows, clips)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = RatingsStore(tmp_path / "ratings.sqlite")
+    yield store
+    store.close()
+
+
+def test_constraints_refuse_values_out_of_range(store):
+    fake_pool(store)
+    test = ListeningTest(store, store.path.parent, min_listen_s=0)
+    pair = test.next_pair("rater-1")
+    raw = sqlite3.connect(store.path)
+    raw.execute("PRAGMA foreign_keys=ON")
+    bad_rows = [
+        ("INSERT INTO votes VALUES (?, ?, ?, ?)", (pair.token, "maybe", 0.0, 1.0)),
+        ("INSERT INTO votes VALUES (?, ?, ?, ?)", (pair.token, "a", 0.0, -1.0)),
+        ("INSERT INTO votes VALUES (?, ?, ?, ?)", ("f" * 32, "a", 0.0, 1.0)),  # not served
+        ("INSERT INTO raters VALUES (?, ?, ?, ?)", ("r", 0.0, 200, None)),
+        ("INSERT INTO raters VALUES (?, ?, ?, ?)", ("r", 0.0, None, 2)),
+        ("INSERT INTO clip_ratings VALUES (?, ?, ?, ?, ?, ?, ?)",
+         ("s", "0" * 64, 6, "", "{}", 0.0, 0.0)),
+        ("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
+         ("e" * 32, "rater-1", "0" * 32, "0" * 32, 0.0)),  # a clip against itself
+    ]
+    for query, values in bad_rows:
+        with pytest.raises(sqlite3.IntegrityError):
+            raw.execute(query, values)
+    raw.close()
+    test.vote("rater-1", pair.token, "a")
+    raw = sqlite3.connect(store.path)
+    raw.execute("PRAGMA foreign_keys=ON")
+    with pytest.raises(sqlite3.IntegrityError):  # a score must be 1-5
+        raw.execute("INSERT INTO scores VALUES (?, ?, ?, ?)",
+                    (pair.token, "0" * 32, 0, None))
+    raw.close()
+    with pytest.raises(UserError, match="1 to 5"):
+        store.rate_clip("s", {"model": "lstm"}, 6)
+    with pytest.raises(UserError, match="0 to 80"):
+        store.add_rater("r", training_years=-1)
+
+
+def test_a_vote_needs_the_served_pair_once_and_after_listening(store):
+    fake_pool(store)
+    test = ListeningTest(store, store.path.parent, min_listen_s=0.3)
+    pair = test.next_pair("rater-1")
+    with pytest.raises(UserError, match="listen to both clips first"):
+        test.vote("rater-1", pair.token, "a")
+    with pytest.raises(UserError, match="not served to you"):
+        test.vote("rater-2", pair.token, "a")  # someone else's pair
+    with pytest.raises(UserError, match="not served to you"):
+        test.vote("rater-1", "0" * 32, "a")  # a pair never served
+    assert test.wait_left("rater-1", pair.token) > 0
+    time.sleep(0.35)
+    assert test.wait_left("rater-1", pair.token) == 0.0
+    with pytest.raises(UserError, match="a vote is one of"):
+        test.vote("rater-1", pair.token, "maybe")
+    reveal = test.vote("rater-1", pair.token, "b", musical_a=4, guess_b="human")
+    assert {reveal.condition_a, reveal.condition_b} <= {"lstm", "transformer", "real"}
+    with pytest.raises(UserError, match="already has your vote"):
+        test.vote("rater-1", pair.token, "a")
+    (vote,) = store.votes()
+    assert vote["choice"] == "b" and vote["musical_a"] == 4 and vote["guess_b"] == "human"
+    assert vote["musical_b"] is None and vote["seconds_since_served"] >= 0.3
+
+
+def test_pairs_are_balanced_and_never_repeated_for_a_listener(store):
+    fake_pool(store, prompts=2)  # 2 prompts x 3 pairs of conditions
+    test = ListeningTest(store, store.path.parent, min_listen_s=0)
+    seen = []
+    for _ in range(6):
+        pair = test.next_pair("rater-1")
+        served = store.served_pair(pair.token)
+        seen.append((served["clip_a"], served["clip_b"]))
+        test.vote("rater-1", pair.token, "tie")
+    assert len({frozenset(p) for p in seen}) == 6  # every pair once
+    assert sorted(store.pair_counts("pool-1").values()) == [2, 2, 2]  # balanced
+    with pytest.raises(UserError, match="heard every pair"):
+        test.next_pair("rater-1")
+    assert test.next_pair("rater-2").token  # another listener starts afresh
+
+
+def test_no_pool_is_a_plain_message(store):
+    with pytest.raises(UserError, match="listening build"):
+        ListeningTest(store, store.path.parent).next_pair("rater-1")
+
+
+def test_twenty_threads_of_fifty_votes_lose_none(tmp_path):
+    from musicgen.studio import Studio
+    from conftest import tiny_checkpoint
+
+    tiny_checkpoint(tmp_path / "checkpoints" / "lstm")
+    studio = Studio(tmp_path / "checkpoints", output_dir=tmp_path / "outputs",
+                    ratings_path=tmp_path / "var" / "ratings.sqlite", min_listen_s=0)
+    fake_pool(studio.ratings, conditions=[f"c{k}" for k in range(11)], prompts=5)
+    confirmed, failures = [], []
+
+    def listener(k: int) -> None:
+        try:
+            for _ in range(50):
+                pair = studio.next_pair(f"rater-{k}")
+                studio.vote(f"rater-{k}", pair.token, "a", musical_a="3", guess_b="computer")
+                confirmed.append(pair.token)
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=listener, args=(k,)) for k in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    votes = studio.ratings.votes()
+    assert len(confirmed) == len(votes) == 1000
+    assert {vote["token"] for vote in votes} == set(confirmed)
+    assert all(vote["musical_a"] == 3 and vote["guess_b"] == "computer" for vote in votes)
+    assert studio.ratings.integrity() == "ok"
+
+
+WRITER = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_ratings import fake_pool
+from musicgen.listening import ListeningTest
+from musicgen.ratings import RatingsStore
+store = RatingsStore({db!r})
+fake_pool(store, conditions=[f"c{{k}}" for k in range(30)], prompts=20)
+test = ListeningTest(store, store.path.parent, min_listen_s=0)
+while True:
+    pair = test.next_pair("rater-1")
+    test.vote("rater-1", pair.token, "a", musical_a=5)
+    print(pair.token, flush=True)  # confirmed: vote() returned
+"""
+
+
+def test_a_writer_killed_mid_run_leaves_a_sound_database_with_every_confirmed_vote(tmp_path):
+    db = tmp_path / "ratings.sqlite"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(tests=str(REPO / "tests"), db=str(db))],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    confirmed = []
+    try:
+        for line in writer.stdout:
+            confirmed.append(line.strip())
+            if len(confirmed) == 200:
+                break
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    assert writer.returncode == -signal.SIGKILL and len(confirmed) == 200
+    store = RatingsStore(db)
+    assert store.integrity() == "ok"
+    stored = {vote["token"] for vote in store.votes()}
+    assert set(confirmed) <= stored  # nothing confirmed is lost (a later one may be there too)
+    assert len(stored) - len(confirmed) <= 1
+
+
+def test_the_old_ratings_file_is_imported_once(tmp_path):
+    old = tmp_path / "outputs" / "ratings.jsonl"
+    old.parent.mkdir()
+    records = [{"time": 1.0, "session": "s1", "score": 4, "comment": "nice",
+                "recipe": {"model": "lstm", "seed": 1}},
+               {"time": 2.0, "session": "s2", "score": 2, "recipe": {"model": "transformer"}}]
+    old.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
+    store = RatingsStore(tmp_path / "var" / "ratings.sqlite")
+    assert store.import_jsonl(old) == 2
+    assert store.import_jsonl(old) == 0  # once
+    rows = store.clip_ratings()
+    assert [(r["session"], r["score"], r["comment"]) for r in rows] == [
+        ("s1", 4, "nice"), ("s2", 2, "")]
+    assert rows[0]["recipe"] == {"model": "lstm", "seed": 1}
+
+
+def test_the_studio_moves_the_old_file_out_of_the_served_folder(tmp_path):
+    from musicgen.studio import Studio
+    from conftest import tiny_checkpoint
+
+    tiny_checkpoint(tmp_path / "checkpoints" / "lstm")
+    old = tmp_path / "outputs" / "ratings.jsonl"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"time": 1.0, "session": "s1", "score": 5, "recipe": {}}) + "\n")
+    studio = Studio(tmp_path / "checkpoints", output_dir=tmp_path / "outputs",
+                    ratings_path=tmp_path / "var" / "ratings.sqlite")
+    assert not old.exists()
+    assert [r["score"] for r in studio.ratings.clip_ratings()] == [5]
+
+
+def test_a_database_from_schema_1_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "ratings.sqlite"
+    raw = sqlite3.connect(path)
+    raw.executescript("""CREATE TABLE clip_ratings (session TEXT NOT NULL, clip_id TEXT NOT
+        NULL, score INTEGER NOT NULL, comment TEXT NOT NULL DEFAULT '', recipe TEXT NOT NULL,
+        created REAL NOT NULL, updated REAL NOT NULL, PRIMARY KEY (session, clip_id));
+        INSERT INTO clip_ratings VALUES ('s', '""" + "a" * 64 + """', 3, '', '{}', 1, 1);
+        PRAGMA user_version=1;""")
+    raw.close()
+    store = RatingsStore(path)
+    assert [r["score"] for r in store.clip_ratings()] == [3]
+    assert store.vote_count() == 0
+
+
+def test_a_file_that_is_not_a_database_is_a_plain_message(tmp_path):
+    path = tmp_path / "ratings.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UserError, match="not a usable ratings database"):
+        RatingsStore(path)
