@@ -30,6 +30,7 @@ os.environ.setdefault("MPLCONFIGDIR", str(ROOT / "tmp" / "matplotlib"))
 import gradio as gr  # noqa: E402 - the environment above must be set first
 
 from musicgen.errors import UserError  # noqa: E402
+from musicgen.listening import ServedPair  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
 from musicgen.settings import DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
 from musicgen.studio import Clip, Studio  # noqa: E402
@@ -53,6 +54,9 @@ CSS = """
 .mg-title {font-weight: 600; margin-bottom: 2px}
 .mg-status {min-height: 3.2em}  /* room for Gradio's progress bar and queue position */
 .mg-status p {margin: 0}
+.mg-hidden {display: none !important}  /* the listening test's unlock, clicked by LISTEN_JS */
+.mg-pair audio {width: 100%}
+.mg-listened {font-size: 0.85em; opacity: 0.8}
 @media (max-width: 480px) {  /* all four tabs fit on a phone, none hidden behind a menu */
   .tab-wrapper button {padding: 4px 7px !important; font-size: 0.9em !important}
   .prose table {display: block; overflow-x: auto; white-space: nowrap}
@@ -87,6 +91,41 @@ element.addEventListener('click', (e) => {
 });
 """
 
+# Unlocks the vote once every clip of the pair has played for the pair's minimum
+# (summed over the ranges the browser actually played, so seeking ahead does not
+# count): it clicks the hidden unlock button, and the server checks the time too.
+LISTEN_JS = """
+const playedSeconds = (audio) => {
+  let total = 0;
+  const ranges = audio.played;
+  for (let i = 0; i < ranges.length; i++) total += ranges.end(i) - ranges.start(i);
+  return total;
+};
+element.addEventListener('timeupdate', () => {
+  const pair = element.querySelector('.mg-pair');
+  if (!pair || pair.dataset.unlocked) return;
+  const need = +pair.dataset.minListen;
+  const clips = [...pair.querySelectorAll('audio.mg-clip')];
+  for (const audio of clips) {
+    const shown = pair.querySelector(`.mg-listened[data-clip="${audio.dataset.clip}"]`);
+    const heard = Math.min(need, playedSeconds(audio)).toFixed(1);
+    if (shown) shown.textContent = `played ${heard} of ${need} s`;
+  }
+  if (clips.length && clips.every((audio) => playedSeconds(audio) >= need)) {
+    pair.dataset.unlocked = '1';
+    document.getElementById('listen-unlock')?.click();
+  }
+}, true);
+"""
+
+LISTEN_INTRO = """Listen to two continuations of the same piano excerpt and say which goes on
+better. You are not told who played which (a model, or the pianist) until you have voted.
+Votes are stored with a random id for this browser session and the optional answers
+below, nothing else; by voting you agree to that."""
+VOTES = [("A is better", "a"), ("B is better", "b"), ("About the same", "tie"),
+         ("Both are bad", "both_bad")]
+LISTENING_SETUP = [("Headphones", "headphones"), ("Speakers", "speakers")]
+
 ABOUT = """### What the numbers mean
 *NLL* (negative log-likelihood) is how surprised a model is by the next event of real
 performances it never saw (the MAESTRO test split), in nats per event: lower is better,
@@ -103,8 +142,8 @@ make test     # the whole test suite
 ```
 The code's README has the rest (training, evaluation, the command line).
 Weights are trained on MAESTRO v3.0.0 (CC BY-NC-SA 4.0): non-commercial use, share alike.
-Ratings you submit are stored with the clip's recipe (model, settings, variation) and a
-random id for your browser session, nothing else."""
+Ratings and votes you submit are stored with the clip's recipe (model, settings, variation)
+and a random id for your browser session, nothing else."""
 
 
 # --- wiring helpers ---
@@ -541,6 +580,122 @@ def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_sta
     return values
 
 
+# --- the listening test ---
+
+def _audio_url(path) -> str:
+    return "gradio_api/file=" + urllib.parse.quote(str(path))
+
+
+def pair_html(pair: ServedPair) -> str:
+    """The excerpt and the two clips of a pair; nothing in it tells their conditions."""
+    clips = "".join(
+        f'<div class="mg-clip-box"><div class="mg-title">{side}</div>'
+        f'<audio class="mg-clip" data-clip="{side.lower()}" controls preload="auto" '
+        f'src="{_audio_url(path)}"></audio>'
+        f'<div class="mg-listened" data-clip="{side.lower()}">played 0 of '
+        f'{pair.min_listen_s:g} s</div></div>'
+        for side, path in (("A", pair.audio_a), ("B", pair.audio_b)))
+    return (f'<div class="mg-pair" data-min-listen="{pair.min_listen_s:g}" '
+            f'data-pair="{pair.token[:8]}"><div class="mg-title">The excerpt both continue '
+            f'(optional)</div><audio controls preload="none" src="{_audio_url(pair.prompt_audio)}">'
+            f"</audio>{clips}</div>")
+
+
+def build_listen_tab(studio: Studio, ui: dict) -> None:
+    gr.Markdown(LISTEN_INTRO)
+    with gr.Row():
+        # A text box, not a number: an empty answer must stay empty, not become 0.
+        ui["training_years"] = gr.Textbox(label="Years of musical training (optional)",
+                                          placeholder="e.g. 0, 3 or 12", max_length=3)
+        ui["listening_setup"] = gr.Radio(LISTENING_SETUP, value=None,
+                                         label="Listening on (optional)")
+    ui["listen_next"] = gr.Button("Next pair", variant="primary")
+    ui["listen_status"] = gr.Markdown(elem_classes=["mg-status"])
+    ui["pair_player"] = gr.HTML(js_on_load=LISTEN_JS)
+    ui["listen_unlock"] = gr.Button("unlock", elem_id="listen-unlock",
+                                    elem_classes=["mg-hidden"])
+    with gr.Row():
+        for side in ("a", "b"):
+            with gr.Column(min_width=200):
+                ui[f"musical_{side}"] = gr.Radio(["1", "2", "3", "4", "5"],
+                                                 label=f"How musical is {side.upper()}? "
+                                                       "(optional, 5 = very)")
+                ui[f"guess_{side}"] = gr.Radio(["human", "computer"],
+                                               label=f"Did a human or a computer play "
+                                                     f"{side.upper()}? (optional)")
+    with gr.Row():
+        for label, choice in VOTES:
+            ui[f"vote_{choice}"] = gr.Button(label, interactive=False,
+                                             elem_id=f"vote-{choice.replace('_', '-')}")
+    ui["reveal"] = gr.Markdown()
+    with gr.Accordion("Results so far", open=False):
+        build_results(studio, ui)
+
+
+def _votes_enabled(enabled: bool) -> dict:
+    return {f"vote_{choice}": gr.update(interactive=enabled) for _, choice in VOTES}
+
+
+LISTEN_OUTPUTS = ["pair_player", "session", "musical_a", "musical_b", "guess_a", "guess_b",
+                  "reveal", *(f"vote_{choice}" for _, choice in VOTES)]
+
+
+def on_listen_next(studio: Studio, training_years, listening_setup, session):
+    """Serve the next pair, with the vote locked until both clips have been heard."""
+    session = _new_session(session)
+    pair = studio.next_pair(session["id"], training_years, listening_setup)
+    return {"pair_player": pair_html(pair), "session": {**session, "listen_token": pair.token},
+            "musical_a": None, "musical_b": None, "guess_a": None, "guess_b": None,
+            "reveal": "", **_votes_enabled(False),
+            "listen_status": f"Play A and B, at least {pair.min_listen_s:g} s each; "
+                             "the vote opens then."}
+
+
+def on_listen_unlock(studio: Studio, session):
+    """Both clips have played long enough in the browser: open the vote (server checks too)."""
+    session = _new_session(session)
+    if not studio.may_vote(session["id"], session.get("listen_token")):
+        return {"listen_status": "Keep listening a little longer."}
+    return {**_votes_enabled(True), "listen_status": "Which continues the excerpt better?"}
+
+
+def _vote_for(choice: str):
+    """The vote handler of one button."""
+    def handler(studio: Studio, musical_a, musical_b, guess_a, guess_b, session):
+        session = _new_session(session)
+        reveal = studio.vote(session["id"], session.get("listen_token"), choice, musical_a,
+                             musical_b, guess_a, guess_b)
+        return {"reveal": f"**Saved, thank you.** {reveal.text}", **_votes_enabled(False),
+                "listen_status": "Press **Next pair** for another."}
+    return handler
+
+
+def wire_listen_tab(studio: Studio, ui: dict) -> None:
+    connect(ui["listen_next"].click, on_listen_next, studio, ui, LISTEN_OUTPUTS,
+            status="listen_status", api_name="listen_next")
+    connect(ui["listen_unlock"].click, on_listen_unlock, studio, ui,
+            [f"vote_{choice}" for _, choice in VOTES], status="listen_status",
+            api_name="listen_unlock")
+    for _, choice in VOTES:
+        connect(ui[f"vote_{choice}"].click, _vote_for(choice), studio, ui,
+                ["reveal", *(f"vote_{c}" for _, c in VOTES)], status="listen_status",
+                api_name=f"listen_vote_{choice}", concurrency_limit=None)
+
+
+def build_results(studio: Studio, ui: dict) -> None:
+    """What listeners said in the blind test: aggregates only, never single votes."""
+    ui["results_refresh"] = gr.Button("Show the latest results")
+    ui["results_status"] = gr.Markdown()
+    ui["results"] = gr.Markdown()
+    ui["results_chart"] = gr.Image(type="filepath", interactive=False, show_label=False,
+                                   visible=False)
+
+
+def on_results(studio: Studio):
+    text, chart = studio.results()
+    return {"results": text, "results_chart": gr.update(value=chart, visible=chart is not None)}
+
+
 def build_about_tab(studio: Studio, ui: dict) -> None:
     rows = ["| model | architecture | parameters | tokens seen | test NLL [95% CI] | "
             "bigram NLL | accuracy |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -572,9 +727,14 @@ def build_app(studio: Studio) -> gr.Blocks:
             build_compare_tab(studio, ui)
         with gr.Tab("Temperature"):
             build_temperature_tab(studio, ui)
+        with gr.Tab("Listen"):
+            build_listen_tab(studio, ui)
         with gr.Tab("About"):
             build_about_tab(studio, ui)
         wire_generate_tab(studio, ui)
+        wire_listen_tab(studio, ui)
+        connect(ui["results_refresh"].click, on_results, studio, ui,
+                ["results", "results_chart"], status="results_status", api_name="results")
         compared = [f"{kind}{i}" for i in range(len(studio.model_names()) + 1)
                     for kind in ("compared", "compared_player", "compared_info")]
         locked_run(ui["compare"].click, "compare", on_compare, studio, ui, compared,
@@ -609,7 +769,7 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     """Queue and serve the app as `main` does (the tests and benchmarks call this too)."""
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS, show_error=True,
-                allowed_paths=[str(studio.output_dir)], **kwargs)
+                allowed_paths=[str(path) for path in studio.served_dirs()], **kwargs)
 
 
 if __name__ == "__main__":

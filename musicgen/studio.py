@@ -24,6 +24,8 @@ from musicgen import compose
 from musicgen.audio import Renderer, soundfont_path, write_wav
 from musicgen.errors import UserError
 from musicgen.examples import example_names
+from musicgen.leaderboard import MIN_VOTES, format_summary, summarise
+from musicgen.listening import MIN_LISTEN_SECONDS, ListeningTest, Reveal, ServedPair, pool_dir
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
 from musicgen.outputs import write_candidate
@@ -86,12 +88,15 @@ class Studio:
             serves this folder, so nothing private goes here.
         ratings_path: The ratings database (default: `musicgen.ratings`'s rule).
         maestro_dir: Optional MAESTRO tree for human reference continuations.
+        min_listen_s: Seconds each clip of a listening-test pair must play
+            before a vote (tests use less).
     """
 
     def __init__(self, checkpoint_dir: str | os.PathLike | None = None,
                  output_dir: str | os.PathLike | None = None,
                  ratings_path: str | os.PathLike | None = None,
-                 maestro_dir: str | os.PathLike | None = None):
+                 maestro_dir: str | os.PathLike | None = None,
+                 min_listen_s: float = MIN_LISTEN_SECONDS):
         found = compose.find_checkpoints(checkpoint_dir)
         if not found:
             raise UserError(f"there are no checkpoints in "
@@ -101,9 +106,15 @@ class Studio:
         self.output_dir = Path(output_dir or Path(tempfile.gettempdir()) / "musicgen-outputs")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.ratings = RatingsStore(ratings_path)
-        if self.ratings.path.resolve().is_relative_to(self.output_dir.resolve()):
-            raise UserError(f"the ratings database {self.ratings.path} would be downloadable "
-                            f"from the app's output folder {self.output_dir}; keep it elsewhere")
+        self.listening = ListeningTest(self.ratings, pool_dir(self.ratings.path), min_listen_s)
+        for served in self.served_dirs():
+            if self.ratings.path.resolve().is_relative_to(served.resolve()):
+                raise UserError(f"the ratings database {self.ratings.path} would be "
+                                f"downloadable from the app's folder {served}; keep it elsewhere")
+        old_ratings = self.output_dir / "ratings.jsonl"  # before the database, the app wrote here
+        if old_ratings.is_file():
+            self.ratings.import_jsonl(old_ratings)
+            old_ratings.unlink()  # it sat in a served folder; its rows are in the database now
         self.maestro_dir = Path(maestro_dir) if maestro_dir else None
         self._maestro_tests: list[Path] | None = None
         self._maestro_lock = threading.Lock()
@@ -141,6 +152,10 @@ class Studio:
         """(label, path) per soundfont found, the default first."""
         return [(f"{path.stem.replace('_', ' ')} ({path.stat().st_size / 2**20:.0f} MB)",
                  str(path)) for path in self.renderer.soundfonts]
+
+    def served_dirs(self) -> list[Path]:
+        """The folders the app may serve files from: outputs and the listening pool's audio."""
+        return [self.output_dir, self.listening.audio_root]
 
     def cards(self) -> list[dict]:
         """The model cards, for the About tab."""
@@ -377,6 +392,61 @@ class Studio:
         return (f"Saved {len(rated)} rating{'s' if len(rated) > 1 else ''}; saving again "
                 "replaces them. Thank you!")
 
+    # --- the blind listening test ---
+
+    def next_pair(self, session: str, training_years=None,
+                  listening_on: str | None = None) -> ServedPair:
+        """Serve this session the next pair of the listening test.
+
+        Args:
+            session: The browser session's id (the anonymous listener).
+            training_years: Optional self-report (a number, or "" for none).
+            listening_on: Optional self-report: "headphones", "speakers" or None.
+
+        Raises:
+            UserError: No pool, every pair heard, or a bad self-report.
+        """
+        years = (None if training_years in (None, "") else
+                 to_number("Years of musical training", training_years, True))
+        if listening_on not in (None, "", "headphones", "speakers"):
+            raise UserError(f"listening on is 'headphones' or 'speakers', not {listening_on}")
+        return self.listening.next_pair(session, years, {"headphones": True, "speakers": False}
+                                        .get(listening_on or ""))
+
+    def may_vote(self, session: str, token: str | None) -> bool:
+        """Whether the pair has been out long enough for a vote (the browser asks once
+        both clips have played for `min_listen_s`)."""
+        return self.listening.wait_left(session, token or "") == 0.0
+
+    def vote(self, session: str, token: str | None, choice: str, musical_a=None,
+             musical_b=None, guess_a=None, guess_b=None) -> Reveal:
+        """Store a vote on the pair served to this session and say what the clips were.
+
+        Scores arrive as the UI gives them ("1".."5" or None; "human"/"computer" or None).
+
+        Raises:
+            UserError: No pair served, a second vote, too early, or bad values.
+        """
+        if not token:
+            raise UserError("ask for a pair first")
+        return self.listening.vote(session, token, choice, _score(musical_a),
+                                   _score(musical_b), guess_a or None, guess_b or None)
+
+    def results(self, chart_path: str | os.PathLike | None = None) -> tuple[str, str | None]:
+        """The listening test's aggregates for the Results tab: (Markdown, chart PNG or None).
+
+        Below `MIN_VOTES` votes only the count is shown: early leaderboards mislead.
+        """
+        result = summarise(self.ratings)
+        if result["votes"] < MIN_VOTES:
+            return (f"{result['votes']} votes so far from {result['raters']} listeners. The "
+                    f"leaderboard appears from {MIN_VOTES} votes on: fewer say too little.",
+                    None)
+        from musicgen.leaderboard import chart  # noqa: PLC0415 - matplotlib, only here
+
+        path = chart_path or self._request_folder() / "leaderboard.png"
+        return format_summary(result), str(chart(result, path))
+
     # --- helpers ---
 
     def _model(self, name: str) -> compose.LoadedModel:
@@ -413,6 +483,11 @@ class Studio:
         for folder in self.output_dir.iterdir():
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _score(value) -> int | None:
+    """A 1-5 score as the UI gives it ("3", 3, None or "") as an int or None."""
+    return None if value in (None, "") else to_number("The score", value, True)
 
 
 def _pitch_range(parts: list[Notes]) -> tuple[int, int] | None:

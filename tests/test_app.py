@@ -296,7 +296,7 @@ def test_the_phone_layout_puts_generate_first_and_stacks_player_and_files(browse
     page = _open(browser, app_url, PHONE)
     box = page.locator("#generate-button").bounding_box()
     assert box["y"] + box["height"] <= PHONE["height"], box
-    assert page.get_by_role("tab").count() == 4  # no tab hidden behind a menu
+    assert page.get_by_role("tab").count() == 5  # all of them: none hidden behind a menu
     _generate_in(page)
     player = page.locator(".mg-player").first.bounding_box()
     files = page.get_by_text("Download (MIDI with its recipe, WAV)").first.bounding_box()

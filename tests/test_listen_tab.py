@@ -1,0 +1,162 @@
+"""The Listen tab of the real app: gradio_client votes, and the vote's lock in headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import httpx
+import pytest
+from conftest import tiny_checkpoint
+from test_app import CHROMIUM_FLAGS, DESKTOP, _chromium_or_skip, _free_port, _shot
+
+from musicgen.leaderboard import export_csv
+from musicgen.listening import build_pool
+
+MIN_LISTEN_S = 1.5  # the app's 5 s, shortened so the tests do not wait
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The real app with a small LSTM and a built listening pool."""
+    import app
+    from musicgen.studio import Studio
+
+    root = tmp_path_factory.mktemp("listen")
+    tiny_checkpoint(root / "checkpoints" / "lstm", "lstm")
+    studio = Studio(root / "checkpoints", output_dir=root / "outputs",
+                    ratings_path=root / "var" / "ratings.sqlite", min_listen_s=MIN_LISTEN_S)
+    build_pool(studio.ratings, studio.models, prompts=2, seconds=5, renderer=studio.renderer)
+    demo = app.build_app(studio)
+    port = _free_port()
+    app.launch(demo, studio, server_name="127.0.0.1", server_port=port,
+               prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", studio
+    demo.close()
+
+
+def _outputs(result, names):
+    return dict(zip(names, result, strict=True))
+
+
+# gradio_client leaves out session state and buttons.
+NEXT = ["pair_player", "musical_a", "musical_b", "guess_a", "guess_b", "reveal",
+        "listen_status"]
+VOTED = ["reveal", "listen_status"]
+
+
+def test_a_client_gets_a_pair_votes_once_after_listening_and_the_vote_is_exported(served,
+                                                                                  tmp_path):
+    from gradio_client import Client
+
+    url, studio = served
+    client = Client(url, verbose=False)
+    pair = _outputs(client.predict(training_years="3", listening_setup="headphones",
+                                   api_name="/listen_next"), NEXT)
+    assert pair["pair_player"].count("<audio") == 3
+    for condition in ("lstm", "greedy", "real", "transformer"):
+        assert condition not in pair["pair_player"]  # nothing tells what is what
+    early = _outputs(client.predict(musical_a="4", musical_b=None, guess_a="computer",
+                                    guess_b=None, api_name="/listen_vote_a"), VOTED)
+    assert "listen to both clips first" in early["listen_status"]
+    time.sleep(MIN_LISTEN_S)
+    voted = _outputs(client.predict(musical_a="4", musical_b=None, guess_a="computer",
+                                    guess_b=None, api_name="/listen_vote_a"), VOTED)
+    assert voted["reveal"].startswith("**Saved, thank you.** A was the ")
+    again = _outputs(client.predict(musical_a=None, musical_b=None, guess_a=None, guess_b=None,
+                                    api_name="/listen_vote_b"), VOTED)
+    assert "already has your vote" in again["listen_status"]
+
+    export = tmp_path / "votes.csv"
+    export_csv(studio.ratings, export)
+    rows = list(csv.DictReader(export.open()))
+    (row,) = [r for r in rows if r["guess_a"] == "computer"]
+    assert row["choice"] == "a" and row["musical_a"] == "4" and row["training_years"] == "3"
+    assert row["headphones"] == "1" and float(row["seconds_since_served"]) >= MIN_LISTEN_S
+
+
+def test_a_fresh_client_without_a_pair_is_told_to_ask_for_one(served):
+    from gradio_client import Client
+
+    client = Client(served[0], verbose=False)
+    out = _outputs(client.predict(musical_a=None, musical_b=None, guess_a=None, guess_b=None,
+                                  api_name="/listen_vote_tie"), VOTED)
+    assert "ask for a pair first" in out["listen_status"]
+
+
+def test_pool_audio_is_served_but_the_database_beside_it_is_not(served):
+    url, studio = served
+    clip = studio.ratings.pool_clips(studio.listening.pool())[0]
+    audio = studio.listening.audio_root / clip["audio"]
+    assert httpx.get(f"{url}gradio_api/file={audio}").status_code == 200
+    for path in (studio.ratings.path, studio.ratings.path.resolve(),
+                 studio.listening.audio_root / ".." / "ratings.sqlite"):
+        assert httpx.get(f"{url}gradio_api/file={path}").status_code in (403, 404)
+
+
+def test_the_vote_stays_locked_until_both_clips_have_played(served):
+    sync_playwright = _chromium_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True,
+            args=[*CHROMIUM_FLAGS, "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(served[0], wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Listen").click()
+        page.get_by_role("button", name="Next pair").click()
+        page.locator(".mg-pair audio.mg-clip").nth(1).wait_for(state="attached",
+                                                                timeout=60_000)
+        votes = [page.locator(f"#vote-{choice}") for choice in ("a", "b", "tie", "both-bad")]
+        for button in votes:
+            assert button.is_disabled()
+        _shot(page, "listen-locked")
+        page.evaluate("document.querySelectorAll('.mg-pair audio.mg-clip')[0].play()")
+        time.sleep(MIN_LISTEN_S + 1.0)
+        for button in votes:  # one clip heard is not enough
+            assert button.is_disabled()
+        page.evaluate("document.querySelectorAll('.mg-pair audio.mg-clip')[1].play()")
+        page.wait_for_function("!document.querySelector('#vote-a').disabled", timeout=30_000)
+        assert "played 0 of" not in page.locator(".mg-pair").inner_text()
+        _shot(page, "listen-unlocked")
+        votes[1].click()
+        page.get_by_text("Saved, thank you.").wait_for(timeout=30_000)
+        for button in votes:
+            assert button.is_disabled()
+        _shot(page, "listen-revealed")
+        browser.close()
+
+
+def test_a_self_report_is_optional_and_checked(served):
+    from gradio_client import Client
+
+    url, studio = served
+    client = Client(url, verbose=False)
+    bad = _outputs(client.predict(training_years="lots", listening_setup=None,
+                                  api_name="/listen_next"), NEXT)
+    assert "Years of musical training must be a number" in bad["listen_status"]
+    assert "<audio" not in str(bad["pair_player"])  # left as it was: nothing served
+    good = _outputs(client.predict(training_years="", listening_setup=None,
+                                   api_name="/listen_next"), NEXT)
+    assert "<audio" in good["pair_player"]
+    rows = studio.ratings._read("SELECT training_years, headphones FROM raters")
+    assert (None, None) in rows  # nothing said: nothing stored, not 0
+
+
+def test_results_show_counts_first_and_the_leaderboard_from_thirty_votes(served):
+    from gradio_client import Client
+
+    from musicgen.leaderboard import MIN_VOTES
+    from musicgen.listening import ListeningTest
+
+    url, studio = served
+    client = Client(url, verbose=False)
+    text, chart = client.predict(api_name="/results")[:2]
+    assert "votes so far" in text and "leaderboard appears from 30" in text
+    assert chart["visible"] is False
+    quick = ListeningTest(studio.ratings, studio.listening.audio_root, min_listen_s=0)
+    for k in range(MIN_VOTES):
+        pair = quick.next_pair(f"quick-{k}")
+        quick.vote(f"quick-{k}", pair.token, "a" if k % 3 else "tie")
+    text, chart = client.predict(api_name="/results")[:2]
+    assert "| rank | condition | rating [95% CI] |" in text and "quick-" not in text
+    assert chart["value"].endswith(".png") and chart["visible"] is True
