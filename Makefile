@@ -1,11 +1,13 @@
-# The two commands of the README: `make demo` and `make test`. Both do the whole
+# The two commands of the README: `make demo` and `make test`. Both do their
 # (idempotent) set-up first: system packages where we may install them, the
-# virtualenv in .venv/, and the pinned Python dependencies.
+# virtualenv in .venv/, and the pinned Python dependencies: `make demo` only
+# what the app needs (requirements.txt, no torch), `make test` everything.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.deps-installed
+APP_STAMP := $(VENV)/.app-deps-installed
+ALL_STAMP := $(VENV)/.all-deps-installed
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
@@ -13,16 +15,18 @@ export GRADIO_ANALYTICS_ENABLED := False
 export GRADIO_TEMP_DIR := $(CURDIR)/tmp/gradio
 export MPLCONFIGDIR := $(CURDIR)/tmp/matplotlib
 
-.PHONY: demo test setup system-deps lint bench clean
+.PHONY: demo test setup app-setup system-deps lint bench clean
 
-demo: setup
+demo: app-setup
 	$(PY) app.py --host $(HOST) --port $(PORT)
 
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-setup: system-deps $(STAMP)
+app-setup: system-deps $(APP_STAMP)
+
+setup: system-deps $(ALL_STAMP)
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -30,12 +34,17 @@ system-deps:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned to 2.13.0 in requirements.txt: this machine's pip finds a
-# local CPU wheel for exactly that version; anything else pulls CUDA wheels.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
+$(APP_STAMP): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# torch is pinned to 2.13.0 in requirements-train.txt: this machine's pip finds a
+# local CPU wheel for exactly that version; anything else pulls CUDA wheels.
+$(ALL_STAMP): $(APP_STAMP) requirements-train.txt requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-train.txt \
+		-r requirements-dev.txt
 	touch $@
 
 lint: setup

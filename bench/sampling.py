@@ -59,10 +59,9 @@ import torch
 
 import musicgen.sample
 from musicgen.audio import Renderer, write_wav
-from musicgen.checkpoint import read_card
+from musicgen.checkpoint import load_checkpoint, read_card
 from musicgen.compose import LoadedModel, compose, find_checkpoints, load_model
 from musicgen.events import VOCAB, decode_events
-from musicgen.inference import stepper_for
 from musicgen.midi import notes_to_pretty_midi
 from musicgen.model import TransformerConfig, TransformerModel, count_parameters, describe
 from musicgen.prompt import prompt_from_example
@@ -117,6 +116,9 @@ class NoEosStepper:
     def step(self, tokens: np.ndarray) -> np.ndarray:
         return self._masked(self.inner.step(tokens))
 
+    def close(self) -> None:
+        self.inner.close()
+
     @staticmethod
     def _masked(logits: np.ndarray) -> np.ndarray:
         logits[..., VOCAB.eos] = -1e9
@@ -126,11 +128,11 @@ class NoEosStepper:
 # ---------------------------------------------------------------- the two ways to sample
 
 
-def time_incremental(model: torch.nn.Module, primer: np.ndarray, tokens: int,
-                     seed: int) -> float:
+def time_incremental(model, primer: np.ndarray, tokens: int, seed: int) -> float:
     """Seconds for `generate` to make `tokens` new tokens (state / KV cache carried)."""
-    with mock.patch.object(musicgen.sample, "stepper_for",
-                           lambda model: NoEosStepper(stepper_for(model))):
+    stepper = musicgen.sample._stepper
+    with mock.patch.object(musicgen.sample, "_stepper",
+                           lambda model: NoEosStepper(stepper(model))):
         began = time.perf_counter()
         generation = generate(model, primer, max_tokens=tokens, temperature=TEMPERATURE,
                               top_k=TOP_K, top_p=TOP_P, seed=seed)
@@ -149,7 +151,7 @@ def refeed(model: torch.nn.Module, primer: np.ndarray, tokens: int, window: int,
     primer = np.concatenate(([VOCAB.bos], primer)).astype(np.int64)
     sequence = torch.zeros(len(primer) + tokens, dtype=torch.int64)
     sequence[:len(primer)] = torch.from_numpy(primer)
-    generator = torch.Generator().manual_seed(seed)
+    generator = musicgen.sample.TorchUniforms(seed)
     model.eval()
     with torch.backends.mkldnn.flags(enabled=onednn):
         for end in range(len(primer), len(sequence)):
@@ -215,13 +217,17 @@ def find_transformer(explicit: Path | None) -> Path | None:
     return None
 
 
-def load_transformer(path: Path | None) -> tuple[LoadedModel, bool]:
-    """(the Transformer, whether it is trained); random `TransformerConfig()` without a path."""
+def load_transformer(path: Path | None) -> tuple[LoadedModel, torch.nn.Module, bool]:
+    """(the Transformer as served, as a torch model, whether it is trained).
+
+    Without a path: a random `TransformerConfig()` model, sampled through torch's
+    module (the numpy stepper then copies its weights).
+    """
     if path is not None:
-        return load_model(path), True
+        return load_model(path), load_checkpoint(path)[0], True
     torch.manual_seed(0)
     model = TransformerModel(TransformerConfig()).eval()
-    return LoadedModel("transformer (random init)", model, {}), False
+    return LoadedModel("transformer (random init)", model, {}), model, False
 
 
 # ---------------------------------------------------------------- running
@@ -234,15 +240,15 @@ def summary(seconds: list[float], tokens: int) -> dict:
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
-    lstm = load_model(args.checkpoint)
+    lstm, lstm_torch = load_model(args.checkpoint), load_checkpoint(args.checkpoint)[0]
     transformer_path = find_transformer(args.transformer_checkpoint)
-    transformer, trained = load_transformer(transformer_path)
+    transformer, transformer_torch, trained = load_transformer(transformer_path)
     primer = prompt_from_example(EXAMPLE, args.primer_seconds)
-    # generate() picks its numpy stepper by the model's type, so it gets the
-    # models themselves (time_incremental masks EOS in the stepper); the
-    # re-feeding baselines call forward, so theirs is masked in the model.
+    # generate() samples the served models (time_incremental masks EOS in the
+    # stepper); the re-feeding baselines call the torch models' forward, so
+    # theirs is masked in the model.
     lstm_model, transformer_model = lstm.model, transformer.model
-    lstm_refeed, transformer_refeed = NoEos(lstm.model), NoEos(transformer.model)
+    lstm_refeed, transformer_refeed = NoEos(lstm_torch), NoEos(transformer_torch)
     context = transformer.model.config.context
     renderer = Renderer()
     warm_midi = notes_to_pretty_midi(decode_events(primer.tokens)[0])
@@ -318,11 +324,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
         "models": {
             "lstm": {"checkpoint": str(args.checkpoint),
                      "architecture": describe(lstm.model.config),
-                     "parameters": count_parameters(lstm.model)},
+                     "parameters": count_parameters(lstm_torch)},
             "transformer": {"checkpoint": str(transformer_path) if trained else None,
                             "trained": trained,
                             "architecture": describe(transformer.model.config),
-                            "parameters": count_parameters(transformer.model)},
+                            "parameters": count_parameters(transformer_torch)},
         },
         "rates": rates,
         "ratios": ratios,

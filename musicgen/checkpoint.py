@@ -10,6 +10,10 @@ A checkpoint is a folder:
 Nothing is ever unpickled: tensors come from safetensors, everything else
 from JSON. Weights are loaded on the CPU and then moved, so a checkpoint
 written on a GPU loads on a machine without one.
+
+torch is imported by the functions that need it: reading a card (and
+`musicgen.serving`, which samples from the weights with numpy) must work
+where torch is not installed.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, load_model, save_file, save_model
 
+from musicgen.configs import config_from_dict
 from musicgen.errors import UserError
 from musicgen.events import VOCAB
-from musicgen.model import build_model, config_from_dict
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -50,6 +56,8 @@ def save_weights(directory: str | os.PathLike, model: torch.nn.Module, card: dic
     Returns:
         The folder.
     """
+    from safetensors.torch import save_model  # noqa: PLC0415 - torch only where needed
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     card = {**card, "vocab": VOCAB.to_dict()}
@@ -72,7 +80,7 @@ def read_card(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise UserError(f"there is no musicgen checkpoint at {path}")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
     except SafetensorError:
         raise UserError(f"{path} is not a musicgen checkpoint (not a safetensors file)") from None
@@ -93,6 +101,22 @@ def _card_json(text: str, where: Path) -> dict:
     return card
 
 
+def checked_weights(path: str | os.PathLike) -> tuple[Path, dict]:
+    """The weights file of a checkpoint and its card, once both are known to be usable.
+
+    Raises:
+        UserError: Nothing at `path`, not a musicgen checkpoint, no weights, or
+            another vocabulary.
+    """
+    path = Path(path)
+    weights = path / WEIGHTS if path.is_dir() else path
+    card = read_card(path)
+    if not weights.is_file():
+        raise UserError(f"the checkpoint {path} has a card but no weights ({WEIGHTS})")
+    VOCAB.check_compatible(card["vocab"])
+    return weights, card
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
                     ) -> tuple[torch.nn.Module, dict]:
     """Rebuild a model from a checkpoint folder or .safetensors file.
@@ -107,12 +131,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     Raises:
         UserError: Nothing at `path`, not a musicgen checkpoint, or another vocabulary.
     """
-    path = Path(path)
-    weights = path / WEIGHTS if path.is_dir() else path
-    card = read_card(path)
-    if not weights.is_file():
-        raise UserError(f"the checkpoint {path} has a card but no weights ({WEIGHTS})")
-    VOCAB.check_compatible(card["vocab"])
+    from safetensors.torch import load_model  # noqa: PLC0415 - torch only where needed
+
+    from musicgen.model import build_model  # noqa: PLC0415
+
+    weights, card = checked_weights(path)
     model = build_model(config_from_dict(card["config"]))
     load_model(model, str(weights), strict=True, device="cpu")
     card.setdefault("weights_sha256", file_sha256(weights))
@@ -130,6 +153,9 @@ def save_training_state(directory: str | os.PathLike, optimizer: torch.optim.Opt
         trainer: JSON-ready loop state (step, RNG state of numpy, ...).
         tensors: Extra tensors to keep, e.g. the torch RNG state.
     """
+    import torch  # noqa: PLC0415
+    from safetensors.torch import save_file  # noqa: PLC0415
+
     directory = Path(directory)
     state = optimizer.state_dict()
     flat = {f"state.{index}.{name}": value.detach().cpu().contiguous()
@@ -144,6 +170,8 @@ def save_training_state(directory: str | os.PathLike, optimizer: torch.optim.Opt
 def load_training_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer,
                         ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Restore the optimizer in place; return (trainer record, extra tensors)."""
+    from safetensors.torch import load_file  # noqa: PLC0415
+
     directory = Path(directory)
     record = json.loads((directory / TRAINER).read_text(encoding="utf-8"))
     flat = load_file(str(directory / OPTIMIZER), device="cpu")
@@ -169,7 +197,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
-                      name: str | None = None, dtype: torch.dtype = torch.float16,
+                      name: str | None = None, dtype: str = "float16",
                       extra: dict | None = None) -> Path:
     """Copy a training checkpoint as a shippable one: weights in `dtype`, card updated.
 
@@ -177,18 +205,19 @@ def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
         source: A checkpoint folder (e.g. runs/lstm/best).
         destination: The new folder (e.g. checkpoints/lstm).
         name: The model's name in the card (default: the destination's name).
-        dtype: Storage dtype of the weights (fp16 halves the size).
+        dtype: Storage dtype of the weights, a torch dtype's name (fp16 halves the size).
         extra: Entries to add to the card (e.g. test metrics).
 
     Returns:
         The destination folder.
     """
+    import torch  # noqa: PLC0415
+
     model, card = load_checkpoint(source)
     destination = Path(destination)
-    card = {**card, **(extra or {}), "name": name or destination.name,
-            "weights_dtype": str(dtype).replace("torch.", "")}
+    card = {**card, **(extra or {}), "name": name or destination.name, "weights_dtype": dtype}
     card.pop("weights_sha256", None)
-    save_weights(destination, model, card, dtype=dtype)
+    save_weights(destination, model, card, dtype=getattr(torch, dtype))
     curves = Path(source).parent / "curves.png"
     if curves.is_file():
         (destination / "curves.png").write_bytes(curves.read_bytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -59,6 +60,36 @@ def _evaluate(args) -> int:
 
         record_evaluation(args.checkpoint, args.split, result)
     print(json.dumps(result, allow_nan=False) if args.json else format_report(result))
+    return 0
+
+
+def _evaluate_samples(args) -> int:
+    import shlex
+
+    from tqdm import tqdm
+
+    from musicgen.sample_report import evaluate_samples, format_summary, write_report
+
+    bars = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name not in bars:
+            bars[name] = tqdm(total=total, desc=name, unit="clip", file=sys.stderr)
+        bars[name].update(done - bars[name].n)
+        if done == total:
+            bars[name].close()
+
+    options = {"n": args.n, "seconds": args.seconds, "temperatures": args.temperature,
+               "top_ps": args.top_p, "resamples": args.bootstrap, "seed": args.seed,
+               "workers": args.workers}
+    evaluation = evaluate_samples(args.checkpoint, args.data,
+                                  on_progress=None if args.json else progress,
+                                  **{k: v for k, v in options.items() if v is not None})
+    if args.report:
+        command = "python -m musicgen " + shlex.join(sys.argv[1:])
+        print(f"report: {write_report(evaluation, args.report, command)}", file=sys.stderr)
+    print(json.dumps(evaluation.summary(), allow_nan=False) if args.json
+          else format_summary(evaluation))
     return 0
 
 
@@ -153,9 +184,52 @@ def _export(args) -> int:
     return 0
 
 
+def _listening_build(args) -> int:
+    from musicgen import compose
+    from musicgen.listening import build_pool
+    from musicgen.ratings import RatingsStore
+
+    found = compose.find_checkpoints(args.checkpoints)
+    models = {name: compose.load_model(path, name) for name, path in found.items()}
+    store = RatingsStore(args.db)
+    summary = build_pool(store, models, prompts=args.prompts, seconds=args.seconds,
+                         seed=args.seed, maestro_dir=args.data, soundfont=args.soundfont,
+                         on_clip=None if args.json else lambda line: print(f"  {line}"))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"pool {summary['pool']}: {summary['prompts']} prompts x "
+              f"{len(summary['conditions'])} conditions ({', '.join(summary['conditions'])}) "
+              f"= {summary['clips']} clips in {summary['seconds_taken']:.0f} s -> "
+              f"{summary['folder']}; ratings database {store.path}")
+    return 0
+
+
+def _ratings_summary(args) -> int:
+    from musicgen.leaderboard import chart, format_summary, summarise
+    from musicgen.ratings import RatingsStore
+
+    result = summarise(RatingsStore(args.db), resamples=args.bootstrap, seed=args.seed)
+    if args.chart and result["leaderboard"]:
+        chart(result, args.chart)
+    print(json.dumps(result) if args.json else format_summary(result))
+    return 0
+
+
+def _ratings_export(args) -> int:
+    from musicgen.leaderboard import export_csv
+    from musicgen.outputs import check_output
+    from musicgen.ratings import RatingsStore
+
+    check_output(args.csv)
+    rows = export_csv(RatingsStore(args.db), args.csv)
+    print(f"{rows} votes -> {args.csv}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from musicgen.configs import CONFIGS
     from musicgen.examples import example_names
-    from musicgen.model import MODELS
 
     parser = argparse.ArgumentParser(prog="musicgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +286,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_evaluate)
 
+    from musicgen import sample_report
+
+    p = commands.add_parser("evaluate-samples", help="compare generated continuations of "
+                            "test-split prompts with the real ones (features, copying, report)")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="checkpoint folder (repeat for several models)")
+    p.add_argument("--data", required=True, help="MAESTRO tree or token cache (test and train "
+                   "splits)")
+    p.add_argument("--n", type=int, help=f"prompts (default {sample_report.DEFAULT_N})")
+    p.add_argument("--seconds", type=float, help="length of each continuation (default "
+                   f"{sample_report.DEFAULT_SECONDS:g})")
+    p.add_argument("--temperature", type=float, nargs="+", help="temperatures of the grid "
+                   f"(default {' '.join(map(str, sample_report.DEFAULT_TEMPERATURES))}; "
+                   "greedy is always added)")
+    p.add_argument("--top-p", type=float, nargs="+", help="top-p values of the grid (default "
+                   f"{' '.join(map(str, sample_report.DEFAULT_TOP_PS))})")
+    p.add_argument("--bootstrap", type=int, help="resamples for the 95%% CIs (default 1000)")
+    p.add_argument("--seed", type=int, help="prompt i is sampled with seed + i (default 0)")
+    p.add_argument("--workers", type=int, help="processes sampling at once (default: one per "
+                   "core; the notes do not depend on it)")
+    p.add_argument("--report", help="write README.md, results.json and PNG plots here")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(run=_evaluate_samples)
+
     p = commands.add_parser("export", help="copy a training checkpoint as fp16 for shipping")
     p.add_argument("source", help="checkpoint folder, e.g. runs/lstm/best")
     p.add_argument("destination", help="e.g. checkpoints/lstm")
@@ -226,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_download)
 
     p = commands.add_parser("train", help="train a model on a token cache")
-    p.add_argument("--model", choices=list(MODELS))
+    p.add_argument("--model", choices=list(CONFIGS))
     p.add_argument("--config", help="JSON file of TrainConfig settings")
     p.add_argument("--data", help="token cache folder")
     p.add_argument("--out", help="run folder")
@@ -243,6 +341,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"))
     p.add_argument("--no-augment", action="store_true")
     p.set_defaults(run=_train)
+
+    from musicgen.listening import CLIP_SECONDS, PROMPTS
+
+    db_help = ("the ratings database (default: $MUSICGEN_RATINGS_DB, else "
+               "/data/musicgen/ratings.sqlite on a Space, else var/ratings.sqlite)")
+    p = commands.add_parser("listening", help="the blind listening test")
+    listening_commands = p.add_subparsers(dest="listening_command", required=True)
+    p = listening_commands.add_parser(
+        "build", help="render the pool of clips the Listen tab serves (replaces the current)")
+    p.add_argument("--prompts", type=int, default=PROMPTS, help=f"default {PROMPTS}")
+    p.add_argument("--seconds", type=float, default=CLIP_SECONDS,
+                   help=f"length of every clip (default {CLIP_SECONDS:g})")
+    p.add_argument("--seed", type=int, default=0, help="fixes prompts and variations")
+    p.add_argument("--data", default=os.environ.get("MUSICGEN_MAESTRO_DIR"),
+                   help="MAESTRO v3.0.0, for test-split prompts and the real continuation "
+                        "(default: $MUSICGEN_MAESTRO_DIR; without it the built-in examples)")
+    p.add_argument("--checkpoints", help="folder of checkpoint folders (default: the shipped)")
+    p.add_argument("--soundfont", help="soundfont for every clip (default: the first found)")
+    p.add_argument("--db", help=db_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_listening_build)
+
+    p = commands.add_parser("ratings", help="what listeners said: summary and export")
+    ratings_commands = p.add_subparsers(dest="ratings_command", required=True)
+    p = ratings_commands.add_parser("summary", help="leaderboard, win rates, scores, guesses")
+    p.add_argument("--db", help=db_help)
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chart", help="also write the leaderboard as this PNG")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_ratings_summary)
+    p = ratings_commands.add_parser("export", help="every vote as CSV (raw rows)")
+    p.add_argument("--csv", required=True, help="file to write")
+    p.add_argument("--db", help=db_help)
+    p.set_defaults(run=_ratings_export)
     return parser
 
 
@@ -254,6 +387,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UserError as error:
         print(f"musicgen: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:
+        if error.name != "torch":
+            raise
+        # The app's install (requirements.txt) has no torch; training does.
+        print(f"musicgen: {args.command} needs torch: pip install -r requirements-train.txt",
+              file=sys.stderr)
         return 1
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from musicgen.checkpoint import load_checkpoint, read_card
+from musicgen.checkpoint import read_card
 from musicgen.errors import RecipeError, UserError
 from musicgen.events import VOCAB, DecodeReport, decode_events
 from musicgen.midi import notes_to_pretty_midi
@@ -28,6 +28,7 @@ from musicgen.prompt import Prompt
 from musicgen.recipe import make_recipe, read_recipe, recipe_text, replay
 from musicgen.resources import checkpoint_dir
 from musicgen.sample import generate
+from musicgen.serving import ServingModel, load_serving
 from musicgen.settings import Settings
 
 
@@ -36,7 +37,7 @@ class LoadedModel:
     """A model ready to sample from, with what identifies it."""
 
     name: str
-    model: object
+    model: ServingModel
     card: dict
 
     @property
@@ -72,8 +73,12 @@ def default_checkpoint(directory: str | os.PathLike | None = None) -> Path:
 
 
 def load_model(path: str | os.PathLike, name: str | None = None) -> LoadedModel:
-    """Load one checkpoint for sampling on the CPU."""
-    model, card = load_checkpoint(path)
+    """Load one checkpoint for sampling on the CPU (numpy, no torch: `musicgen.serving`).
+
+    Raises:
+        UserError: Not a usable checkpoint.
+    """
+    model, card = load_serving(path)
     return LoadedModel(name or card.get("name") or Path(path).name, model, card)
 
 

@@ -27,12 +27,11 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from musicgen.data import TokenCache
+from musicgen.data import TokenCache, open_cache, open_split  # noqa: F401 - re-exported
 from musicgen.errors import UserError
 from musicgen.events import STEPS_PER_SECOND, VOCAB
 
@@ -62,53 +61,6 @@ class PieceScore:
 
 
 # --------------------------------------------------------------------------- data
-
-
-def open_cache(data: str | os.PathLike) -> TokenCache:
-    """A token cache, or a folder of MIDI files first encoded into one.
-
-    Args:
-        data: A token cache (a folder with index.json), or a folder of MIDI
-            files (a MAESTRO tree or any folder); the latter is encoded into
-            `corpus.default_cache_dir(data)` (unchanged files are reused).
-
-    Returns:
-        The cache.
-    """
-    data = Path(data)
-    if not (data / "index.json").is_file():
-        # Imported here: training machines have no MIDI libraries, and a cache
-        # needs none.
-        from musicgen import corpus
-
-        cache_dir = corpus.default_cache_dir(data)
-        corpus.prepare(data, cache_dir, progress=False)
-        data = cache_dir
-    return TokenCache.load(data)
-
-
-def open_split(data: str | os.PathLike | TokenCache,
-               split: str) -> tuple[list[np.ndarray], list[float]]:
-    """The pieces of one split and their length in seconds.
-
-    Args:
-        data: A `TokenCache`, or what `open_cache` opens.
-        split: "train", "validation" or "test".
-
-    Returns:
-        (int64 token arrays, each [BOS, events..., EOS]; seconds of each piece).
-
-    Raises:
-        UserError: The data has no piece in `split`.
-    """
-    cache = data if isinstance(data, TokenCache) else open_cache(data)
-    records = [p for p in cache.pieces if p["split"] == split]
-    if not records:
-        found = sorted({p["split"] for p in cache.pieces})
-        raise UserError(f"the data has no pieces in the {split} split (it has: "
-                        f"{', '.join(found) or 'none'})")
-    pieces = [np.asarray(tokens, dtype=np.int64) for tokens in cache.split(split)]
-    return pieces, [float(p["seconds"]) for p in records]
 
 
 def piece_seconds(piece: np.ndarray) -> float:

@@ -1,10 +1,9 @@
-"""Run a model one token at a time for sampling: numpy on CPU, torch elsewhere.
+"""One-token steps for torch models: the numpy steppers on CPU, torch's own elsewhere.
 
-Why numpy: at batch 1 a step is a chain of matrix-vector products, and on
-this project's AMD CPUs torch's CPU matmul takes about 0.8 ms for an LSTM
-step's three where numpy's OpenBLAS takes about 0.2 ms (bench/sampling.py);
-the rest of a step is elementwise work that numpy also dispatches faster.
-The numpy steppers give the same logits as `model.step` (tested to 1e-4).
+Shipped checkpoints are sampled through `musicgen.serving` without torch; this
+module is for models that live in torch (during training, in tests, on a
+GPU). On the CPU their weights are copied into the numpy steppers of
+`musicgen.serving`, which are faster there; on a GPU torch steps itself.
 """
 
 from __future__ import annotations
@@ -13,260 +12,67 @@ import numpy as np
 import torch
 
 from musicgen.model import LSTMModel, TransformerModel
+from musicgen.serving import (
+    NumpyLSTMStepper,
+    NumpyTransformerStepper,
+    lstm_layout,
+    transformer_layout,
+)
 
 
 class TorchStepper:
-    """Any model with the forward/step interface of `musicgen.model`."""
+    """Any model with the forward/step interface of `musicgen.model`, in eval mode."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.device = next(model.parameters()).device
         self.state = None
+        self._was_training = model.training
+        model.eval()
 
+    @torch.inference_mode()
     def start(self, tokens: np.ndarray) -> np.ndarray:
         """Run the prompt [n, T]; return the logits [n, V] for the next token."""
         logits, self.state = self.model(torch.from_numpy(tokens).to(self.device))
         return logits[:, -1].float().cpu().numpy()
 
+    @torch.inference_mode()
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
         logits, self.state = self.model.step(torch.from_numpy(tokens).to(self.device),
                                              self.state)
         return logits.float().cpu().numpy()
 
-
-class NumpyLSTMStepper:
-    """The LSTM's step in float32 numpy.
-
-    The first layer's input projection of every token (embedding times input
-    weights, plus bias) is a table computed once, so a step reads a row of it
-    instead of the embedding and the input weights.
-    """
-
-    def __init__(self, model: LSTMModel):
-        self.hidden = model.lstm.hidden_size
-        self.input_table, self.layers, self.head_weight, self.head_bias = _prepared(
-            model, _lstm_weights)
-        self.h = self.c = None
-
-    def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the prompt [n, T]; return the logits [n, V] for the next token.
-
-        Layer by layer: the input projections of all T steps are one matrix
-        product, and only the recurrent weights are read per step.
-        """
-        rows, steps = tokens.shape
-        self.h = np.zeros((len(self.layers), rows, self.hidden), np.float32)
-        self.c = np.zeros_like(self.h)
-        below = None  # the outputs of the layer below [n, T, hidden]
-        for k, (input_weights, recurrent, bias) in enumerate(self.layers):
-            projected = (self.input_table[tokens] if k == 0  # [n, T, 4 x hidden]
-                         else below @ input_weights + bias)
-            below = np.empty((rows, steps, self.hidden), np.float32)
-            for t in range(steps):
-                self._cell(k, projected[:, t] + self.h[k] @ recurrent)
-                below[:, t] = self.h[k]
-        return below[:, -1] @ self.head_weight + self.head_bias
-
-    def step(self, tokens: np.ndarray) -> np.ndarray:
-        """Feed one token per row [n]; return the next logits [n, V]."""
-        for k, (input_weights, recurrent, bias) in enumerate(self.layers):
-            projected = (self.input_table[tokens] if k == 0
-                         else self.h[k - 1] @ input_weights + bias)
-            self._cell(k, projected + self.h[k] @ recurrent)
-        return self.h[-1] @ self.head_weight + self.head_bias
-
-    def _cell(self, layer: int, preactivation: np.ndarray) -> None:
-        """Update h and c of one layer from its (pre-scaled) gate preactivations."""
-        size = self.hidden
-        gates = np.tanh(preactivation)
-        i, f = gates[:, :size] + 1, gates[:, size:2 * size] + 1  # 2 x sigmoid
-        g, o = gates[:, 2 * size:3 * size], gates[:, 3 * size:] + 1
-        self.c[layer] = 0.5 * (f * self.c[layer] + i * g)
-        self.h[layer] = 0.5 * o * np.tanh(self.c[layer])
-
-
-class NumpyTransformerStepper:
-    """The Transformer's KV-cached step in float32 numpy.
-
-    Each layer's keys and values live in a ring buffer of `context` slots: a
-    new token's key overwrites the oldest one, which is the model's sliding
-    window (context - 1 past tokens plus the current one). The order of the
-    slots does not matter, since RoPE has already rotated each key by its own
-    position and softmax attention is a sum over keys. Likewise the channels
-    of queries and keys are reordered per head, evens then odds (a dot product
-    does not change when both sides are permuted alike), which makes RoPE two
-    products and a sum on contiguous halves.
-    """
-
-    def __init__(self, model: TransformerModel):
-        config = model.config
-        self.heads, self.head_dim = config.n_heads, config.d_model // config.n_heads
-        self.context = config.context
-        self.inverse_frequency = (config.rope_base ** (
-            -np.arange(0, self.head_dim, 2, dtype=np.float32) / self.head_dim)).astype(np.float32)
-        half = self.head_dim // 2
-        self.swap_halves = np.concatenate((np.arange(half, 2 * half), np.arange(half)))
-        self.embedding, self.layers, self.head_weight, self.head_bias = _prepared(
-            model, _transformer_weights)
-        self.keys = self.values = None
-        self.position = 0
-
-    def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the prompt [n, T], T <= context; return the logits [n, V] for the next token."""
-        rows, steps = tokens.shape
-        if steps > self.context:
-            raise ValueError(f"a prompt of {steps} tokens is longer than the context "
-                             f"({self.context}); keep its last {self.context - 1}")
-        shape = (len(self.layers), rows, self.heads, self.context, self.head_dim)
-        self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        self.position = 0
-        causal = np.triu(np.full((steps, steps), -np.inf, np.float32), k=1)
-        return self._forward(tokens, causal)
-
-    def step(self, tokens: np.ndarray) -> np.ndarray:
-        """Feed one token per row [n]; return the next logits [n, V]."""
-        return self._forward(tokens[:, None], None)
-
-    def _forward(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        rows, steps = tokens.shape
-        positions = np.arange(self.position, self.position + steps)
-        cos, sin = _rope_tables(positions, self.inverse_frequency)
-        cos, sin = np.concatenate((cos, cos), axis=1), np.concatenate((-sin, sin), axis=1)
-        slots = positions % self.context
-        seen = min(self.position + steps, self.context)
-        x = self.embedding[tokens]  # [n, T, d]
-        for k, (qkv, qkv_bias, proj, proj_bias, up, up_bias, down, down_bias) in enumerate(
-                self.layers):
-            qkv_heads = (_normalized(x) @ qkv + qkv_bias).reshape(
-                rows, steps, 3, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-            query_key = qkv_heads[:2]  # [2, n, H, T, D], channels evens then odds
-            q, key = query_key * cos + query_key[..., self.swap_halves] * sin
-            self.keys[k][:, :, slots] = key
-            self.values[k][:, :, slots] = qkv_heads[2]
-            # Scores of the T queries against every filled slot [n, H, T, seen].
-            scores = q @ self.keys[k][:, :, :seen].swapaxes(-1, -2)
-            if mask is not None:
-                scores += mask
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            scores /= scores.sum(axis=-1, keepdims=True)
-            attended = (scores @ self.values[k][:, :, :seen]).transpose(0, 2, 1, 3)
-            x = x + attended.reshape(rows, steps, -1) @ proj + proj_bias
-            x = x + _gelu(_normalized(x) @ up + up_bias) @ down + down_bias
-        self.position += steps
-        return _normalized(x[:, -1]) @ self.head_weight + self.head_bias
-
-
-def _prepared(model: torch.nn.Module, build) -> tuple:
-    """`build(model)`, computed once per model and kept on it until a parameter changes.
-
-    Preparing weights takes tens of milliseconds, as long as ~100 steps, so
-    they are reused until a parameter's data pointer or its version counter
-    (bumped by every in-place update, e.g. an optimizer step) differs.
-    """
-    key = (build.__name__, tuple((p.data_ptr(), p._version) for p in model.parameters()))
-    cached = getattr(model, "_numpy_step_weights", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    weights = build(model)
-    object.__setattr__(model, "_numpy_step_weights", (key, weights))
-    return weights
-
-
-def _lstm_weights(model: LSTMModel) -> tuple:
-    """The LSTM's weights laid out for `NumpyLSTMStepper`.
-
-    Returns:
-        (first layer's input table [V, 4 x hidden], per layer (input weights,
-        recurrent weights, bias) transposed for x @ W, with None for the first
-        layer's input weights and bias, which the table holds; head weight, head
-        bias).
-    """
-    lstm, size = model.lstm, model.lstm.hidden_size
-    # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
-    # gates' weights here lets one tanh call serve all four gates per step.
-    scale = np.full(4 * size, 0.5, np.float32)
-    scale[2 * size:3 * size] = 1.0  # the cell gate (PyTorch order i, f, g, o) is a tanh
-    layers = []
-    for k in range(lstm.num_layers):
-        input_weights = _array(getattr(lstm, f"weight_ih_l{k}")).T * scale
-        recurrent = np.ascontiguousarray(_array(getattr(lstm, f"weight_hh_l{k}")).T * scale)
-        bias = _array(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) * scale
-        layers.append([np.ascontiguousarray(input_weights), recurrent, bias])
-    first_inputs, _, first_bias = layers[0]
-    input_table = _array(model.embed.weight) @ first_inputs + first_bias
-    layers[0] = [None, layers[0][1], None]
-    return (input_table, [tuple(layer) for layer in layers],
-            np.ascontiguousarray(_array(model.head.weight).T), _array(model.head.bias))
-
-
-def _transformer_weights(model: TransformerModel) -> tuple:
-    """The Transformer's weights laid out for `NumpyTransformerStepper`.
-
-    Each LayerNorm's scale and shift are folded into the linear layer that
-    reads it (LN(x) W + b = x_hat (g W) + (beta W + b)), and the attention's
-    1 / sqrt(head_dim) into the query columns (RoPE is linear, so the order of
-    scaling and rotating does not matter).
-    """
-    width, heads = model.config.d_model, model.config.n_heads
-    head_dim = width // heads
-    query_scale = np.ones(3 * width, np.float32)
-    query_scale[:width] = head_dim ** -0.5
-    # Query and key channels of each head reordered evens then odds (see the stepper).
-    within_head = np.concatenate((np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)))
-    per_head = (np.arange(heads)[:, None] * head_dim + within_head).ravel()
-    qkv_order = np.concatenate((per_head, width + per_head, np.arange(2 * width, 3 * width)))
-
-    def folded(norm: torch.nn.LayerNorm, linear: torch.nn.Linear, scale=1.0) -> tuple:
-        weight = _array(linear.weight).T  # [in, out]
-        bias = _array(linear.bias) if linear.bias is not None else 0.0
-        bias = _array(norm.bias) @ weight + bias
-        weight = _array(norm.weight)[:, None] * weight
-        return np.ascontiguousarray(weight * scale), (bias * scale).astype(np.float32)
-
-    layers = []
-    for block in model.blocks:
-        up, down = block.mlp[0], block.mlp[2]
-        qkv, qkv_bias = folded(block.norm1, block.qkv, query_scale)
-        layers.append((np.ascontiguousarray(qkv[:, qkv_order]), qkv_bias[qkv_order],
-                       np.ascontiguousarray(_array(block.proj.weight).T), _array(block.proj.bias),
-                       *folded(block.norm2, up),
-                       np.ascontiguousarray(_array(down.weight).T), _array(down.bias)))
-    return (_array(model.embed.weight), layers, *folded(model.norm, model.head))
-
-
-def _normalized(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """LayerNorm without its affine part (folded into the next weights)."""
-    centred = x - x.mean(axis=-1, keepdims=True)
-    return centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
-
-
-def _rope_tables(positions: np.ndarray, inverse_frequency: np.ndarray) -> tuple:
-    """cos and sin [T, head_dim / 2], computed in float32 as `model.rope_tables` does."""
-    angles = positions.astype(np.float32)[:, None] * inverse_frequency[None, :]
-    return np.cos(angles), np.sin(angles)
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU, as `nn.GELU()`; erf from Abramowitz & Stegun 7.1.26 (error < 1.5e-7)."""
-    z = np.abs(x) * np.float32(0.5 ** 0.5)
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    polynomial = t * (0.254829592 + t * (-0.284496736 + t * (
-        1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = np.copysign(1.0 - polynomial * np.exp(-z * z), x)
-    return 0.5 * x * (1.0 + erf)
+    def close(self) -> None:
+        """Drop the state and give the model back its training mode."""
+        self.state = None
+        self.model.train(self._was_training)
 
 
 def stepper_for(model: torch.nn.Module) -> TorchStepper | NumpyLSTMStepper | (
         NumpyTransformerStepper):
-    """The fastest stepper for a model where it lives: numpy on CPU, torch elsewhere."""
+    """The fastest stepper for a torch model where it lives: numpy on CPU, torch elsewhere."""
     if next(model.parameters()).device.type == "cpu":
         if isinstance(model, LSTMModel):
-            return NumpyLSTMStepper(model)
+            return NumpyLSTMStepper(model.config, _layout(model, lstm_layout))
         if isinstance(model, TransformerModel):
-            return NumpyTransformerStepper(model)
+            return NumpyTransformerStepper(model.config, _layout(model, transformer_layout))
     return TorchStepper(model)
 
 
-def _array(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().float().cpu().numpy()
+def _layout(model: torch.nn.Module, layout) -> tuple:
+    """`layout(weights, config)`, computed once per model and kept until a parameter changes.
+
+    Laying out weights takes tens of milliseconds, as long as ~100 steps, so
+    they are reused until a parameter's data pointer or its version counter
+    (bumped by every in-place update, e.g. an optimizer step) differs.
+    """
+    key = (layout.__name__, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    cached = getattr(model, "_numpy_step_weights", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    weights = {name: tensor.detach().float().cpu().numpy()
+               for name, tensor in model.state_dict().items()}
+    prepared = layout(weights, model.config)
+    object.__setattr__(model, "_numpy_step_weights", (key, prepared))
+    return prepared

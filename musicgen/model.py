@@ -7,49 +7,26 @@ state between calls, so that sampling costs one model call per token:
     logits, state = model.step(token, state)    # one token per sequence
 
 For the LSTM the state is (h, c); for the Transformer it is a key/value cache
-per layer plus the absolute position of the next token.
+per layer plus the absolute position of the next token. Their configs live in
+`musicgen.configs` (no torch), and shipped weights are sampled without these
+classes by `musicgen.serving`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
-from musicgen.errors import SettingsError
-from musicgen.events import VOCAB
-
-
-@dataclass
-class LSTMConfig:
-    """Performance RNN's shape by default: 3 x 512 LSTM."""
-
-    vocab_size: int = VOCAB.size
-    embed_dim: int = 256
-    hidden_size: int = 512
-    num_layers: int = 3
-    dropout: float = 0.1
-    kind: str = "lstm"
-
-
-@dataclass
-class TransformerConfig:
-    """A small decoder-only Transformer; `context` is the attention window."""
-
-    vocab_size: int = VOCAB.size
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 8
-    d_ff: int = 1024
-    context: int = 1024
-    dropout: float = 0.1
-    rope_base: float = 10000.0
-    kind: str = "transformer"
-
-
-ModelConfig = LSTMConfig | TransformerConfig
+from musicgen.configs import (  # noqa: F401 - re-exported: the models' shapes live there
+    CONFIGS,
+    LSTMConfig,
+    ModelConfig,
+    TransformerConfig,
+    config_from_dict,
+    describe,
+    make_config,
+)
 
 
 class LSTMModel(nn.Module):
@@ -190,46 +167,11 @@ class TransformerModel(nn.Module):
         return logits[:, 0], state
 
 
-# kind -> (config class, model class): the one place that knows the model kinds.
+# kind -> (config class, model class): the config kinds are `musicgen.configs.CONFIGS`.
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "lstm": (LSTMConfig, LSTMModel),
     "transformer": (TransformerConfig, TransformerModel),
 }
-
-
-def make_config(kind: str, **values) -> ModelConfig:
-    """The config of a model kind, with `values` in place of its defaults.
-
-    Args:
-        kind: A key of `MODELS`.
-        **values: Fields of that kind's config; `kind` may repeat the kind.
-
-    Returns:
-        The config dataclass.
-
-    Raises:
-        SettingsError: An unknown kind, or a field that kind does not have
-            (a typo would otherwise train the default model silently).
-    """
-    if kind not in MODELS:
-        raise SettingsError(f"there is no model kind called {kind}; "
-                            f"choose one of: {', '.join(MODELS)}")
-    config_class = MODELS[kind][0]
-    if values.get("kind", kind) != kind:
-        raise SettingsError(f"the settings say kind {values['kind']} for a {kind} model")
-    fields = config_class.__dataclass_fields__
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        known = ", ".join(name for name in fields if name != "kind")
-        raise SettingsError(f"{kind} models have no setting called {', '.join(unknown)}; "
-                            f"their settings are: {known}")
-    return config_class(**{**values, "kind": kind})
-
-
-def config_from_dict(values: dict) -> ModelConfig:
-    """A config from `asdict(config)` (a checkpoint's card, say); strict as `make_config`."""
-    values = dict(values)
-    return make_config(values.pop("kind", "lstm"), **values)
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -240,11 +182,3 @@ def build_model(config: ModelConfig) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Distinct trainable parameters (tied weights counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def describe(config: ModelConfig) -> str:
-    """One line naming the architecture, for logs and model cards."""
-    if config.kind == "lstm":
-        return f"LSTM {config.num_layers} x {config.hidden_size} (embedding {config.embed_dim})"
-    return (f"Transformer {config.n_layers} layers x d{config.d_model}, {config.n_heads} heads, "
-            f"RoPE, context {config.context}")

@@ -2,12 +2,12 @@
 
 The prompt is run through the model once; after that every new token is a
 single step that carries the LSTM state or the Transformer's KV cache
-(`musicgen.inference`), instead of re-feeding a window of the past for each token (the course
-version's approach, kept in `bench/sampling.py` for comparison).
+(`musicgen.serving`), instead of re-feeding a window of the past for each token
+(the course version's approach, kept in `bench/sampling.py` for comparison).
 
-Reproducibility: sequence i of a batch draws from its own `torch.Generator`
-seeded with `seed + i`, so a batch of n equals n single runs with seeds
-seed, seed+1, ...
+Reproducibility: sequence i of a batch draws from its own generator seeded
+with `seed + i` (`TorchUniforms`), so a batch of n equals n single runs with
+seeds seed, seed+1, ... No torch is needed unless the model is a torch module.
 """
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+from threadpoolctl import threadpool_limits
 
 from musicgen.events import STEPS_PER_SECOND, VOCAB, Vocabulary
-from musicgen.inference import stepper_for
+from musicgen.serving import ServingModel
 
 # Without a token budget, stop a run that never advances time (e.g. only
 # note events) after this many tokens per second of music asked for.
 TOKENS_PER_SECOND_CAP = 200
+# A step's products are too small to share between BLAS threads, and when the
+# cores are busy (a training job, other users) the threads wait on each other:
+# measured on this project's 2-core machine while two other jobs ran, a 10 s
+# LSTM continuation took 22 s with OpenBLAS's 2 threads and 0.9 s with 1.
+SAMPLING_BLAS_THREADS = 1
 
 
 @dataclass
@@ -84,8 +89,26 @@ def _check(temperature: float, top_k: int, top_p: float, n: int) -> None:
                          f"top_p {top_p}, n {n}")
 
 
-@torch.inference_mode()
-def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = None,
+class TorchUniforms:
+    """Uniform draws in [0, 1), bit for bit those of a seeded `torch.Generator`.
+
+    Recipes written before sampling left torch name a seed, and the same seed
+    must still give the same notes. torch's CPU generator is MT19937 seeded as
+    numpy's `RandomState` seeds it, and `torch.rand(..., dtype=float64)` keeps
+    the low 53 bits of two consecutive 32-bit outputs (the first as the high
+    word); tests/test_sample.py checks this against torch itself.
+    """
+
+    def __init__(self, seed: int):
+        self._state = np.random.RandomState(seed)
+
+    def next(self) -> float:
+        """The next uniform."""
+        high, low = self._state.randint(0, 2**32, size=2, dtype=np.uint64)
+        return float((int(high) << 32 | int(low)) & (2**53 - 1)) * 2.0**-53
+
+
+def generate(model, prompt_tokens, *, seconds: float | None = None,
              max_tokens: int | None = None, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = 0, n: int = 1, max_silence: float = 0.0,
              on_progress: Callable[[float], None] | None = None,
@@ -93,8 +116,9 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
     """Continue a prompt by sampling from the model.
 
     Args:
-        model: An `LSTMModel` or `TransformerModel` (any module with the
-            forward/step interface of `musicgen.model`).
+        model: A `musicgen.serving.ServingModel` (no torch), or a torch
+            `LSTMModel` or `TransformerModel` (any module with the forward/step
+            interface of `musicgen.model`).
         prompt_tokens: Token ids to continue; BOS is put in front if missing
             (an empty prompt starts from silence).
         seconds: Stop a sequence once its continuation spans this much time.
@@ -127,15 +151,14 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
         prompt = np.concatenate(([vocab.bos], prompt))
     if model.context is not None:
         prompt = prompt[-(model.context - 1):]  # the next token then sees `context`
-    generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n)]
+    generators = [TorchUniforms(seed + i) for i in range(n)]
     shift, note_on = vocab["time_shift"], vocab["note_on"]
     silence_cap = round(max_silence * STEPS_PER_SECOND) if max_silence > 0 else None
     silent = np.full(n, _steps_since_last_note_on(prompt, vocab), dtype=np.int64)
     no_shifts = np.zeros((n, vocab.size), dtype=bool)
 
-    was_training = model.training
-    model.eval()
-    stepper = stepper_for(model)
+    stepper = _stepper(model)
+    blas = threadpool_limits(limits=SAMPLING_BLAS_THREADS, user_api="blas")
     tokens = np.zeros((n, max_tokens), dtype=np.int64)
     entropy = np.zeros((n, max_tokens), dtype=np.float32)
     chosen_probability = np.zeros((n, max_tokens), dtype=np.float32)
@@ -177,7 +200,8 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
                 on_progress(_progress(t, max_tokens, elapsed[active], target_steps))
             logits = stepper.step(chosen)
     finally:
-        model.train(was_training)
+        stepper.close()
+        blas.restore_original_limits()
     if on_progress is not None:
         on_progress(1.0)
     return Generation(tokens=[tokens[i, :length[i]].copy() for i in range(n)],
@@ -185,6 +209,15 @@ def generate(model: torch.nn.Module, prompt_tokens, *, seconds: float | None = N
                       chosen_probability=[chosen_probability[i, :length[i]].copy()
                                           for i in range(n)],
                       stop_reasons=reasons)
+
+
+def _stepper(model):
+    """The model's stepper: its own when it serves from numpy, else `musicgen.inference`'s."""
+    if isinstance(model, ServingModel):
+        return model.stepper()
+    from musicgen.inference import stepper_for  # noqa: PLC0415 - torch models only
+
+    return stepper_for(model)
 
 
 def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
@@ -199,7 +232,7 @@ def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
 
 
 def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
-            generators: list[torch.Generator], banned: np.ndarray | None = None,
+            generators: list[TorchUniforms], banned: np.ndarray | None = None,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
 
@@ -223,8 +256,7 @@ def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
         sampling = _softmax(filter_logits(logits / temperature, top_k, top_p))
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
-        uniforms = np.array([float(torch.rand(1, generator=g, dtype=torch.float64))
-                             for g in generators])
+        uniforms = np.array([generator.next() for generator in generators])
         # side="right" never lands on a zero-probability token, except past the
         # end when u * total rounds up to total: then take the last kept token.
         last_kept = (sampling.shape[-1] - 1) - np.argmax(sampling[:, ::-1] > 0, axis=-1)

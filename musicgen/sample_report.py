@@ -32,9 +32,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from musicgen.compose import LoadedModel, compose, load_model
-from musicgen.data import TokenCache
+from musicgen.data import TokenCache, open_cache, open_split
 from musicgen.errors import UserError
-from musicgen.evaluate import open_cache, open_split
 from musicgen.events import decode_events
 from musicgen.notes import Notes
 from musicgen.prompt import Prompt, prompt_from_notes
@@ -127,7 +126,7 @@ def prompt_excerpts(data: str | os.PathLike | TokenCache, n: int = DEFAULT_N,
 
     Args:
         data: A `TokenCache`, or a token cache or MAESTRO folder
-            (`musicgen.evaluate.open_cache`).
+            (`musicgen.data.open_cache`).
         n: How many prompts.
         seconds: Length of each continuation.
         prompt_seconds: Length of each prompt.
@@ -593,8 +592,11 @@ def _markdown(evaluation: SampleEvaluation, command: str) -> str:
     lines += [f"- {line}" for line in findings(evaluation)]
     lines += ["", "## Accuracy against these measures", "",
               "*Fréchet*: distance between Gaussians fitted to the standardised feature "
-              "vectors (real half against the set's other half, both ways; 95% bootstrap CI "
-              "over prompts). *mean |d|*: mean absolute standardised mean difference against "
+              "vectors (real half against the set's other half, both ways; 95% bootstrap "
+              "interval over prompts: resampling repeats prompts, which makes a set look "
+              "narrower and every distance larger, so an interval can lie wholly above its "
+              "estimate, as the ceiling's does; read it as spread, and compare sets by their "
+              "estimates). *mean |d|*: mean absolute standardised mean difference against "
               "real over the features. *overlap*: mean over features of the overlap area of "
               "the real intra-set distance density and the real-to-set inter-set distance "
               "density (1 = indistinguishable). *in train*: share of interval 8-grams found "

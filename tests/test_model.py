@@ -2,6 +2,7 @@
 checkpoints round-trip through safetensors without pickle."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -109,7 +110,7 @@ def test_checkpoint_from_a_gpu_run_maps_to_cpu(tmp_path, monkeypatch):
         seen.append(device)
         return real_load_model(model, filename, strict=strict, device=device)
 
-    monkeypatch.setattr("musicgen.checkpoint.load_model", spy)
+    monkeypatch.setattr(st, "load_model", spy)  # checkpoint.py imports it when loading
     model = build_model(TINY["lstm"])
     card = {"config": asdict(TINY["lstm"]), "training": {"hardware": "1 x NVIDIA H100"}}
     save_weights(tmp_path / "gpu", model, card)
@@ -144,14 +145,16 @@ def test_config_round_trip_and_unknown_keys_or_kinds_are_refused():
         config_from_dict({**asdict(config), "future_setting": 1})
 
 
-def test_numpy_lstm_stepper_matches_the_model():
+def test_the_serving_lstm_read_from_its_file_matches_the_model(tmp_path):
     import numpy as np
 
-    from musicgen.inference import NumpyLSTMStepper, TorchStepper
+    from musicgen.inference import TorchStepper
+    from musicgen.serving import load_serving
     torch.manual_seed(0)
     model = build_model(TINY["lstm"]).eval()
+    save_weights(tmp_path / "ckpt", model, {"config": asdict(TINY["lstm"])})
     tokens = np.random.default_rng(0).integers(0, 391, (3, 30))
-    fast, reference = NumpyLSTMStepper(model), TorchStepper(model)
+    fast, reference = load_serving(tmp_path / "ckpt")[0].stepper(), TorchStepper(model)
     with torch.no_grad():
         np.testing.assert_allclose(fast.start(tokens[:, :10]), reference.start(tokens[:, :10]),
                                    atol=1e-5, rtol=1e-5)
@@ -163,20 +166,22 @@ def test_numpy_lstm_stepper_matches_the_model():
 def test_numpy_stepper_weights_follow_weight_updates():
     import numpy as np
 
-    from musicgen.inference import NumpyLSTMStepper
+    from musicgen.inference import stepper_for
     model = build_model(TINY["lstm"]).eval()
     tokens = np.array([[5, 6, 7]])
-    before = NumpyLSTMStepper(model).start(tokens)
-    assert np.array_equal(NumpyLSTMStepper(model).start(tokens), before)  # cached, same result
+    before = stepper_for(model).start(tokens)
+    assert np.array_equal(stepper_for(model).start(tokens), before)  # cached, same result
     with torch.no_grad():
         model.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
-    np.testing.assert_allclose(NumpyLSTMStepper(model).start(tokens), before + 1.0, atol=1e-5)
+    np.testing.assert_allclose(stepper_for(model).start(tokens), before + 1.0, atol=1e-5)
 
 
-def test_numpy_transformer_stepper_matches_the_model_past_its_context():
+def test_the_serving_transformer_read_from_its_file_matches_the_model_past_its_context(
+        tmp_path):
     import numpy as np
 
-    from musicgen.inference import NumpyTransformerStepper, TorchStepper
+    from musicgen.inference import TorchStepper
+    from musicgen.serving import load_serving
     torch.manual_seed(0)
     config = TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=16,
                                dropout=0.0)
@@ -184,8 +189,9 @@ def test_numpy_transformer_stepper_matches_the_model_past_its_context():
     with torch.no_grad():  # LayerNorm scales and biases away from 1 and 0, as after training
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
+    save_weights(tmp_path / "ckpt", model, {"config": asdict(config)})  # head tied: stored once
     tokens = np.random.default_rng(0).integers(0, 391, (3, 60))
-    fast, reference = NumpyTransformerStepper(model), TorchStepper(model)
+    fast, reference = load_serving(tmp_path / "ckpt")[0].stepper(), TorchStepper(model)
     with torch.no_grad():
         np.testing.assert_allclose(fast.start(tokens[:, :10]), reference.start(tokens[:, :10]),
                                    atol=1e-4, rtol=1e-4)
@@ -197,24 +203,25 @@ def test_numpy_transformer_stepper_matches_the_model_past_its_context():
 def test_numpy_transformer_stepper_refuses_a_prompt_longer_than_its_context():
     import numpy as np
 
-    from musicgen.inference import NumpyTransformerStepper
+    from musicgen.inference import stepper_for
     model = build_model(TINY["transformer"]).eval()
     with pytest.raises(ValueError, match="context"):
-        NumpyTransformerStepper(model).start(np.zeros((1, 65), dtype=np.int64))
+        stepper_for(model).start(np.zeros((1, 65), dtype=np.int64))
 
 
 def test_exact_gelu_matches_torch():
     import numpy as np
 
-    from musicgen.inference import _gelu
+    from musicgen.serving import gelu
     x = np.linspace(-8, 8, 10001, dtype=np.float32)
     # The approximation's error (< 1.5e-7 in erf) plus float32 rounding: a few ulps.
-    np.testing.assert_allclose(_gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(),
+    np.testing.assert_allclose(gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(),
                                atol=2e-6)
 
 
 @pytest.mark.parametrize("kind", TINY)
 def test_sampling_on_cpu_uses_the_numpy_stepper(kind):
-    from musicgen.inference import NumpyLSTMStepper, NumpyTransformerStepper, stepper_for
+    from musicgen.inference import stepper_for
+    from musicgen.serving import NumpyLSTMStepper, NumpyTransformerStepper
     expected = {"lstm": NumpyLSTMStepper, "transformer": NumpyTransformerStepper}[kind]
     assert isinstance(stepper_for(build_model(TINY[kind])), expected)

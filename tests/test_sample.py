@@ -65,9 +65,9 @@ def test_top_k_and_top_p_combine():
 
 
 def test_sampling_follows_the_filtered_distribution():
-    from musicgen.sample import _choose
+    from musicgen.sample import TorchUniforms, _choose
     logits = np.log([[0.05, 0.5, 0.3, 0.1, 0.05]])
-    generator = torch.Generator().manual_seed(0)
+    generator = TorchUniforms(0)
     draws = [int(_choose(logits, 1.0, 0, 0.85, [generator])[0][0]) for _ in range(3000)]
     counts = np.bincount(draws, minlength=5) / len(draws)
     assert counts[0] == counts[4] == 0  # outside the nucleus: never drawn
