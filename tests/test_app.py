@@ -30,21 +30,28 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def serve(studio):
+    """The real app around `studio` on a free port of 127.0.0.1: (its URL, the Blocks)."""
+    import app
+
+    demo = app.build_app(studio)
+    port = _free_port()
+    app.launch(demo, studio, server_name="127.0.0.1", server_port=port,
+               prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/", demo
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The real app on 127.0.0.1 with a small randomly initialised LSTM."""
-    import app
     from musicgen.studio import Studio
 
     root = tmp_path_factory.mktemp("app")
     tiny_checkpoint(root / "checkpoints" / "lstm", "lstm")
     studio = Studio(root / "checkpoints", output_dir=root / "outputs",
                     ratings_path=root / "var" / "ratings.sqlite")
-    demo = app.build_app(studio)
-    port = _free_port()
-    app.launch(demo, studio, server_name="127.0.0.1", server_port=port,
-               prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", studio
+    url, demo = serve(studio)
+    yield url, studio
     demo.close()
 
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 from conftest import tiny_checkpoint
-from test_app import CHROMIUM_FLAGS, DESKTOP, _chromium_or_skip, _free_port, _shot
+from test_app import CHROMIUM_FLAGS, DESKTOP, _chromium_or_skip, _shot, serve
 
 from musicgen.leaderboard import export_csv
 from musicgen.listening import build_pool
@@ -19,7 +19,6 @@ MIN_LISTEN_S = 1.5  # the app's 5 s, shortened so the tests do not wait
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The real app with a small LSTM and a built listening pool."""
-    import app
     from musicgen.studio import Studio
 
     root = tmp_path_factory.mktemp("listen")
@@ -27,11 +26,8 @@ def served(tmp_path_factory):
     studio = Studio(root / "checkpoints", output_dir=root / "outputs",
                     ratings_path=root / "var" / "ratings.sqlite", min_listen_s=MIN_LISTEN_S)
     build_pool(studio.ratings, studio.models, prompts=2, seconds=5, renderer=studio.renderer)
-    demo = app.build_app(studio)
-    port = _free_port()
-    app.launch(demo, studio, server_name="127.0.0.1", server_port=port,
-               prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", studio
+    url, demo = serve(studio)
+    yield url, studio
     demo.close()
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO
+from conftest import REPO, tiny_checkpoint
 
 from musicgen.errors import UserError
 from musicgen.listening import ListeningTest
@@ -118,7 +118,6 @@ def test_no_pool_is_a_plain_message(store):
 
 def test_twenty_threads_of_fifty_votes_lose_none(tmp_path):
     from musicgen.studio import Studio
-    from conftest import tiny_checkpoint
 
     tiny_checkpoint(tmp_path / "checkpoints" / "lstm")
     studio = Studio(tmp_path / "checkpoints", output_dir=tmp_path / "outputs",
@@ -204,7 +203,6 @@ def test_the_old_ratings_file_is_imported_once(tmp_path):
 
 def test_the_studio_moves_the_old_file_out_of_the_served_folder(tmp_path):
     from musicgen.studio import Studio
-    from conftest import tiny_checkpoint
 
     tiny_checkpoint(tmp_path / "checkpoints" / "lstm")
     old = tmp_path / "outputs" / "ratings.jsonl"
