@@ -58,7 +58,7 @@ CSS = """
 .mg-pair audio {width: 100%}
 .mg-listened {font-size: 0.85em; opacity: 0.8}
 @media (max-width: 480px) {  /* all four tabs fit on a phone, none hidden behind a menu */
-  .tab-wrapper button {padding: 4px 7px !important; font-size: 0.9em !important}
+  .tab-wrapper button {padding: 4px 5px !important; font-size: 0.85em !important}
   .prose table {display: block; overflow-x: auto; white-space: nowrap}
 }
 """
@@ -133,6 +133,16 @@ and 0 would mean it always knew what comes next. The *bigram baseline* predicts 
 from the one before it by counting; a model that does not beat it has learned nothing
 about music. *Accuracy* is how often the model's likeliest next event is the real one;
 it stays low even for good models, because a pianist has many good next notes.
+
+### How close is it to real playing?
+On 50 MAESTRO test-split prompts we measured 22 features of 30 s continuations (density,
+polyphony, pitch, rhythm, dynamics, key, repetition) against what the pianists played, and
+looked for copying from the training data. At the defaults (temperature 1.0, top-p 0.95)
+the LSTM comes closest of the settings tried, and the Transformer is level with it at
+top-p 1.0. Greedy decoding repeats itself, and about half of its runs of 8 intervals also
+occur in the training data (of the pianists' own continuations: 3%). Accuracy cannot show
+any of this: it scores one step at a time with the real past. The full report is
+`docs/evaluation/README.md` in the code, made by `python -m musicgen evaluate-samples`.
 
 ### Run it yourself
 ```bash
