@@ -28,8 +28,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from musicgen.compose import LoadedModel, compose, load_model
 from musicgen.data import TokenCache, open_cache, open_split
@@ -510,6 +508,8 @@ def _plotted_sets(evaluation: SampleEvaluation) -> dict[str, tuple[str, str]]:
 
 
 def _plot_features(evaluation: SampleEvaluation, shown: dict, path: Path) -> None:
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only for the report
+
     figure = Figure(figsize=(10, 7.5))
     axes = figure.subplots(3, 4).ravel()
     for axis, feature in zip(axes, PLOTTED_FEATURES, strict=True):
@@ -535,6 +535,8 @@ def _plot_features(evaluation: SampleEvaluation, shown: dict, path: Path) -> Non
 
 def _plot_pitch_classes(evaluation: SampleEvaluation, shown: dict, path: Path) -> None:
     """Mean pitch-class shares relative to each prompt's tonic, so keys do not blur together."""
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only for the report
+
     figure = Figure(figsize=(8, 3.4))
     axis = figure.subplots()
     roots = [best_scale(e.prompt.notes.pitch)[0] if len(e.prompt.notes) else 0
@@ -555,6 +557,8 @@ def _plot_pitch_classes(evaluation: SampleEvaluation, shown: dict, path: Path) -
 
 
 def _plot_density(evaluation: SampleEvaluation, shown: dict, path: Path) -> None:
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only for the report
+
     figure = Figure(figsize=(8, 3.4))
     axis = figure.subplots()
     for name, (colour, style) in shown.items():
@@ -569,7 +573,9 @@ def _plot_density(evaluation: SampleEvaluation, shown: dict, path: Path) -> None
     _save(figure, path)
 
 
-def _save(figure: Figure, path: Path) -> None:
+def _save(figure, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+
     figure.tight_layout()
     FigureCanvasAgg(figure)
     figure.savefig(path, dpi=72)

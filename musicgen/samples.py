@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, stats
 
 from musicgen.events import VOCAB
 from musicgen.notes import Notes
@@ -358,6 +357,8 @@ def density(values: np.ndarray, grid: KdeGrid, width: float | None = None) -> np
     """
     values = np.asarray(values, np.float64).ravel()
     width = bandwidth(values, grid.min_bandwidth) if width is None else width
+    from scipy import stats  # noqa: PLC0415 - scipy loads in ~1 s; only the evaluation needs it
+
     curve = stats.norm.pdf(grid.points[:, None], loc=values[None, :], scale=width).mean(1)
     return curve / np.trapezoid(curve, grid.points)
 
@@ -386,6 +387,8 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, grid: KdeGrid) -> float:
         The divergence (0 for identical densities).
     """
     step = grid.points[1] - grid.points[0]
+    from scipy import stats  # noqa: PLC0415
+
     return float(stats.entropy(p * step + KL_FLOOR, q * step + KL_FLOOR))
 
 
@@ -455,6 +458,8 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     # features they are singular, and sqrtm of a singular product is unstable.
     ridge = FRECHET_RIDGE * np.eye(x.shape[1])
     cov_x, cov_y = np.cov(x, rowvar=False) + ridge, np.cov(y, rowvar=False) + ridge
+    from scipy import linalg  # noqa: PLC0415
+
     root = linalg.sqrtm(cov_x @ cov_y)
     return float(mean_gap @ mean_gap + np.trace(cov_x + cov_y - 2 * np.real(root)))
 
