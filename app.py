@@ -91,9 +91,10 @@ element.addEventListener('click', (e) => {
 });
 """
 
-# Unlocks the vote once every clip of the pair has played for the pair's minimum
-# (summed over the ranges the browser actually played, so seeking ahead does not
-# count): it clicks the hidden unlock button, and the server checks the time too.
+# Asks for the vote to open once every clip of the pair has played for the pair's
+# minimum (summed over the ranges the browser actually played, so seeking ahead
+# does not count): it clicks the hidden unlock button, and the server checks the
+# time since the pair was served too.
 LISTEN_JS = """
 const playedSeconds = (audio) => {
   let total = 0;
@@ -101,9 +102,14 @@ const playedSeconds = (audio) => {
   for (let i = 0; i < ranges.length; i++) total += ranges.end(i) - ranges.start(i);
   return total;
 };
+// A pair that has been voted on is not unlocked again.
+document.addEventListener('click', (e) => {
+  const pair = element.querySelector('.mg-pair');
+  if (pair && e.target.closest?.('[id^="vote-"]')) pair.dataset.voted = '1';
+}, true);
 element.addEventListener('timeupdate', () => {
   const pair = element.querySelector('.mg-pair');
-  if (!pair || pair.dataset.unlocked) return;
+  if (!pair) return;
   const need = +pair.dataset.minListen;
   const clips = [...pair.querySelectorAll('audio.mg-clip')];
   for (const audio of clips) {
@@ -111,8 +117,14 @@ element.addEventListener('timeupdate', () => {
     const heard = Math.min(need, playedSeconds(audio)).toFixed(1);
     if (shown) shown.textContent = `played ${heard} of ${need} s`;
   }
-  if (clips.length && clips.every((audio) => playedSeconds(audio) >= need)) {
-    pair.dataset.unlocked = '1';
+  // Ask again every second until the vote is open: the server may answer "not
+  // yet" (clips played faster than real time), and then the next ask succeeds.
+  const locked = document.querySelector('#vote-a')?.disabled;
+  const now = Date.now();
+  if (locked && !pair.dataset.voted && clips.length
+      && clips.every((audio) => playedSeconds(audio) >= need)
+      && now - (+pair.dataset.asked || 0) > 1000) {
+    pair.dataset.asked = now;
     document.getElementById('listen-unlock')?.click();
   }
 }, true);
@@ -120,8 +132,10 @@ element.addEventListener('timeupdate', () => {
 
 LISTEN_INTRO = """Listen to two continuations of the same piano excerpt and say which goes on
 better. You are not told who played which (a model, or the pianist) until you have voted.
-Votes are stored with a random id for this browser session and the optional answers
-below, nothing else; by voting you agree to that."""
+Votes are stored with a random id for this browser session, their time and the optional
+answers below, nothing else; by voting you agree to that."""
+LISTEN_START = ('<div class="mg-pair-empty">Press <b>Next pair</b> to hear the first two '
+                "clips.</div>")
 VOTES = [("A is better", "a"), ("B is better", "b"), ("About the same", "tie"),
          ("Both are bad", "both_bad")]
 LISTENING_SETUP = [("Headphones", "headphones"), ("Speakers", "speakers")]
@@ -602,13 +616,13 @@ def pair_html(pair: ServedPair) -> str:
         f'<div class="mg-clip-box"><div class="mg-title">{side}</div>'
         f'<audio class="mg-clip" data-clip="{side.lower()}" controls preload="auto" '
         f'src="{_audio_url(path)}"></audio>'
-        f'<div class="mg-listened" data-clip="{side.lower()}">played 0 of '
+        f'<div class="mg-listened" data-clip="{side.lower()}">played 0.0 of '
         f'{pair.min_listen_s:g} s</div></div>'
         for side, path in (("A", pair.audio_a), ("B", pair.audio_b)))
     return (f'<div class="mg-pair" data-min-listen="{pair.min_listen_s:g}" '
-            f'data-pair="{pair.token[:8]}"><div class="mg-title">The excerpt both continue '
-            f'(optional)</div><audio controls preload="none" src="{_audio_url(pair.prompt_audio)}">'
-            f"</audio>{clips}</div>")
+            f'data-pair="{pair.token[:8]}"><div class="mg-title">The excerpt both go on from '
+            f'(A and B start where it ends)</div><audio controls preload="metadata" '
+            f'src="{_audio_url(pair.prompt_audio)}"></audio>{clips}</div>')
 
 
 def build_listen_tab(studio: Studio, ui: dict) -> None:
@@ -621,9 +635,10 @@ def build_listen_tab(studio: Studio, ui: dict) -> None:
                                          label="Listening on (optional)")
     ui["listen_next"] = gr.Button("Next pair", variant="primary")
     ui["listen_status"] = gr.Markdown(elem_classes=["mg-status"])
-    ui["pair_player"] = gr.HTML(js_on_load=LISTEN_JS)
+    ui["pair_player"] = gr.HTML(LISTEN_START, js_on_load=LISTEN_JS)
     ui["listen_unlock"] = gr.Button("unlock", elem_id="listen-unlock",
                                     elem_classes=["mg-hidden"])
+    gr.Markdown("Optional, before you vote:")
     with gr.Row():
         for side in ("a", "b"):
             with gr.Column(min_width=200):
@@ -646,6 +661,15 @@ def _votes_enabled(enabled: bool) -> dict:
     return {f"vote_{choice}": gr.update(interactive=enabled) for _, choice in VOTES}
 
 
+SCORES = ["musical_a", "musical_b", "guess_a", "guess_b"]
+
+
+def _scores(value, interactive: bool) -> dict:
+    """The optional answers: cleared and open for a new pair, locked once it is voted on
+    (an answer changed after the vote would not be stored)."""
+    return {name: gr.update(value=value, interactive=interactive) for name in SCORES}
+
+
 LISTEN_OUTPUTS = ["pair_player", "session", "musical_a", "musical_b", "guess_a", "guess_b",
                   "reveal", *(f"vote_{choice}" for _, choice in VOTES)]
 
@@ -655,8 +679,7 @@ def on_listen_next(studio: Studio, training_years, listening_setup, session):
     session = _new_session(session)
     pair = studio.next_pair(session["id"], training_years, listening_setup)
     return {"pair_player": pair_html(pair), "session": {**session, "listen_token": pair.token},
-            "musical_a": None, "musical_b": None, "guess_a": None, "guess_b": None,
-            "reveal": "", **_votes_enabled(False),
+            **_scores(None, True), "reveal": "", **_votes_enabled(False),
             "listen_status": f"Play A and B, at least {pair.min_listen_s:g} s each; "
                              "the vote opens then."}
 
@@ -676,6 +699,7 @@ def _vote_for(choice: str):
         reveal = studio.vote(session["id"], session.get("listen_token"), choice, musical_a,
                              musical_b, guess_a, guess_b)
         return {"reveal": f"**Saved, thank you.** {reveal.text}", **_votes_enabled(False),
+                **{name: gr.update(interactive=False) for name in SCORES},
                 "listen_status": "Press **Next pair** for another."}
     return handler
 
@@ -688,7 +712,7 @@ def wire_listen_tab(studio: Studio, ui: dict) -> None:
             api_name="listen_unlock")
     for _, choice in VOTES:
         connect(ui[f"vote_{choice}"].click, _vote_for(choice), studio, ui,
-                ["reveal", *(f"vote_{c}" for _, c in VOTES)], status="listen_status",
+                ["reveal", *(f"vote_{c}" for _, c in VOTES), *SCORES], status="listen_status",
                 api_name=f"listen_vote_{choice}", concurrency_limit=None)
 
 

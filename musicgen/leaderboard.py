@@ -34,6 +34,7 @@ BOOTSTRAP = 1000
 # slight pull towards equal strengths that fades as votes come in.
 PRIOR_GAMES = 0.5
 ELO_SCALE = 400 / np.log(10)
+SCORE_SCALE = (1, 5)  # the 1-5 scores: "how musical", and the Generate tab's ratings
 
 
 def outcomes(votes: list[dict]) -> list[tuple[str, str, float]]:
@@ -131,8 +132,14 @@ def win_matrix(votes: list[dict]) -> dict[str, dict[str, dict]]:
     return matrix
 
 
-def mean_with_ci(values: list[float]) -> dict:
-    """Mean, 95% t interval (None below 2 values) and n."""
+def mean_with_ci(values: list[float], scale: tuple[float, float] | None = None) -> dict:
+    """Mean, 95% t interval (None below 2 values) and n.
+
+    Args:
+        values: The scores.
+        scale: The scores' range, e.g. (1, 5): the interval is cut to it (with a
+            few scores a t interval reaches past the ends of the scale).
+    """
     values = np.asarray(values, dtype=float)
     if not len(values):
         return {"mean": None, "ci": None, "n": 0}
@@ -140,7 +147,10 @@ def mean_with_ci(values: list[float]) -> dict:
     if len(values) < 2:
         return {"mean": round(mean, 3), "ci": None, "n": 1}
     half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return {"mean": round(mean, 3), "ci": [round(mean - half, 3), round(mean + half, 3)],
+    low, high = mean - half, mean + half
+    if scale is not None:
+        low, high = max(low, scale[0]), min(high, scale[1])
+    return {"mean": round(mean, 3), "ci": [round(low, 3), round(high, 3)],
             "n": int(len(values))}
 
 
@@ -152,7 +162,8 @@ def musical_scores(votes: list[dict]) -> dict[str, dict]:
             if vote[f"musical_{side}"] is not None:
                 by_condition.setdefault(vote[f"condition_{side}"], []).append(
                     vote[f"musical_{side}"])
-    return {name: mean_with_ci(values) for name, values in sorted(by_condition.items())}
+    return {name: mean_with_ci(values, SCORE_SCALE)
+            for name, values in sorted(by_condition.items())}
 
 
 def human_or_computer(votes: list[dict]) -> dict:
@@ -183,7 +194,7 @@ def quick_ratings(rows: list[dict]) -> dict[str, dict]:
     by_model: dict[str, list[int]] = {}
     for row in rows:
         by_model.setdefault(str(row["recipe"].get("model", "?")), []).append(row["score"])
-    return {name: mean_with_ci(values) for name, values in sorted(by_model.items())}
+    return {name: mean_with_ci(values, SCORE_SCALE) for name, values in sorted(by_model.items())}
 
 
 def summarise(store: RatingsStore, resamples: int = BOOTSTRAP, seed: int = 0) -> dict:

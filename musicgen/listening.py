@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgen.audio import Renderer, fitted, write_compressed
+from musicgen.audio import Renderer, Rendering, fitted, matched, write_compressed
 from musicgen.compose import LoadedModel, compose
 from musicgen.errors import UserError
 from musicgen.examples import example_names, example_notes
@@ -60,14 +60,16 @@ def pool_dir(ratings_path: str | os.PathLike) -> Path:
 def condition_label(condition: str) -> str:
     """A condition in words, for the reveal after a vote."""
     if condition == REAL:
-        return "the pianist (the real continuation, MAESTRO test split)"
+        return "the pianist: what was really played next"
     if condition.startswith(ANCHOR_PREFIX):
-        return f"{_model_words(condition[len(ANCHOR_PREFIX):])}, greedy (the low anchor)"
+        return (f"{_model_words(condition[len(ANCHOR_PREFIX):])}, always taking its likeliest "
+                "next note (a deliberately weak reference)")
     return _model_words(condition)
 
 
 def _model_words(name: str) -> str:
-    return {"lstm": "the LSTM", "transformer": "the Transformer"}.get(name, f"the model {name}")
+    return {"lstm": "the LSTM model", "transformer": "the Transformer model"}.get(
+        name, f"the model {name}")
 
 
 # --- building the pool ---
@@ -128,8 +130,9 @@ def build_pool(store: RatingsStore, models: dict[str, LoadedModel], prompts: int
 
     For each prompt: each model's continuation at its default settings, the
     first model's greedy continuation (the anchor) and, with MAESTRO, the real
-    continuation; every clip exactly `seconds` long, loudness-matched and faded
-    (`musicgen.audio.fitted`), as MP3 under `pool_dir(store.path)/<pool id>/`
+    continuation; every clip exactly `seconds` long and faded
+    (`musicgen.audio.fitted`), a prompt's clips and excerpt at one loudness
+    (`musicgen.audio.matched`), as MP3 under `pool_dir(store.path)/<pool id>/`
     with an opaque name. Prompt k uses variation `seed + k` for every model.
 
     Args:
@@ -165,11 +168,6 @@ def build_pool(store: RatingsStore, models: dict[str, LoadedModel], prompts: int
     for k, entry in enumerate(pool_prompts(prompts, DEFAULT_PROMPT_SECONDS, seconds, seed,
                                            maestro_dir)):
         prompt_id = secrets.token_hex(16)
-        prompt_audio = _write_clip(renderer, entry.prompt.notes, entry.prompt.seconds, folder,
-                                   soundfont, PROMPT_FADE_SECONDS)
-        prompt_rows.append({"id": prompt_id, "source": entry.prompt.source,
-                            "audio": f"{pool}/{prompt_audio.name}",
-                            "seconds": entry.prompt.seconds})
         settings = Settings(seconds=seconds, seed=seed + k, include_prompt=False)
         continuations = {name: (model, settings) for name, model in models.items()}
         continuations[ANCHOR_PREFIX + default_model] = (models[default_model],
@@ -181,8 +179,17 @@ def build_pool(store: RatingsStore, models: dict[str, LoadedModel], prompts: int
         if entry.real is not None:
             parts[REAL] = (entry.real, {"real": entry.prompt.source,
                                         "after_prompt_s": entry.prompt.seconds})
-        for condition, (notes, recipe) in parts.items():
-            path = _write_clip(renderer, notes.window(0.0, seconds), seconds, folder, soundfont)
+        # One prompt's clips (and its excerpt) at one loudness: they are heard together.
+        excerpt, *clips = matched(
+            [_rendered(renderer, entry.prompt.notes, entry.prompt.seconds, soundfont,
+                       PROMPT_FADE_SECONDS)]
+            + [_rendered(renderer, notes.window(0.0, seconds), seconds, soundfont)
+               for notes, _ in parts.values()])
+        path = _written(excerpt, folder)
+        prompt_rows.append({"id": prompt_id, "source": entry.prompt.source,
+                            "audio": f"{pool}/{path.name}", "seconds": entry.prompt.seconds})
+        for (condition, (_, recipe)), rendering in zip(parts.items(), clips, strict=True):
+            path = _written(rendering, folder)
             clip_rows.append({"id": path.stem, "prompt": prompt_id, "condition": condition,
                               "is_real": condition == REAL, "recipe": recipe,
                               "audio": f"{pool}/{path.name}",
@@ -202,10 +209,14 @@ def build_pool(store: RatingsStore, models: dict[str, LoadedModel], prompts: int
             "seconds_taken": round(time.perf_counter() - began, 1)}
 
 
-def _write_clip(renderer: Renderer, notes: Notes, seconds: float, folder: Path,
-                soundfont: str | os.PathLike | None, fade: float = 0.5) -> Path:
-    """Render notes to an MP3 of exactly `seconds`, under a random name."""
-    rendering = fitted(renderer.render(notes_to_pretty_midi(notes), soundfont), seconds, fade)
+def _rendered(renderer: Renderer, notes: Notes, seconds: float,
+              soundfont: str | os.PathLike | None, fade: float = 0.5) -> Rendering:
+    """Notes rendered to exactly `seconds` (`musicgen.audio.fitted`)."""
+    return fitted(renderer.render(notes_to_pretty_midi(notes), soundfont), seconds, fade)
+
+
+def _written(rendering: Rendering, folder: Path) -> Path:
+    """A rendering as an MP3 under a random name, which says nothing of its condition."""
     return write_compressed(folder / f"{secrets.token_hex(16)}{AUDIO_SUFFIX}", rendering, "mp3")
 
 
@@ -247,8 +258,9 @@ class ListeningTest:
     """Serves pairs from the current pool and records votes.
 
     Pairs are balanced: the pair of conditions with the fewest votes so far is
-    served next (ties at random), on a prompt this listener has not had it
-    on, in random order.
+    served next (ties at random), in random order, never with a clip whose
+    condition this listener has already been told (so with k conditions a
+    listener votes on at most k // 2 pairs per prompt).
 
     Args:
         store: The ratings database.
@@ -284,10 +296,12 @@ class ListeningTest:
         by_prompt: dict[str, list[dict]] = {}
         for clip in clips:
             by_prompt.setdefault(clip["prompt"], []).append(clip)
-        served = self.store.served_to(rater)
+        # A clip whose condition was revealed would not be blind a second time.
+        served, revealed = self.store.served_to(rater), self.store.revealed_to(rater)
         options = [(a, b) for group in by_prompt.values()
                    for a, b in itertools.combinations(group, 2)
-                   if frozenset((a["id"], b["id"])) not in served]
+                   if frozenset((a["id"], b["id"])) not in served
+                   and a["id"] not in revealed and b["id"] not in revealed]
         if not options:
             raise UserError("you have heard every pair of this listening test: thank you!")
         counts = self.store.pair_counts(pool)

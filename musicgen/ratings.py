@@ -186,7 +186,8 @@ class RatingsStore:
             UserError: Years of training outside 0-80.
         """
         if training_years is not None and not 0 <= training_years <= 80:
-            raise UserError(f"years of musical training go from 0 to 80, not {training_years}")
+            raise UserError(f"Years of musical training must be between 0 and 80, not "
+                            f"{training_years}")
         with self._write() as db:
             db.execute("INSERT INTO raters (id, created, training_years, headphones) "
                        "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -263,6 +264,12 @@ class RatingsStore:
         """The pairs of clips (unordered) a rater has been served."""
         return {frozenset(row) for row in
                 self._read("SELECT clip_a, clip_b FROM pairs WHERE rater = ?", (rater,))}
+
+    def revealed_to(self, rater: str) -> set[str]:
+        """The clips whose condition a rater has been told (those of the pairs they voted on)."""
+        rows = self._read("SELECT p.clip_a, p.clip_b FROM pairs p JOIN votes v "
+                          "ON v.token = p.token WHERE p.rater = ?", (rater,))
+        return {clip for row in rows for clip in row}
 
     def pair_counts(self, pool: str) -> dict[frozenset[str], int]:
         """Votes so far per unordered pair of conditions in a pool."""

@@ -261,5 +261,21 @@ def test_fitted_clips_have_one_length_and_loudness():
     assert abs(clips[1].rms_dbfs - 20 * np.log10(np.sqrt(np.mean(clips[1].audio ** 2)))) < 0.01
 
 
+def test_matched_clips_share_one_level_that_no_peak_caps():
+    renderer = audio.Renderer()
+    even = renderer.render(make_midi([(60 + t % 5, 70, t / 4, t / 4 + 0.3) for t in range(16)]))
+    # Quiet playing with one loud accent: a high peak for its RMS, as real performances have.
+    accented = renderer.render(make_midi([(60, 20, t / 4, t / 4 + 0.3) for t in range(16)]
+                                         + [(48, 127, 2.0, 2.5), (72, 127, 2.0, 2.5)]))
+    fitted = [audio.fitted(r, 4.0) for r in (even, accented)]
+    assert fitted[1].rms_dbfs < fitted[0].rms_dbfs - 1  # fitted() alone caps the accented one
+    clips = audio.matched(fitted)
+    levels = [20 * np.log10(np.sqrt(np.mean(c.audio.astype(np.float64) ** 2))) for c in clips]
+    assert abs(levels[0] - levels[1]) < 0.05
+    assert all(np.abs(c.audio).max() <= 10 ** (audio.PEAK_DBFS / 20) + 1e-4 for c in clips)
+    assert audio.matched([audio.fitted(renderer.render(make_midi()), 1.0)])[0].rms_dbfs == \
+        audio.SILENCE_DBFS  # silence stays silence
+
+
 def test_default_renderer_is_shared():
     assert audio.default_renderer() is audio.default_renderer()

@@ -38,7 +38,7 @@ def _outputs(result, names):
 # gradio_client leaves out session state and buttons.
 NEXT = ["pair_player", "musical_a", "musical_b", "guess_a", "guess_b", "reveal",
         "listen_status"]
-VOTED = ["reveal", "listen_status"]
+VOTED = ["reveal", "musical_a", "musical_b", "guess_a", "guess_b", "listen_status"]
 
 
 def test_a_client_gets_a_pair_votes_once_after_listening_and_the_vote_is_exported(served,
@@ -118,6 +118,9 @@ def test_the_vote_stays_locked_until_both_clips_have_played(served):
         page.get_by_text("Saved, thank you.").wait_for(timeout=30_000)
         for button in votes:
             assert button.is_disabled()
+        time.sleep(2.5)  # the clips play on: a voted pair must not ask to be unlocked again
+        assert "⚠️" not in page.locator("body").inner_text()
+        assert page.get_by_label("human").first.is_disabled()  # answers after a vote: locked
         _shot(page, "listen-revealed")
         browser.close()
 

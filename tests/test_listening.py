@@ -37,11 +37,17 @@ def test_a_pool_holds_equal_opaque_clips_and_keeps_conditions_on_the_server(tmp_
     clips = store.pool_clips(summary["pool"])
     root = pool_dir(store.path)
     assert root == tmp_path / "db" / "listening"
+    levels: dict[str, list[float]] = {}
     for clip in clips:
         path = root / clip["audio"]
         audio, rate = soundfile.read(path)
         assert abs(len(audio) / rate - 6.0) < 0.1  # one length for all (MP3 frames aside)
         assert clip["condition"] not in path.name and len(path.stem) == 32
+        rms = float(np.sqrt(np.mean(audio ** 2)))
+        if rms > 1e-4:
+            levels.setdefault(clip["prompt"], []).append(20 * np.log10(rms))
+    for prompt_levels in levels.values():  # the clips of a pair are equally loud
+        assert max(prompt_levels) - min(prompt_levels) < 0.5
     digests = dict(store._read("SELECT id, audio_sha256 FROM clips"))
     for clip in clips:
         assert hashlib.sha256((root / clip["audio"]).read_bytes()).hexdigest() == \
@@ -122,6 +128,7 @@ def test_mean_scores_and_guesses_match_hand_computed_values():
     scores = leaderboard.mean_with_ci([3, 4, 5])
     # mean 4, sd 1, t(0.975, 2) = 4.302653: 4 -+ 4.302653 / sqrt(3)
     assert scores == {"mean": 4.0, "ci": [1.516, 6.484], "n": 3}
+    assert leaderboard.mean_with_ci([3, 4, 5], scale=(1, 5))["ci"] == [1.516, 5.0]
     assert leaderboard.mean_with_ci([2])["ci"] is None
     # 8 of 10 guesses right: two-sided exact binomial p = 2 * (45 + 10 + 1) / 1024.
     votes = ([vote("real", "lstm", "a", guess_a="human", guess_b="computer")] * 4
@@ -140,22 +147,22 @@ def test_ratings_summary_and_export_through_the_cli(tmp_path, capsys):
     fake_pool(store)
     test = ListeningTest(store, tmp_path, min_listen_s=0)
     for k in range(12):
-        pair = test.next_pair(f"rater-{k % 2}")
-        test.vote(f"rater-{k % 2}", pair.token, "a", musical_a=4, musical_b=2,
+        pair = test.next_pair(f"rater-{k % 6}")  # 2 disjoint pairs per listener here
+        test.vote(f"rater-{k % 6}", pair.token, "a", musical_a=4, musical_b=2,
                   guess_a="human")
     store.rate_clip("someone", {"model": "lstm"}, 5)
     chart = tmp_path / "board.png"
     assert cli.main(["ratings", "summary", "--db", str(db), "--json", "--bootstrap", "100",
                      "--chart", str(chart)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["votes"] == 12 and result["raters"] == 2
+    assert result["votes"] == 12 and result["raters"] == 6
     assert sum(row["votes"] for row in result["leaderboard"]) == 24
     assert result["quick_ratings"] == {"lstm": {"mean": 5.0, "ci": None, "n": 1}}
     assert chart.stat().st_size > 1000
     assert "rater-0" not in json.dumps(result)  # aggregates only
     assert cli.main(["ratings", "summary", "--db", str(db)]) == 0
     text = capsys.readouterr().out
-    assert "12 votes from 2 listeners" in text and "Fewer than 30 votes" in text
+    assert "12 votes from 6 listeners" in text and "Fewer than 30 votes" in text
     out = tmp_path / "votes.csv"
     assert cli.main(["ratings", "export", "--db", str(db), "--csv", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
