@@ -107,7 +107,7 @@ document.addEventListener('click', (e) => {
   const pair = element.querySelector('.mg-pair');
   if (pair && e.target.closest?.('[id^="vote-"]')) pair.dataset.voted = '1';
 }, true);
-element.addEventListener('timeupdate', () => {
+const check = () => {
   const pair = element.querySelector('.mg-pair');
   if (!pair) return;
   const need = +pair.dataset.minListen;
@@ -127,7 +127,9 @@ element.addEventListener('timeupdate', () => {
     pair.dataset.asked = now;
     document.getElementById('listen-unlock')?.click();
   }
-}, true);
+};
+element.addEventListener('timeupdate', check, true);
+setInterval(check, 1000);  // also when paused after playing: "not yet" is asked again
 """
 
 LISTEN_INTRO = """Listen to two continuations of the same piano excerpt and say which goes on
@@ -670,33 +672,39 @@ def _scores(value, interactive: bool) -> dict:
     return {name: gr.update(value=value, interactive=interactive) for name in SCORES}
 
 
-LISTEN_OUTPUTS = ["pair_player", "session", "musical_a", "musical_b", "guess_a", "guess_b",
+LISTEN_OUTPUTS = ["pair_player", "listener", "musical_a", "musical_b", "guess_a", "guess_b",
                   "reveal", *(f"vote_{choice}" for _, choice in VOTES)]
 
 
-def on_listen_next(studio: Studio, training_years, listening_setup, session):
-    """Serve the next pair, with the vote locked until both clips have been heard."""
-    session = _new_session(session)
-    pair = studio.next_pair(session["id"], training_years, listening_setup)
-    return {"pair_player": pair_html(pair), "session": {**session, "listen_token": pair.token},
-            **_scores(None, True), "reveal": "", **_votes_enabled(False),
+def on_listen_next(studio: Studio, training_years, listening_setup, listener):
+    """Serve the next pair, with the vote locked until both clips have been heard.
+
+    The listener's id and pair live in their own state, which only the Listen
+    tab's handlers write: a Generate run that ends later cannot put back an
+    older pair's token (its vote would then count for clips not heard).
+    """
+    rater = (listener or {}).get("id") or uuid.uuid4().hex
+    pair = studio.next_pair(rater, training_years, listening_setup)
+    guesses = {name: gr.update(visible=pair.has_real) for name in ("guess_a", "guess_b")}
+    return {"pair_player": pair_html(pair), "listener": {"id": rater, "token": pair.token},
+            **_scores(None, True), **guesses, "reveal": "", **_votes_enabled(False),
             "listen_status": f"Play A and B, at least {pair.min_listen_s:g} s each; "
                              "the vote opens then."}
 
 
-def on_listen_unlock(studio: Studio, session):
+def on_listen_unlock(studio: Studio, listener):
     """Both clips have played long enough in the browser: open the vote (server checks too)."""
-    session = _new_session(session)
-    if not studio.may_vote(session["id"], session.get("listen_token")):
+    listener = listener or {}
+    if not studio.may_vote(listener.get("id", ""), listener.get("token")):
         return {"listen_status": "Keep listening a little longer."}
     return {**_votes_enabled(True), "listen_status": "Which continues the excerpt better?"}
 
 
 def _vote_for(choice: str):
     """The vote handler of one button."""
-    def handler(studio: Studio, musical_a, musical_b, guess_a, guess_b, session):
-        session = _new_session(session)
-        reveal = studio.vote(session["id"], session.get("listen_token"), choice, musical_a,
+    def handler(studio: Studio, musical_a, musical_b, guess_a, guess_b, listener):
+        listener = listener or {}
+        reveal = studio.vote(listener.get("id", ""), listener.get("token"), choice, musical_a,
                              musical_b, guess_a, guess_b)
         return {"reveal": f"**Saved, thank you.** {reveal.text}", **_votes_enabled(False),
                 **{name: gr.update(interactive=False) for name in SCORES},
@@ -754,6 +762,7 @@ def build_app(studio: Studio) -> gr.Blocks:
     ui: dict = {}
     with gr.Blocks(title="musicgen", delete_cache=(3600, 3600)) as demo:
         ui["session"] = gr.State(None)
+        ui["listener"] = gr.State(None)  # the Listen tab's own: its id and the pair served
         gr.Markdown(INTRO)
         with gr.Tab("Generate"):
             build_generate_tab(studio, ui)

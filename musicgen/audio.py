@@ -528,7 +528,8 @@ def _to_pcm16(audio: np.ndarray) -> bytes:
     return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "mp3") -> Path:
+def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "mp3",
+                     constant_bitrate: bool = False) -> Path:
     """Encode a rendering to MP3 or Ogg Vorbis (libsndfile, through `soundfile`).
 
     A 30 s WAV is 5.3 MB; the same clip as MP3 is about 0.5 MB, which is what
@@ -538,6 +539,8 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "
         path: Where to write; an existing file is replaced.
         rendering: The audio.
         fmt: "mp3" or "ogg".
+        constant_bitrate: MP3 at a constant rate, so that the file's size says
+            nothing about the music (the listening test's clips); else variable.
 
     Returns:
         The path written.
@@ -553,7 +556,8 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "
     path = Path(path)
     # Variable bitrate at level 0.5: measured on a 20 s piano clip, 0.26 MB against
     # 0.39 MB at libsndfile's default (constant rate), so a 30 s clip stays near 0.4 MB.
-    extra = {"bitrate_mode": "VARIABLE"} if fmt == "mp3" else {}
+    extra = ({"bitrate_mode": "CONSTANT" if constant_bitrate else "VARIABLE"}
+             if fmt == "mp3" else {})
     soundfile.write(path, np.clip(rendering.audio, -1.0, 1.0), rendering.sample_rate,
                     format=container, subtype=subtype, compression_level=0.5, **extra)
     return path

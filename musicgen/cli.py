@@ -209,7 +209,8 @@ def _ratings_summary(args) -> int:
     from musicgen.leaderboard import chart, format_summary, summarise
     from musicgen.ratings import RatingsStore
 
-    result = summarise(RatingsStore(args.db), resamples=args.bootstrap, seed=args.seed)
+    result = summarise(RatingsStore(args.db), resamples=args.bootstrap, seed=args.seed,
+                       all_pools=args.all_pools)
     if args.chart and result["leaderboard"]:
         chart(result, args.chart)
     print(json.dumps(result) if args.json else format_summary(result))
@@ -221,9 +222,11 @@ def _ratings_export(args) -> int:
     from musicgen.outputs import check_output
     from musicgen.ratings import RatingsStore
 
-    check_output(args.csv)
-    rows = export_csv(RatingsStore(args.db), args.csv)
-    print(f"{rows} votes -> {args.csv}")
+    for path in filter(None, (args.csv, args.quick)):
+        check_output(path)
+    rows = export_csv(RatingsStore(args.db), args.csv, args.quick)
+    print(f"{rows} votes -> {args.csv}" + (f"; quick ratings -> {args.quick}"
+                                           if args.quick else ""))
     return 0
 
 
@@ -370,10 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chart", help="also write the leaderboard as this PNG")
+    p.add_argument("--all-pools", action="store_true",
+                   help="count the votes of every pool built (default: the latest pool's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_ratings_summary)
     p = ratings_commands.add_parser("export", help="every vote as CSV (raw rows)")
-    p.add_argument("--csv", required=True, help="file to write")
+    p.add_argument("--csv", required=True, help="the votes (of every pool) go here")
+    p.add_argument("--quick", help="also write the Generate tab's quick ratings here")
     p.add_argument("--db", help=db_help)
     p.set_defaults(run=_ratings_export)
     return parser

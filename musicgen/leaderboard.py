@@ -10,8 +10,8 @@ each condition a strength p with P(i beats j) = p_i / (p_i + p_j); ties, and
 are fitted by Hunter's (2004) minorise-maximise iterations and reported on the
 Elo scale (1000 for the geometric mean; 400 points = 10:1 odds), with 95%
 intervals from resampling the votes. The 1-5 "how musical" scores get a mean
-with a t interval per condition; the "human or computer?" guesses an accuracy
-with an exact binomial test against chance. The Generate tab's quick ratings
+with a t interval per condition; the "human or computer?" guesses a hit rate
+against a false-alarm rate with Fisher's exact test. The Generate tab's quick ratings
 are not blind and are summarised apart.
 """
 
@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from musicgen.ratings import VOTE_COLUMNS, RatingsStore
+from musicgen.ratings import CHOICES, VOTE_COLUMNS, RatingsStore
 
 MIN_VOTES = 30  # below this the leaderboard is not shown in the app (Music Arena's rule)
+MIN_CELL = 5  # the app shows a mean score only from this many answers
 BOOTSTRAP = 1000
 # Virtual games per pair of conditions, split evenly: keeps a strength finite
 # when a condition has won (or lost) every vote so far, at the cost of a
@@ -167,24 +169,41 @@ def musical_scores(votes: list[dict]) -> dict[str, dict]:
 
 
 def human_or_computer(votes: list[dict]) -> dict:
-    """How often "human or computer?" was answered right, tested against guessing.
+    """Can listeners tell the pianist's clips from the models'?
+
+    Real clips are a minority of a pool (a quarter with three models), so the
+    share of right answers says little: answering "computer" every time scores
+    75%. What counts is whether real clips are judged human more often than
+    generated ones: the hit rate against the false-alarm rate, with Fisher's
+    exact test on that 2 x 2 table (two-sided). The two answers of one pair come
+    from one listener, so the test is somewhat optimistic.
 
     Returns:
-        correct, n, accuracy, p_value (two-sided exact binomial test against
-        0.5; None without guesses), and per condition the share of its clips
-        judged human.
+        hit_rate (real clips judged human), false_alarm_rate (generated clips
+        judged human), their n, balanced_accuracy, p_value (None without both
+        kinds of answer), and per condition the share of its clips judged human.
     """
-    correct, judged_human = [], {}
+    real, generated, judged_human = [], [], {}
     for vote in votes:
         for side in ("a", "b"):
             guess = vote[f"guess_{side}"]
             if guess is None:
                 continue
-            correct.append((guess == "human") == bool(vote[f"real_{side}"]))
-            judged_human.setdefault(vote[f"condition_{side}"], []).append(guess == "human")
-    k, n = int(sum(correct)), len(correct)
-    return {"correct": k, "n": n, "accuracy": round(k / n, 3) if n else None,
-            "p_value": float(stats.binomtest(k, n, 0.5).pvalue) if n else None,
+            said_human = guess == "human"
+            (real if vote[f"real_{side}"] else generated).append(said_human)
+            judged_human.setdefault(vote[f"condition_{side}"], []).append(said_human)
+    hits, false_alarms = sum(real), sum(generated)
+    both = bool(real) and bool(generated)
+    p_value = (float(stats.fisher_exact([[hits, len(real) - hits],
+                                         [false_alarms, len(generated) - false_alarms]])[1])
+               if both else None)
+    hit_rate = round(hits / len(real), 3) if real else None
+    false_alarm_rate = round(false_alarms / len(generated), 3) if generated else None
+    return {"hit_rate": hit_rate, "real_n": len(real), "false_alarm_rate": false_alarm_rate,
+            "generated_n": len(generated),
+            "balanced_accuracy": (round((hit_rate + 1 - false_alarm_rate) / 2, 3)
+                                  if both else None),
+            "p_value": p_value,
             "judged_human": {name: {"share": round(float(np.mean(v)), 3), "n": len(v)}
                              for name, v in sorted(judged_human.items())}}
 
@@ -197,22 +216,42 @@ def quick_ratings(rows: list[dict]) -> dict[str, dict]:
     return {name: mean_with_ci(values, SCORE_SCALE) for name, values in sorted(by_model.items())}
 
 
-def summarise(store: RatingsStore, resamples: int = BOOTSTRAP, seed: int = 0) -> dict:
-    """Everything the ratings say, JSON-ready (aggregates only, no rater ids)."""
-    votes = store.votes()
-    choices = {choice: sum(v["choice"] == choice for v in votes)
-               for choice in ("a", "b", "tie", "both_bad")}
-    return {"votes": len(votes), "raters": len({v["rater"] for v in votes}),
-            "choices": choices, "min_votes": MIN_VOTES,
-            "leaderboard": leaderboard(votes, resamples, seed),
+def summarise(store: RatingsStore, resamples: int = BOOTSTRAP, seed: int = 0,
+              all_pools: bool = False) -> dict:
+    """Everything the ratings say, JSON-ready (aggregates only, no rater ids).
+
+    Args:
+        store: The ratings database.
+        resamples, seed: The bootstrap.
+        all_pools: Pool the votes of every pool ever built; by default only the
+            latest pool's count (a rebuilt pool may hold other models or lengths).
+    """
+    pool = None if all_pools else store.latest_pool()
+    votes = store.votes(pool) if (pool or all_pools) else []
+    choices = {choice: sum(v["choice"] == choice for v in votes) for choice in CHOICES}
+    return {"pool": "all" if all_pools else pool, "votes": len(votes),
+            "raters": len({v["rater"] for v in votes}), "choices": choices,
+            "min_votes": MIN_VOTES, "leaderboard": leaderboard(votes, resamples, seed),
             "win_matrix": win_matrix(votes), "musical": musical_scores(votes),
             "human_or_computer": human_or_computer(votes),
             "quick_ratings": quick_ratings(store.clip_ratings())}
 
 
+def for_the_public(result: dict, min_n: int = MIN_CELL) -> dict:
+    """The summary without cells of fewer than `min_n` answers (one person's score is
+    not an aggregate), for the app's page."""
+    def kept(table: dict) -> dict:
+        return {name: cell for name, cell in table.items() if cell["n"] >= min_n}
+
+    guesses = result["human_or_computer"]
+    return {**result, "musical": kept(result["musical"]),
+            "quick_ratings": kept(result["quick_ratings"]),
+            "human_or_computer": {**guesses, "judged_human": kept(guesses["judged_human"])}}
+
+
 def format_summary(result: dict) -> str:
     """The summary as text for a terminal (Markdown tables)."""
-    lines = [f"{result['votes']} votes from {result['raters']} listeners "
+    lines = [f"Pool {result['pool']}: {result['votes']} votes from {result['raters']} listeners "
              f"(A {result['choices']['a']}, B {result['choices']['b']}, "
              f"tie {result['choices']['tie']}, both bad {result['choices']['both_bad']})."]
     if result["votes"] < result["min_votes"]:
@@ -239,10 +278,12 @@ def format_summary(result: dict) -> str:
             lines += ["", f"{title}:", "", "| condition | mean [95% CI] | n |", "|---|---:|---:|"]
             lines += [f"| {name} | {_mean(cell)} | {cell['n']} |" for name, cell in table.items()]
     guesses = result["human_or_computer"]
-    if guesses["n"]:
-        lines += ["", f"Human or computer: {guesses['correct']} of {guesses['n']} right "
-                      f"({guesses['accuracy']:.0%}; exact binomial test against chance "
-                      f"p = {guesses['p_value']:.3g}). Judged human: " + ", ".join(
+    if guesses["p_value"] is not None:
+        lines += ["", f"Human or computer: the pianist's clips judged human "
+                      f"{guesses['hit_rate']:.0%} of {guesses['real_n']}, the models' "
+                      f"{guesses['false_alarm_rate']:.0%} of {guesses['generated_n']} "
+                      f"(balanced accuracy {guesses['balanced_accuracy']:.0%}; Fisher's "
+                      f"exact test p = {guesses['p_value']:.3g}). Judged human: " + ", ".join(
                           f"{name} {cell['share']:.0%} of {cell['n']}"
                           for name, cell in guesses["judged_human"].items()) + "."]
     return "\n".join(lines)
@@ -282,15 +323,30 @@ def chart(result: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def export_csv(store: RatingsStore, path: str | os.PathLike) -> int:
-    """Every vote as a CSV row (raw data: leaves only through the CLI).
+QUICK_COLUMNS = ("session", "clip_id", "score", "comment", "recipe", "created", "updated")
+
+
+def export_csv(store: RatingsStore, path: str | os.PathLike,
+               quick_path: str | os.PathLike | None = None) -> int:
+    """Every vote (of every pool) as a CSV row; raw data leaves only through the CLI.
+
+    Args:
+        store: The ratings database.
+        path: The votes' CSV.
+        quick_path: Also write the Generate tab's quick ratings here.
 
     Returns:
-        Rows written.
+        Votes written.
     """
     votes = store.votes()
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=VOTE_COLUMNS)
         writer.writeheader()
         writer.writerows(votes)
+    if quick_path is not None:
+        with open(quick_path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=QUICK_COLUMNS)
+            writer.writeheader()
+            writer.writerows({**row, "recipe": json.dumps(row["recipe"])}
+                             for row in store.clip_ratings())
     return len(votes)

@@ -50,10 +50,12 @@ REAL = "real"
 ANCHOR_PREFIX = "greedy-"
 AUDIO_SUFFIX = ".mp3"  # what every browser plays; 20 s is ~0.3 MB
 PROMPT_FADE_SECONDS = 0.3
+POOL_FILE_TIME = 1_000_000_000  # every pool file's mtime: hides the order of writing
 
 
 def pool_dir(ratings_path: str | os.PathLike) -> Path:
-    """Where a database's pool audio lives: `listening/` beside it (the app serves only this)."""
+    """Where a database's pool audio lives: `listening/` beside it (never served as such:
+    the app links each pair's files under new names, `Studio.next_pair`)."""
     return Path(ratings_path).parent / "listening"
 
 
@@ -216,8 +218,12 @@ def _rendered(renderer: Renderer, notes: Notes, seconds: float,
 
 
 def _written(rendering: Rendering, folder: Path) -> Path:
-    """A rendering as an MP3 under a random name, which says nothing of its condition."""
-    return write_compressed(folder / f"{secrets.token_hex(16)}{AUDIO_SUFFIX}", rendering, "mp3")
+    """A rendering as an MP3 that says nothing of its condition: a random name, a
+    constant bitrate (equal sizes for equal lengths) and one modification time."""
+    path = write_compressed(folder / f"{secrets.token_hex(16)}{AUDIO_SUFFIX}", rendering,
+                            "mp3", constant_bitrate=True)
+    os.utime(path, (POOL_FILE_TIME, POOL_FILE_TIME))
+    return path
 
 
 # --- serving pairs and taking votes ---
@@ -231,6 +237,8 @@ class ServedPair:
         prompt_audio: The excerpt both clips continue.
         audio_a, audio_b: The two continuations, in the order shown.
         min_listen_s: How long each must be played before the vote.
+        has_real: Whether the pool holds the pianist's continuations (without
+            them, "human or computer?" has one answer and is not asked).
     """
 
     token: str
@@ -238,6 +246,7 @@ class ServedPair:
     audio_a: Path
     audio_b: Path
     min_listen_s: float
+    has_real: bool
 
 
 @dataclass(frozen=True)
@@ -316,7 +325,7 @@ class ListeningTest:
         self.store.serve_pair(token, rater, a["id"], b["id"])
         return ServedPair(token, self.audio_root / a["prompt_audio"],
                           self.audio_root / a["audio"], self.audio_root / b["audio"],
-                          self.min_listen_s)
+                          self.min_listen_s, self.store.pool_has_real(pool))
 
     def wait_left(self, rater: str, token: str) -> float:
         """Seconds this listener must still wait before voting on the pair (0: may vote).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -32,6 +33,8 @@ from pathlib import Path
 
 from musicgen.errors import UserError
 from musicgen.resources import resource_root
+
+log = logging.getLogger(__name__)
 
 RATINGS_ENV = "MUSICGEN_RATINGS_DB"
 SPACE_DATA_DIR = Path("/data")
@@ -107,7 +110,7 @@ CREATE TABLE IF NOT EXISTS imports (
     created REAL NOT NULL
 );
 """
-VOTE_COLUMNS = ("token", "rater", "prompt", "source", "condition_a", "condition_b",
+VOTE_COLUMNS = ("token", "rater", "pool", "prompt", "source", "condition_a", "condition_b",
                 "choice", "seconds_since_served", "voted", "musical_a", "musical_b",
                 "guess_a", "guess_b", "real_a", "real_b", "training_years", "headphones")
 
@@ -121,8 +124,8 @@ def default_ratings_path() -> Path:
     return resource_root() / "var" / "ratings.sqlite"
 
 
-def clip_id(recipe: dict) -> str:
-    """An opaque, stable id for the clip a recipe makes (quick ratings)."""
+def recipe_id(recipe: dict) -> str:
+    """An opaque, stable id for the clip a recipe makes (the quick ratings' clip_id)."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
@@ -146,7 +149,10 @@ class RatingsStore:
                                            isolation_level=None, timeout=30)
         try:
             with self._lock:
-                self._connection.execute("PRAGMA journal_mode=WAL")
+                mode = self._connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode != "wal":  # e.g. on a network file system
+                    log.warning("%s: SQLite would not use WAL (journal mode %s); readers "
+                                "may wait for writers", self.path, mode)
                 self._connection.execute("PRAGMA synchronous=FULL")
                 self._connection.execute("PRAGMA foreign_keys=ON")
                 version = self._connection.execute("PRAGMA user_version").fetchone()[0]
@@ -167,10 +173,13 @@ class RatingsStore:
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self._connection
+                self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                # A failed COMMIT (disk full) leaves the transaction open, which would
+                # refuse every later BEGIN; SQLite may also have rolled back already.
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
                 raise
-            self._connection.execute("COMMIT")
 
     def _read(self, query: str, parameters: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -320,14 +329,18 @@ class RatingsStore:
                     from None
             raise
 
-    def votes(self) -> list[dict]:
-        """Every vote with its conditions, scores and the rater's self-report, oldest first.
+    def votes(self, pool: str | None = None) -> list[dict]:
+        """The votes with their conditions, scores and the rater's self-report, oldest first.
 
         For the CLI (`ratings summary`, `ratings export`) and tests: raw rows
         never reach the browser.
+
+        Args:
+            pool: Only this pool's votes (None: every pool's).
         """
         rows = self._read(
-            "SELECT v.token, p.rater, a.prompt, q.source, a.condition, b.condition, v.choice, "
+            "SELECT v.token, p.rater, q.pool, a.prompt, q.source, a.condition, b.condition, "
+            "v.choice, "
             "v.seconds_since_served, v.created, sa.musical, sb.musical, sa.guess, sb.guess, "
             "a.is_real, b.is_real, r.training_years, r.headphones FROM votes v "
             "JOIN pairs p ON p.token = v.token JOIN clips a ON a.id = p.clip_a "
@@ -335,12 +348,19 @@ class RatingsStore:
             "JOIN raters r ON r.id = p.rater "
             "LEFT JOIN scores sa ON sa.token = v.token AND sa.clip = p.clip_a "
             "LEFT JOIN scores sb ON sb.token = v.token AND sb.clip = p.clip_b "
-            "ORDER BY v.created, v.rowid")
+            "WHERE ? IS NULL OR q.pool = ? ORDER BY v.created, v.rowid", (pool, pool))
         return [dict(zip(VOTE_COLUMNS, row, strict=True)) for row in rows]
 
-    def vote_count(self) -> int:
-        """How many listening-test votes there are."""
-        return self._read("SELECT count(*) FROM votes")[0][0]
+    def vote_count(self, pool: str | None = None) -> int:
+        """How many listening-test votes there are (in one pool, or in all: None)."""
+        return self._read("SELECT count(*) FROM votes v JOIN pairs p ON p.token = v.token "
+                          "JOIN clips c ON c.id = p.clip_a JOIN prompts q ON q.id = c.prompt "
+                          "WHERE ? IS NULL OR q.pool = ?", (pool, pool))[0][0]
+
+    def pool_has_real(self, pool: str) -> bool:
+        """Whether a pool holds real continuations (only then is "human or computer?" asked)."""
+        return bool(self._read("SELECT 1 FROM clips c JOIN prompts q ON q.id = c.prompt "
+                               "WHERE q.pool = ? AND c.is_real = 1 LIMIT 1", (pool,)))
 
     # --- quick ratings (Generate tab) ---
 
@@ -355,7 +375,7 @@ class RatingsStore:
         """
         if not isinstance(score, int) or not 1 <= score <= 5:
             raise UserError(f"scores go from 1 to 5, not {score}")
-        identifier = clip_id(recipe)
+        identifier = recipe_id(recipe)
         now = time.time()
         with self._write() as db:
             db.execute(
@@ -395,7 +415,7 @@ class RatingsStore:
             except (ValueError, KeyError, TypeError):
                 continue
             if 1 <= score <= 5 and session and isinstance(recipe, dict):
-                rows.append((session, clip_id(recipe), score,
+                rows.append((session, recipe_id(recipe), score,
                              str(record.get("comment", ""))[:500], json.dumps(recipe),
                              created, created))
         with self._write() as db:
@@ -403,9 +423,11 @@ class RatingsStore:
                           (digest,)).fetchone():
                 return 0
             before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO clip_ratings (session, clip_id, score, "
-                           "comment, recipe, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           rows)
+            # The file was appended to, so a later line is the rating that held.
+            db.executemany("INSERT INTO clip_ratings (session, clip_id, score, comment, "
+                           "recipe, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                           "ON CONFLICT (session, clip_id) DO UPDATE SET score = excluded.score, "
+                           "comment = excluded.comment, updated = excluded.updated", rows)
             added = db.total_changes - before
             db.execute("INSERT INTO imports (source_sha256, source, rows, created) "
                        "VALUES (?, ?, ?, ?)", (digest, str(path), added, time.time()))

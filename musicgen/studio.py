@@ -24,7 +24,7 @@ from musicgen import compose
 from musicgen.audio import Renderer, soundfont_path, write_wav
 from musicgen.errors import UserError
 from musicgen.examples import example_names
-from musicgen.leaderboard import MIN_VOTES, format_summary, summarise
+from musicgen.leaderboard import MIN_VOTES, for_the_public, format_summary, summarise
 from musicgen.listening import MIN_LISTEN_SECONDS, ListeningTest, Reveal, ServedPair, pool_dir
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
@@ -107,7 +107,7 @@ class Studio:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.ratings = RatingsStore(ratings_path)
         self.listening = ListeningTest(self.ratings, pool_dir(self.ratings.path), min_listen_s)
-        for served in self.served_dirs():
+        for served in (*self.served_dirs(), self.listening.audio_root):
             if self.ratings.path.resolve().is_relative_to(served.resolve()):
                 raise UserError(f"the ratings database {self.ratings.path} would be "
                                 f"downloadable from the app's folder {served}; keep it elsewhere")
@@ -154,8 +154,8 @@ class Studio:
                  str(path)) for path in self.renderer.soundfonts]
 
     def served_dirs(self) -> list[Path]:
-        """The folders the app may serve files from: outputs and the listening pool's audio."""
-        return [self.output_dir, self.listening.audio_root]
+        """The folders the app may serve files from: only the per-request output folders."""
+        return [self.output_dir]
 
     def cards(self) -> list[dict]:
         """The model cards, for the About tab."""
@@ -410,8 +410,13 @@ class Studio:
                  to_number("Years of musical training", training_years, True))
         if listening_on not in (None, "", "headphones", "speakers"):
             raise UserError(f"listening on is 'headphones' or 'speakers', not {listening_on}")
-        return self.listening.next_pair(session, years, {"headphones": True, "speakers": False}
+        pair = self.listening.next_pair(session, years, {"headphones": True, "speakers": False}
                                         .get(listening_on or ""))
+        # Under names made for this pair only: a clip's own file name, once its
+        # condition is revealed, would tell the next listener what it is.
+        folder = self._request_folder()
+        return dataclasses.replace(pair, **{name: _linked(getattr(pair, name), folder)
+                                            for name in ("prompt_audio", "audio_a", "audio_b")})
 
     def may_vote(self, session: str, token: str | None) -> bool:
         """Whether the pair has been out long enough for a vote (the browser asks once
@@ -437,15 +442,15 @@ class Studio:
 
         Below `MIN_VOTES` votes only the count is shown: early leaderboards mislead.
         """
+        votes = self.ratings.vote_count(self.listening.pool())
+        if votes < MIN_VOTES:  # counted first: no bootstrap for a page that shows none
+            return (f"{votes} votes so far on this listening test. The leaderboard appears "
+                    f"from {MIN_VOTES} votes on: fewer say too little.", None)
         result = summarise(self.ratings)
-        if result["votes"] < MIN_VOTES:
-            return (f"{result['votes']} votes so far from {result['raters']} listeners. The "
-                    f"leaderboard appears from {MIN_VOTES} votes on: fewer say too little.",
-                    None)
         from musicgen.leaderboard import chart  # noqa: PLC0415 - matplotlib, only here
 
         path = chart_path or self._request_folder() / "leaderboard.png"
-        return format_summary(result), str(chart(result, path))
+        return format_summary(for_the_public(result)), str(chart(result, path))
 
     # --- helpers ---
 
@@ -483,6 +488,16 @@ class Studio:
         for folder in self.output_dir.iterdir():
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _linked(path: Path, folder: Path) -> Path:
+    """`path` under a new random name in `folder`: a hard link, or a copy across devices."""
+    link = folder / f"{uuid.uuid4().hex}{path.suffix}"
+    try:
+        os.link(path, link)
+    except OSError:
+        shutil.copyfile(path, link)
+    return link
 
 
 def _score(value) -> int | None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import re
 import time
+import urllib.parse
+from pathlib import Path
 
 import httpx
 import pytest
@@ -80,14 +83,31 @@ def test_a_fresh_client_without_a_pair_is_told_to_ask_for_one(served):
     assert "ask for a pair first" in out["listen_status"]
 
 
-def test_pool_audio_is_served_but_the_database_beside_it_is_not(served):
+def test_a_pair_is_served_under_its_own_names_and_the_pool_and_database_are_not(served):
+    from gradio_client import Client
+
     url, studio = served
-    clip = studio.ratings.pool_clips(studio.listening.pool())[0]
-    audio = studio.listening.audio_root / clip["audio"]
-    assert httpx.get(f"{url}gradio_api/file={audio}").status_code == 200
-    for path in (studio.ratings.path, studio.ratings.path.resolve(),
-                 studio.listening.audio_root / ".." / "ratings.sqlite"):
-        assert httpx.get(f"{url}gradio_api/file={path}").status_code in (403, 404)
+    pair = _outputs(Client(url, verbose=False).predict(
+        training_years="", listening_setup=None, api_name="/listen_next"), NEXT)
+    links = re.findall(r'src="gradio_api/file=([^"]+)"', pair["pair_player"])
+    assert len(links) == 3
+    pool_files = {c["audio"].split("/")[-1] for c in
+                  studio.ratings.pool_clips(studio.listening.pool())}
+    for link in links:
+        path = Path(urllib.parse.unquote(link))
+        assert path.is_relative_to(studio.output_dir) and path.name not in pool_files
+        assert httpx.get(f"{url}gradio_api/file={link}").status_code == 200
+    clip = studio.listening.audio_root / studio.ratings.pool_clips(
+        studio.listening.pool())[0]["audio"]
+    database = studio.ratings.path
+    for path in (clip, database, database.with_name(database.name + "-wal")):
+        assert httpx.get(f"{url}gradio_api/file={path}").status_code in (403, 404), path
+    # A path that climbs out of the served folder, sent as it is (httpx would tidy it).
+    climbing = f"{studio.output_dir}/%2e%2e/var/{database.name}"
+    with httpx.Client() as client:
+        request = client.build_request("GET", f"{url}gradio_api/file={climbing}")
+        request.url = request.url.copy_with(raw_path=f"/gradio_api/file={climbing}".encode())
+        assert client.send(request).status_code in (403, 404)
 
 
 def test_the_vote_stays_locked_until_both_clips_have_played(served):
@@ -112,7 +132,7 @@ def test_the_vote_stays_locked_until_both_clips_have_played(served):
             assert button.is_disabled()
         page.evaluate("document.querySelectorAll('.mg-pair audio.mg-clip')[1].play()")
         page.wait_for_function("!document.querySelector('#vote-a').disabled", timeout=30_000)
-        assert "played 0 of" not in page.locator(".mg-pair").inner_text()
+        assert page.locator(".mg-pair").inner_text().count("played 1.5 of 1.5 s") == 2
         _shot(page, "listen-unlocked")
         votes[1].click()
         page.get_by_text("Saved, thank you.").wait_for(timeout=30_000)
@@ -120,7 +140,8 @@ def test_the_vote_stays_locked_until_both_clips_have_played(served):
             assert button.is_disabled()
         time.sleep(2.5)  # the clips play on: a voted pair must not ask to be unlocked again
         assert "⚠️" not in page.locator("body").inner_text()
-        assert page.get_by_label("human").first.is_disabled()  # answers after a vote: locked
+        assert page.get_by_label("3", exact=True).first.is_disabled()  # answers lock too
+        assert not page.get_by_label("human").count()  # no pianist in this pool: not asked
         _shot(page, "listen-revealed")
         browser.close()
 

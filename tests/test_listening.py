@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import time
 
 import numpy as np
 import pytest
@@ -58,7 +59,11 @@ def test_a_pool_holds_equal_opaque_clips_and_keeps_conditions_on_the_server(tmp_
 
     pair = ListeningTest(store, root).next_pair("rater")
     assert pair.audio_a.is_file() and pair.audio_b.is_file() and pair.prompt_audio.is_file()
-    assert store.path not in pair.audio_a.parents  # the database is not under the pool
+    assert not pair.has_real  # built-in examples: no pianist's continuation
+    assert not store.path.resolve().is_relative_to(root.resolve())  # the database is beside it
+    sizes = {(root / c["audio"]).stat().st_size for c in clips}
+    times = {(root / c["audio"]).stat().st_mtime for c in clips}
+    assert len(times) == 1 and max(sizes) - min(sizes) < 2000  # constant bitrate, one mtime
 
 
 def test_the_same_seed_gives_the_same_prompts(maestro_dir):
@@ -130,15 +135,26 @@ def test_mean_scores_and_guesses_match_hand_computed_values():
     assert scores == {"mean": 4.0, "ci": [1.516, 6.484], "n": 3}
     assert leaderboard.mean_with_ci([3, 4, 5], scale=(1, 5))["ci"] == [1.516, 5.0]
     assert leaderboard.mean_with_ci([2])["ci"] is None
-    # 8 of 10 guesses right: two-sided exact binomial p = 2 * (45 + 10 + 1) / 1024.
+    # Real clips judged human 4 of 5, generated ones 1 of 5: Fisher's exact test on
+    # [[4, 1], [1, 4]], two-sided: (2 * (C(5,4) C(5,1) + C(5,5) C(5,0))) / C(10,5) = 52 / 252.
     votes = ([vote("real", "lstm", "a", guess_a="human", guess_b="computer")] * 4
              + [vote("real", "lstm", "a", guess_a="computer", guess_b="human")]
              + [vote("lstm", "transformer", "a")])
     result = leaderboard.human_or_computer(votes)
-    assert (result["correct"], result["n"], result["accuracy"]) == (8, 10, 0.8)
-    assert np.isclose(result["p_value"], 0.109375)
+    assert (result["hit_rate"], result["real_n"]) == (0.8, 5)
+    assert (result["false_alarm_rate"], result["generated_n"]) == (0.2, 5)
+    assert result["balanced_accuracy"] == 0.8
+    assert np.isclose(result["p_value"], 52 / 252)
     assert result["judged_human"]["real"] == {"share": 0.8, "n": 5}
     assert result["judged_human"]["lstm"] == {"share": 0.2, "n": 5}
+    # Always answering "computer" is right 75% of the time in a pool of 3 models and the
+    # pianist, and tells nothing: no difference between the rates.
+    always = [vote("real", "lstm", "a", guess_a="computer", guess_b="computer"),
+              vote("transformer", "greedy-lstm", "a", guess_a="computer", guess_b="computer")]
+    result = leaderboard.human_or_computer(always * 10)
+    assert result["balanced_accuracy"] == 0.5 and result["p_value"] == 1.0
+    assert leaderboard.human_or_computer([vote("lstm", "transformer", "a", guess_a="human")]
+                                         )["p_value"] is None  # no real clip: no test
 
 
 def test_ratings_summary_and_export_through_the_cli(tmp_path, capsys):
@@ -155,19 +171,23 @@ def test_ratings_summary_and_export_through_the_cli(tmp_path, capsys):
     assert cli.main(["ratings", "summary", "--db", str(db), "--json", "--bootstrap", "100",
                      "--chart", str(chart)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["votes"] == 12 and result["raters"] == 6
+    assert result["votes"] == 12 and result["raters"] == 6 and result["pool"] == "pool-1"
     assert sum(row["votes"] for row in result["leaderboard"]) == 24
     assert result["quick_ratings"] == {"lstm": {"mean": 5.0, "ci": None, "n": 1}}
     assert chart.stat().st_size > 1000
     assert "rater-0" not in json.dumps(result)  # aggregates only
     assert cli.main(["ratings", "summary", "--db", str(db)]) == 0
     text = capsys.readouterr().out
-    assert "12 votes from 6 listeners" in text and "Fewer than 30 votes" in text
-    out = tmp_path / "votes.csv"
-    assert cli.main(["ratings", "export", "--db", str(db), "--csv", str(out)]) == 0
+    assert "Pool pool-1: 12 votes from 6 listeners" in text and "Fewer than 30 votes" in text
+    out, quick = tmp_path / "votes.csv", tmp_path / "quick.csv"
+    assert cli.main(["ratings", "export", "--db", str(db), "--csv", str(out),
+                     "--quick", str(quick)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 12 and {row["choice"] for row in rows} == {"a"}
-    assert {row["musical_a"] for row in rows} == {"4"}
+    assert {row["musical_a"] for row in rows} == {"4"} and {row["pool"] for row in rows} == {
+        "pool-1"}
+    (quick_row,) = csv.DictReader(quick.open())
+    assert quick_row["score"] == "5" and json.loads(quick_row["recipe"]) == {"model": "lstm"}
 
 
 def test_listening_build_through_the_cli(tmp_path, capsys):
@@ -180,6 +200,21 @@ def test_listening_build_through_the_cli(tmp_path, capsys):
     assert cli.main(["listening", "build", "--checkpoints", str(tmp_path / "ckpt"),
                      "--seconds", "500", "--db", str(db)]) == 1
     assert "pool clips last 5 to 60 s" in capsys.readouterr().err
+
+
+def test_the_summary_counts_the_latest_pool_unless_asked_for_all(tmp_path):
+    store = RatingsStore(tmp_path / "ratings.sqlite")
+    test = ListeningTest(store, tmp_path, min_listen_s=0)
+    fake_pool(store, pool="old")
+    for k in range(3):
+        pair = test.next_pair(f"r{k}")
+        test.vote(f"r{k}", pair.token, "a")
+    time.sleep(0.01)
+    fake_pool(store, pool="new")  # rebuilt: other clips, maybe other models
+    pair = test.next_pair("r9")
+    test.vote("r9", pair.token, "b")
+    assert leaderboard.summarise(store, resamples=0)["votes"] == 1
+    assert leaderboard.summarise(store, resamples=0, all_pools=True)["votes"] == 4
 
 
 @pytest.mark.parametrize("choice", ["a", "b"])
