@@ -16,6 +16,7 @@ from musicgen import cli, leaderboard
 from musicgen.compose import load_model
 from musicgen.listening import ListeningTest, build_pool, pool_dir, pool_prompts
 from musicgen.ratings import RatingsStore
+from musicgen.settings import Settings
 
 
 def vote(a: str, b: str, choice: str, **extra) -> dict:
@@ -54,7 +55,7 @@ def test_a_pool_holds_equal_opaque_clips_and_keeps_conditions_on_the_server(tmp_
         assert hashlib.sha256((root / clip["audio"]).read_bytes()).hexdigest() == \
             digests[clip["id"]]
     recipes = [json.loads(r) for (r,) in store._read("SELECT recipe FROM clips")]
-    assert {r.get("temperature") for r in recipes} == {0.0, 1.0}  # the anchor is greedy
+    assert {r.get("temperature") for r in recipes} == {0.0, Settings().temperature}  # greedy anchor
     assert all("prompt_tokens" not in r for r in recipes)
 
     pair = ListeningTest(store, root).next_pair("rater")
