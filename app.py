@@ -29,6 +29,7 @@ os.environ.setdefault("MPLCONFIGDIR", str(ROOT / "tmp" / "matplotlib"))
 
 import gradio as gr  # noqa: E402 - the environment above must be set first
 
+from musicgen.checkpoint import tokens_seen  # noqa: E402
 from musicgen.errors import UserError  # noqa: E402
 from musicgen.listening import ServedPair  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
@@ -753,7 +754,7 @@ def build_about_tab(studio: Studio, ui: dict) -> None:
             nll = bigram = accuracy = "not evaluated"
         rows.append(f"| {card.get('name', '?')} | {card.get('architecture', '?')} | "
                     f"{card.get('parameters', 0):,} | "
-                    f"{card.get('training', {}).get('tokens_seen', 0):,} | {nll} | {bigram} | "
+                    f"{tokens_seen(card):,} | {nll} | {bigram} | "
                     f"{accuracy} |")
     gr.Markdown("### Models\n" + "\n".join(rows) + "\n\n" + ABOUT)
 

@@ -101,6 +101,12 @@ def _card_json(text: str, where: Path) -> dict:
     return card
 
 
+def tokens_seen(card: dict) -> int:
+    """Every token the weights have been trained on, over all runs that led to them."""
+    training = card.get("training", {})
+    return training.get("tokens_seen", 0) + training.get("tokens_seen_before", 0)
+
+
 def checked_weights(path: str | os.PathLike) -> tuple[Path, dict]:
     """The weights file of a checkpoint and its card, once both are known to be usable.
 

@@ -38,6 +38,7 @@ from musicgen.checkpoint import (
     read_card,
     save_training_state,
     save_weights,
+    tokens_seen,
 )
 from musicgen.data import TokenCache, WindowSampler
 from musicgen.errors import SettingsError, UserError
@@ -387,8 +388,7 @@ def _tokens_before(config: TrainConfig) -> int:
     """Tokens the initial weights had seen (0 when training from scratch)."""
     if not config.init_from:
         return 0
-    training = read_card(config.init_from).get("training", {})
-    return training.get("tokens_seen", 0) + training.get("tokens_seen_before", 0)
+    return tokens_seen(read_card(config.init_from))
 
 
 def _append_log(path: Path, row: dict) -> None:
