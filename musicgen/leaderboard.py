@@ -57,11 +57,16 @@ def bradley_terry(games: list[tuple[str, str, float]], conditions: list[str],
     Returns:
         One log-strength per condition (natural log; differences are log-odds).
     """
+    return _fit(*_as_arrays(games, conditions), len(conditions), prior_games)
+
+
+def _as_arrays(games: list[tuple[str, str, float]],
+               conditions: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index of A, index of B, A's share) per game, as numpy arrays."""
     index = {name: k for k, name in enumerate(conditions)}
-    first = np.array([index[a] for a, _, _ in games], dtype=np.int64)
-    second = np.array([index[b] for _, b, _ in games], dtype=np.int64)
-    share = np.array([s for _, _, s in games], dtype=float)
-    return _fit(first, second, share, len(conditions), prior_games)
+    return (np.array([index[a] for a, _, _ in games], dtype=np.int64),
+            np.array([index[b] for _, b, _ in games], dtype=np.int64),
+            np.array([s for _, _, s in games], dtype=float))
 
 
 def _fit(first: np.ndarray, second: np.ndarray, share: np.ndarray, n: int,
@@ -96,10 +101,7 @@ def leaderboard(votes: list[dict], resamples: int = BOOTSTRAP, seed: int = 0) ->
     conditions = sorted({c for a, b, _ in games for c in (a, b)})
     if not conditions:
         return []
-    index = {name: k for k, name in enumerate(conditions)}
-    first = np.array([index[a] for a, _, _ in games])
-    second = np.array([index[b] for _, b, _ in games])
-    share = np.array([s for _, _, s in games])
+    first, second, share = _as_arrays(games, conditions)
     rating = 1000 + ELO_SCALE * _fit(first, second, share, len(conditions), PRIOR_GAMES)
     rng = np.random.default_rng(seed)
     samples = []
