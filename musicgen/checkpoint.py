@@ -3,6 +3,7 @@
 A checkpoint is a folder:
 
     model.safetensors      weights; the header's metadata repeats card.json
+    serving.onnx           (shipped checkpoints) the step with int8 weights, for sampling
     card.json              config, vocabulary, training record, metrics, licence
     optimizer.safetensors  (training checkpoints only) optimizer tensors
     trainer.json           (training checkpoints only) step, schedule, RNG states
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
 WEIGHTS = "model.safetensors"
+SERVING = "serving.onnx"  # the int8 step for sampling (musicgen.serving_graph)
 CARD = "card.json"
 OPTIMIZER = "optimizer.safetensors"
 TRAINER = "trainer.json"

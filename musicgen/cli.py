@@ -54,11 +54,12 @@ def _evaluate(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = evaluate(args.checkpoint, args.data, split=args.split, window=args.window,
-                      bootstrap=args.bootstrap, seed=args.seed)
+                      bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
+                      serving=args.serving)
     if args.write_card:
         from musicgen.checkpoint import record_evaluation
 
-        record_evaluation(args.checkpoint, args.split, result)
+        record_evaluation(args.checkpoint, args.split + ("_int8" if args.serving else ""), result)
     print(json.dumps(result, allow_nan=False) if args.json else format_report(result))
     return 0
 
@@ -178,9 +179,18 @@ def _setting_help(name: str, text: str = "") -> str:
 
 def _export(args) -> int:
     from musicgen.checkpoint import export_checkpoint
+    from musicgen.serving_graph import export_serving
 
     folder = export_checkpoint(args.source, args.destination, name=args.name)
-    print(f"exported {args.source} -> {folder}")
+    serving = export_serving(folder)
+    print(f"exported {args.source} -> {folder} (serving form: {serving.name})")
+    return 0
+
+
+def _export_serving(args) -> int:
+    from musicgen.serving_graph import export_serving
+
+    print(f"wrote {export_serving(args.checkpoint)}")
     return 0
 
 
@@ -284,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="sequences (LSTM) or windows (Transformer) per model call")
+    p.add_argument("--serving", action="store_true",
+                   help="score the int8 serving form that sampling runs, not the float weights")
     p.add_argument("--write-card", action="store_true",
                    help="store the result in the checkpoint's card.json under evaluation.SPLIT")
     p.add_argument("--json", action="store_true")
@@ -318,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", help="e.g. checkpoints/lstm")
     p.add_argument("--name", help="model name in the card (default: destination's name)")
     p.set_defaults(run=_export)
+
+    p = commands.add_parser("export-serving",
+                            help="write a checkpoint's int8 serving graph (serving.onnx)")
+    p.add_argument("checkpoint", help="checkpoint folder, e.g. checkpoints/lstm")
+    p.set_defaults(run=_export_serving)
 
     p = commands.add_parser("data", help="fetch data sets")
     data_commands = p.add_subparsers(dest="data_command", required=True)
@@ -395,11 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"musicgen: {error}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as error:
-        if error.name != "torch":
+        if error.name not in ("torch", "onnx"):
             raise
-        # The app's install (requirements.txt) has no torch; training does.
-        print(f"musicgen: {args.command} needs torch: pip install -r requirements-train.txt",
-              file=sys.stderr)
+        # The app's install (requirements.txt) has neither; training does.
+        print(f"musicgen: {args.command} needs {error.name}: pip install -r "
+              f"requirements-train.txt", file=sys.stderr)
         return 1
 
 

@@ -34,6 +34,7 @@ import torch
 from musicgen.data import TokenCache, open_cache, open_split  # noqa: F401 - re-exported
 from musicgen.errors import UserError
 from musicgen.events import STEPS_PER_SECOND, VOCAB
+from musicgen.serving import LSTMStepper, ServingModel
 
 FIRST_EVENT = VOCAB["note_on"].offset  # tokens below this (PAD, BOS, EOS) are never targets
 EVENT_TYPES = ("note_on", "note_off", "time_shift", "velocity")
@@ -145,7 +146,8 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
     Returns:
         One PieceScore per piece, in the order of `pieces`.
     """
-    model.float().to(device).eval()
+    if not isinstance(model, ServingModel):
+        model.float().to(device).eval()
     context = model.context
     if context is None:
         rows = _score_recurrent(model, pieces, window or RECURRENT_WINDOW, batch_size, device)
@@ -168,11 +170,24 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
 
 def _predict(model, inputs: np.ndarray, targets: np.ndarray, device, state=None):
     """One model call: (log p(target) [B, T], argmax [B, T], new state)."""
-    logits, state = model(torch.as_tensor(inputs, device=device), state)
+    if isinstance(model, ServingModel):
+        logits, state = _serving_call(model, inputs, state)
+    else:
+        logits, state = model(torch.as_tensor(inputs, device=device), state)
     logits = logits.float()
     wanted = torch.as_tensor(targets, device=device)[..., None]
     log_probs = (logits.gather(-1, wanted)[..., 0] - logits.logsumexp(-1))
     return log_probs.double().cpu().numpy(), logits.argmax(-1).cpu().numpy(), state
+
+
+def _serving_call(model: ServingModel, inputs: np.ndarray, state):
+    """`model(tokens, state)` for a serving model; its state is the LSTM's stepper."""
+    if state is None:
+        state = model.stepper()
+        logits = state.sequence_logits(inputs)
+    else:  # the LSTM's next chunk
+        logits = np.stack([state.step(inputs[:, t]) for t in range(inputs.shape[1])], axis=1)
+    return torch.from_numpy(logits), state
 
 
 def _padded(rows: list[np.ndarray], width: int) -> np.ndarray:
@@ -187,6 +202,8 @@ def _first_rows(state, rows: int):
     """Keep the first `rows` sequences of an nn.LSTM-style state ((h, c), batch on dim 1)."""
     if state is None:
         return None
+    if isinstance(state, LSTMStepper):
+        return state.rows(np.arange(rows))
     if isinstance(state, torch.Tensor):
         return state[:, :rows]
     return type(state)(_first_rows(part, rows) for part in state)
@@ -470,7 +487,8 @@ def evaluate_model(model: torch.nn.Module, pieces: list[np.ndarray],
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
              window: int | None = None, bootstrap: int = 1000, seed: int = 0,
-             device: str | torch.device = "cpu", batch_size: int = 8) -> dict:
+             device: str | torch.device = "cpu", batch_size: int = 8,
+             serving: bool = False) -> dict:
     """Score a checkpoint on one split of a cache or MIDI folder, with baselines.
 
     Args:
@@ -482,6 +500,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
         seed: Seed of the resampling.
         device: Where to run the model.
         batch_size: See `score_model`.
+        serving: Score the serving form that sampling runs (int8 weights,
+            `musicgen.serving`) instead of the float weights in torch.
 
     Returns:
         JSON-ready dict: checkpoint, name, architecture, weights_sha256, split,
@@ -492,7 +512,12 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     from musicgen.model import describe
 
     began = time.perf_counter()
-    model, card = load_checkpoint(checkpoint, device=device)
+    if serving:
+        from musicgen.serving import load_serving
+
+        model, card = load_serving(checkpoint)
+    else:
+        model, card = load_checkpoint(checkpoint, device=device)
     cache = open_cache(data)  # once: a MIDI folder is encoded (or checked) only here
     pieces, seconds = open_split(cache, split)
     train, _ = open_split(cache, "train")
@@ -507,6 +532,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
         "name": card.get("name"),
         "architecture": describe(model.config),
         "weights_sha256": card.get("weights_sha256"),
+        "weights": "int8 serving form" if serving else "float32",
         "split": split,
         "data": str(data),
         **scored,

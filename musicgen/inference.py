@@ -1,9 +1,10 @@
-"""One-token steps for torch models: the numpy steppers on CPU, torch's own elsewhere.
+"""One-token steps for torch models: the serving graph on CPU, torch's own elsewhere.
 
 Shipped checkpoints are sampled through `musicgen.serving` without torch; this
 module is for models that live in torch (during training, in tests, on a
-GPU). On the CPU their weights are copied into the numpy steppers of
-`musicgen.serving`, which are faster there; on a GPU torch steps itself.
+GPU). On the CPU their weights become the same int8 serving graph as a
+shipped checkpoint's (`musicgen.serving_graph`), which is faster there and
+samples what the exported model will; on a GPU torch steps itself.
 """
 
 from __future__ import annotations
@@ -12,12 +13,8 @@ import numpy as np
 import torch
 
 from musicgen.model import LSTMModel, TransformerModel
-from musicgen.serving import (
-    NumpyLSTMStepper,
-    NumpyTransformerStepper,
-    lstm_layout,
-    transformer_layout,
-)
+from musicgen.serving import LSTMStepper, ServingModel, TransformerStepper, session_for
+from musicgen.serving_graph import serving_graph
 
 
 class TorchStepper:
@@ -49,30 +46,28 @@ class TorchStepper:
         self.model.train(self._was_training)
 
 
-def stepper_for(model: torch.nn.Module) -> TorchStepper | NumpyLSTMStepper | (
-        NumpyTransformerStepper):
-    """The fastest stepper for a torch model where it lives: numpy on CPU, torch elsewhere."""
-    if next(model.parameters()).device.type == "cpu":
-        if isinstance(model, LSTMModel):
-            return NumpyLSTMStepper(model.config, _layout(model, lstm_layout))
-        if isinstance(model, TransformerModel):
-            return NumpyTransformerStepper(model.config, _layout(model, transformer_layout))
+def stepper_for(model: torch.nn.Module) -> TorchStepper | LSTMStepper | TransformerStepper:
+    """The fastest stepper for a torch model: the serving graph on CPU, torch elsewhere."""
+    if next(model.parameters()).device.type == "cpu" and isinstance(
+            model, LSTMModel | TransformerModel):
+        return serving_model(model).stepper()
     return TorchStepper(model)
 
 
-def _layout(model: torch.nn.Module, layout) -> tuple:
-    """`layout(weights, config)`, computed once per model and kept until a parameter changes.
+def serving_model(model: torch.nn.Module) -> ServingModel:
+    """The model's serving form, built once and kept until a parameter changes.
 
-    Laying out weights takes tens of milliseconds, as long as ~100 steps, so
-    they are reused until a parameter's data pointer or its version counter
-    (bumped by every in-place update, e.g. an optimizer step) differs.
+    Building it takes about a second for the shipped sizes, as long as ~1,000
+    steps, so it is reused until a parameter's data pointer or its version
+    counter (bumped by every in-place update, e.g. an optimizer step) differs.
     """
-    key = (layout.__name__, tuple((p.data_ptr(), p._version) for p in model.parameters()))
-    cached = getattr(model, "_numpy_step_weights", None)
+    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    cached = getattr(model, "_serving_model", None)
     if cached is not None and cached[0] == key:
         return cached[1]
     weights = {name: tensor.detach().float().cpu().numpy()
                for name, tensor in model.state_dict().items()}
-    prepared = layout(weights, model.config)
-    object.__setattr__(model, "_numpy_step_weights", (key, prepared))
-    return prepared
+    graph = serving_graph(weights, model.config).SerializeToString()
+    served = ServingModel(model.config, session_for(graph))
+    object.__setattr__(model, "_serving_model", (key, served))
+    return served

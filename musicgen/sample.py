@@ -16,19 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from musicgen.events import STEPS_PER_SECOND, VOCAB, Vocabulary
-from musicgen.serving import ServingModel
+from musicgen.serving import ServingModel, merged
 
 # Without a token budget, stop a run that never advances time (e.g. only
 # note events) after this many tokens per second of music asked for.
 TOKENS_PER_SECOND_CAP = 200
-# A step's products are too small to share between BLAS threads, and when the
-# cores are busy (a training job, other users) the threads wait on each other:
-# measured on this project's 2-core machine while two other jobs ran, a 10 s
-# LSTM continuation took 22 s with OpenBLAS's 2 threads and 0.9 s with 1.
-SAMPLING_BLAS_THREADS = 1
 
 
 @dataclass
@@ -50,30 +44,44 @@ class Generation:
     stop_reasons: list[str]
 
 
-def filter_logits(logits: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+def filter_logits(logits: np.ndarray, top_k: int | np.ndarray = 0,
+                  top_p: float | np.ndarray = 1.0) -> np.ndarray:
     """Keep the top-k tokens and the smallest set whose probability reaches top_p.
 
     Args:
         logits: [B, V] scores (already divided by the temperature).
-        top_k: Keep this many highest-scoring tokens; 0 keeps all.
+        top_k: Keep this many highest-scoring tokens; 0 keeps all. One value,
+            or one per row.
         top_p: Nucleus: keep the most likely tokens until their probability
             sum reaches top_p (the token that crosses it is kept); 1.0 keeps all.
+            One value, or one per row.
 
     Returns:
         A float64 copy with every dropped token at -inf.
     """
     logits = np.array(logits, dtype=np.float64)
-    if top_k and top_k < logits.shape[-1]:
-        threshold = np.partition(logits, -top_k, axis=-1)[:, -top_k:].min(-1, keepdims=True)
-        logits[logits < threshold] = -np.inf
-    if top_p < 1.0:
-        ordered = -np.sort(-logits, axis=-1)
+    rows, size = logits.shape
+    top_k = np.broadcast_to(np.asarray(top_k, dtype=np.int64), (rows,))
+    top_p = np.broadcast_to(np.asarray(top_p, dtype=np.float64), (rows,))
+    limited = (top_k > 0) & (top_k < size)
+    if limited.any():
+        part = logits[limited]
+        ordered = -np.sort(-part, axis=-1)
+        threshold = ordered[np.arange(len(part)), top_k[limited] - 1][:, None]
+        part[part < threshold] = -np.inf
+        logits[limited] = part
+    nucleus = top_p < 1.0
+    if nucleus.any():
+        part = logits[nucleus]
+        ordered = -np.sort(-part, axis=-1)
         probabilities = _softmax(ordered)
         # Keep a token while the tokens before it sum to less than top_p; then
         # every logit at or above the last kept one stays (ties are kept together).
-        kept = ((np.cumsum(probabilities, -1) - probabilities) < top_p).sum(-1, keepdims=True)
+        before = np.cumsum(probabilities, -1) - probabilities
+        kept = (before < top_p[nucleus, None]).sum(-1, keepdims=True)
         threshold = np.take_along_axis(ordered, kept - 1, axis=-1)
-        logits[logits < threshold] = -np.inf
+        part[part < threshold] = -np.inf
+        logits[nucleus] = part
     return logits
 
 
@@ -108,6 +116,25 @@ class TorchUniforms:
         return float((int(high) << 32 | int(low)) & (2**53 - 1)) * 2.0**-53
 
 
+@dataclass
+class SamplingRequest:
+    """One call's worth of sampling: a prompt, its controls and n rows.
+
+    The fields are `generate`'s arguments of the same names.
+    """
+
+    prompt_tokens: np.ndarray
+    seconds: float | None = None
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    n: int = 1
+    max_silence: float = 0.0
+    on_progress: Callable[[float], None] | None = None
+
+
 def generate(model, prompt_tokens, *, seconds: float | None = None,
              max_tokens: int | None = None, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = 0, n: int = 1, max_silence: float = 0.0,
@@ -140,38 +167,72 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
     Returns:
         A `Generation` with the continuations and per-step diagnostics.
     """
-    if seconds is None and max_tokens is None:
-        raise ValueError("give seconds, max_tokens or both")
-    _check(temperature, top_k, top_p, n)
-    if max_tokens is None:
-        max_tokens = max(64, int(seconds * TOKENS_PER_SECOND_CAP))
-    target_steps = None if seconds is None else round(seconds * STEPS_PER_SECOND)
-    prompt = np.asarray(prompt_tokens, dtype=np.int64).ravel()
-    if not len(prompt) or prompt[0] != vocab.bos:
-        prompt = np.concatenate(([vocab.bos], prompt))
-    if model.context is not None:
-        prompt = prompt[-(model.context - 1):]  # the next token then sees `context`
-    generators = [TorchUniforms(seed + i) for i in range(n)]
-    shift, note_on = vocab["time_shift"], vocab["note_on"]
-    silence_cap = round(max_silence * STEPS_PER_SECOND) if max_silence > 0 else None
-    silent = np.full(n, _steps_since_last_note_on(prompt, vocab), dtype=np.int64)
-    no_shifts = np.zeros((n, vocab.size), dtype=bool)
+    request = SamplingRequest(prompt_tokens, seconds, max_tokens, temperature, top_k, top_p,
+                              seed, n, max_silence, on_progress)
+    return generate_batch(model, [request], vocab)[0]
 
-    stepper = _stepper(model)
-    blas = threadpool_limits(limits=SAMPLING_BLAS_THREADS, user_api="blas")
-    tokens = np.zeros((n, max_tokens), dtype=np.int64)
-    entropy = np.zeros((n, max_tokens), dtype=np.float32)
-    chosen_probability = np.zeros((n, max_tokens), dtype=np.float32)
-    elapsed = np.zeros(n, dtype=np.int64)
-    length = np.full(n, max_tokens)
-    reasons = ["max_tokens"] * n
-    active = np.ones(n, dtype=bool)
+
+def generate_batch(model, requests: list[SamplingRequest], vocab: Vocabulary = VOCAB,
+                   ) -> list[Generation]:
+    """Sample several requests as one batch: every step reads the weights once for all rows.
+
+    A step is bound by reading the weights, so rows are nearly free (measured
+    in BENCHMARKS.md). Each request keeps its own prompt, controls, length and
+    seeds, and gets exactly what `generate` gives it alone: the serving graph
+    computes each row on its own (`musicgen.serving`), and the choice of a
+    token is made row by row.
+
+    Args:
+        model: As for `generate`; several requests need a `ServingModel`.
+        requests: What to sample.
+        vocab: The event table.
+
+    Returns:
+        One `Generation` per request, in order.
+    """
+    for request in requests:
+        check_request(request)
+    owner = np.repeat(np.arange(len(requests)), [r.n for r in requests])  # request of each row
+
+    def per_row(values: list, dtype) -> np.ndarray:
+        return np.asarray(values, dtype=dtype)[owner]
+
+    budget = per_row([r.max_tokens if r.max_tokens is not None
+                      else max(64, int(r.seconds * TOKENS_PER_SECOND_CAP)) for r in requests],
+                     np.int64)
+    no_target = np.iinfo(np.int64).max
+    target_steps = per_row([no_target if r.seconds is None else round(r.seconds * STEPS_PER_SECOND)
+                            for r in requests], np.int64)
+    temperature = per_row([r.temperature for r in requests], np.float64)
+    top_k = per_row([r.top_k for r in requests], np.int64)
+    top_p = per_row([r.top_p for r in requests], np.float64)
+    silence_cap = per_row([round(r.max_silence * STEPS_PER_SECOND) if r.max_silence > 0
+                           else no_target for r in requests], np.int64)
+    generators = [TorchUniforms(r.seed + i) for r in requests for i in range(r.n)]
+    shift, note_on = vocab["time_shift"], vocab["note_on"]
+    prompts = [_prompt(r.prompt_tokens, model.context, vocab) for r in requests]
+    silent = per_row([_steps_since_last_note_on(prompt, vocab) for prompt in prompts], np.int64)
+
+    rows, width = len(owner), int(budget.max())
+    tokens = np.zeros((rows, width), dtype=np.int64)
+    entropy = np.zeros((rows, width), dtype=np.float32)
+    chosen_probability = np.zeros((rows, width), dtype=np.float32)
+    elapsed = np.zeros(rows, dtype=np.int64)
+    length = budget.copy()
+    reasons = ["max_tokens"] * rows
+    active = np.ones(rows, dtype=bool)
+    steppers = []
     try:
-        logits = stepper.start(np.repeat(prompt[None, :], n, axis=0))
-        for t in range(max_tokens):
+        logits = []
+        for request, prompt in zip(requests, prompts, strict=True):
+            steppers.append(_stepper(model))
+            logits.append(steppers[-1].start(np.repeat(prompt[None, :], request.n, axis=0)))
+        stepper = steppers[0] if len(steppers) == 1 else merged(steppers)
+        logits = np.concatenate(logits)
+        for t in range(width):
             banned = None
-            if silence_cap is not None and (silent >= silence_cap).any():
-                banned = no_shifts.copy()
+            if (silent >= silence_cap).any():
+                banned = np.zeros((rows, vocab.size), dtype=bool)
                 banned[silent >= silence_cap, shift.offset:shift.stop] = True
             chosen, step_entropy, step_probability = _choose(
                 logits, temperature, top_k, top_p, generators, banned)
@@ -183,32 +244,68 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             elapsed += np.where(active, shift_steps, 0)
             is_note_on = (chosen >= note_on.offset) & (chosen < note_on.stop)
             silent = np.where(is_note_on, 0, silent + shift_steps)
-            finished = active & (chosen == vocab.eos)
-            if target_steps is not None:
-                finished_by_time = active & ~finished & (elapsed >= target_steps)
-                for i in np.nonzero(finished_by_time)[0]:
-                    reasons[i] = "seconds"
-                finished |= finished_by_time
+            by_eos = active & (chosen == vocab.eos)
+            by_time = active & ~by_eos & (elapsed >= target_steps)
+            finished = by_eos | by_time | (active & (t + 1 >= budget))
             for i in np.nonzero(finished)[0]:
                 length[i] = t + 1
-                if reasons[i] == "max_tokens":
-                    reasons[i] = "eos"
+                reasons[i] = "eos" if by_eos[i] else "seconds" if by_time[i] else "max_tokens"
             active &= ~finished
             if not active.any():
                 break
-            if on_progress is not None and t % 32 == 0:
-                on_progress(_progress(t, max_tokens, elapsed[active], target_steps))
+            if t % 32 == 0:
+                _report_progress(requests, owner, active, t, budget, elapsed, target_steps)
             logits = stepper.step(chosen)
     finally:
-        stepper.close()
-        blas.restore_original_limits()
-    if on_progress is not None:
-        on_progress(1.0)
-    return Generation(tokens=[tokens[i, :length[i]].copy() for i in range(n)],
-                      entropy=[entropy[i, :length[i]].copy() for i in range(n)],
-                      chosen_probability=[chosen_probability[i, :length[i]].copy()
-                                          for i in range(n)],
-                      stop_reasons=reasons)
+        for each in steppers:
+            each.close()
+    results = []
+    for k, request in enumerate(requests):
+        if request.on_progress is not None:
+            request.on_progress(1.0)
+        mine = np.nonzero(owner == k)[0]
+        results.append(Generation(
+            tokens=[tokens[i, :length[i]].copy() for i in mine],
+            entropy=[entropy[i, :length[i]].copy() for i in mine],
+            chosen_probability=[chosen_probability[i, :length[i]].copy() for i in mine],
+            stop_reasons=[reasons[i] for i in mine]))
+    return results
+
+
+def check_request(request: SamplingRequest) -> None:
+    """Refuse a request the sampler cannot do (the product's narrower limits are `Settings`').
+
+    Raises:
+        ValueError: No length, or controls outside where the sampling math is defined.
+    """
+    if request.seconds is None and request.max_tokens is None:
+        raise ValueError("give seconds, max_tokens or both")
+    _check(request.temperature, request.top_k, request.top_p, request.n)
+
+
+def _prompt(prompt_tokens, context: int | None, vocab: Vocabulary) -> np.ndarray:
+    """The prompt as the model reads it: BOS in front, at most context - 1 tokens."""
+    prompt = np.asarray(prompt_tokens, dtype=np.int64).ravel()
+    if not len(prompt) or prompt[0] != vocab.bos:
+        prompt = np.concatenate(([vocab.bos], prompt))
+    if context is not None:
+        prompt = prompt[-(context - 1):]  # the next token then sees `context`
+    return prompt
+
+
+def _report_progress(requests: list[SamplingRequest], owner: np.ndarray, active: np.ndarray, t: int,
+                     budget: np.ndarray, elapsed: np.ndarray, target_steps: np.ndarray) -> None:
+    """Each unfinished request's progress: the least advanced of its rows, by time or tokens."""
+    for k, request in enumerate(requests):
+        rows = active & (owner == k)
+        if request.on_progress is None or not rows.any():
+            continue
+        by_tokens = t / budget[rows].max()
+        if request.seconds is None:
+            request.on_progress(by_tokens)
+        else:
+            by_time = float(elapsed[rows].min()) / target_steps[rows].max()
+            request.on_progress(min(1.0, max(by_tokens, by_time)))
 
 
 def _stepper(model):
@@ -231,18 +328,23 @@ def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
     return int(steps[-1] - steps[np.nonzero(is_note_on)[0][-1]])
 
 
-def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
-            generators: list[TorchUniforms], banned: np.ndarray | None = None,
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np.ndarray,
+            top_p: float | np.ndarray, generators: list[TorchUniforms],
+            banned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
 
-    `banned` [B, V] marks tokens that may not be chosen; the entropy and the
-    chosen probability are still those of the unmasked distribution.
+    `temperature`, `top_k` and `top_p` hold each row's own value (temperature
+    0: argmax). `banned` [B, V] marks tokens that may not be chosen; the
+    entropy and the chosen probability are still those of the unmasked
+    distribution. Only sampled rows draw a uniform, each from its own generator.
 
     Numpy rather than torch: on a 391-long row each torch call costs more in
     overhead than in arithmetic, and this runs once per generated token.
     """
     logits = logits.astype(np.float64)
+    temperature = np.broadcast_to(np.asarray(temperature, dtype=np.float64), (len(logits),))
+    top_k = np.broadcast_to(np.asarray(top_k, dtype=np.int64), (len(logits),))
+    top_p = np.broadcast_to(np.asarray(top_p, dtype=np.float64), (len(logits),))
     shifted = logits - logits.max(-1, keepdims=True)
     log_norm = np.log(np.exp(shifted).sum(-1, keepdims=True))
     log_probs = shifted - log_norm
@@ -250,24 +352,18 @@ def _choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
     step_entropy = -(probabilities * log_probs).sum(-1)
     if banned is not None:
         logits = np.where(banned, -np.inf, logits)
-    if temperature == 0:
-        chosen = logits.argmax(-1)
-    else:
-        sampling = _softmax(filter_logits(logits / temperature, top_k, top_p))
+    chosen = logits.argmax(-1)
+    sampled = np.nonzero(temperature > 0)[0]
+    if len(sampled):
+        sampling = _softmax(filter_logits(logits[sampled] / temperature[sampled, None],
+                                          top_k[sampled], top_p[sampled]))
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
-        uniforms = np.array([generator.next() for generator in generators])
+        uniforms = [generators[i].next() for i in sampled]
         # side="right" never lands on a zero-probability token, except past the
         # end when u * total rounds up to total: then take the last kept token.
         last_kept = (sampling.shape[-1] - 1) - np.argmax(sampling[:, ::-1] > 0, axis=-1)
-        chosen = np.array([min(int(np.searchsorted(row, u * row[-1], side="right")), last)
-                           for row, u, last in zip(cumulative, uniforms, last_kept, strict=True)])
+        chosen[sampled] = [min(int(np.searchsorted(row, u * row[-1], side="right")), last)
+                           for row, u, last in zip(cumulative, uniforms, last_kept, strict=True)]
     picked = probabilities[np.arange(len(chosen)), chosen]
     return chosen.astype(np.int64), step_entropy, picked
-
-
-def _progress(t: int, max_tokens: int, elapsed: np.ndarray, target_steps: int | None) -> float:
-    by_tokens = t / max_tokens
-    if target_steps is None:
-        return by_tokens
-    return min(1.0, max(by_tokens, float(elapsed.min()) / target_steps))

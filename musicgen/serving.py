@@ -1,250 +1,178 @@
-"""A checkpoint as numpy arrays, and its one-token steps: sampling without torch.
+"""A checkpoint's serving form and its one-token steps: sampling without torch.
 
-    model = load_serving("checkpoints/lstm")      # safetensors -> float32 arrays
+    model, card = load_serving("checkpoints/lstm")   # serving.onnx -> ONNX Runtime
     stepper = model.stepper()
-    logits = stepper.start(prompt[None])           # [1, V]
-    logits = stepper.step(np.array([token]))       # one token per row
+    logits = stepper.start(prompt[None])              # [1, V]
+    logits = stepper.step(np.array([token]))          # one token per row
 
-Why numpy: at batch 1 a step is a chain of matrix-vector products, where
-numpy's BLAS took about 0.2 ms for an LSTM step's three against 0.8 ms for
-torch's CPU matmul (bench/sampling.py); the rest of a step is elementwise work
-that numpy also dispatches faster. And the app, `generate` and the listening
-pool then need neither torch nor its 2-6 s import. The steppers give the logits
-of `musicgen.model`'s `step` (tests/test_model.py, to 1e-4); they read weights
-by the names of the torch models' state dicts, so a training model's
-`state_dict()` serves as well as a shipped file (`musicgen.inference`).
+The serving form is the model's step as an ONNX graph with int8 weights
+(`musicgen.serving_graph`, written next to the weights by
+`musicgen.checkpoint.export_serving`). Why: a step is bound by reading its
+weights, and int8 weights are a quarter of the bytes; ONNX Runtime has the
+integer kernels numpy lacks, and it imports in 0.04 s where torch takes 2-6 s.
+Its rounding costs at most 0.01 nats/event of test NLL (BENCHMARKS.md).
+
+Rows are independent (activations are quantized per row), so steppers of one
+model can be merged into one batch (`merged`) and give each row the numbers
+it would have had alone.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from musicgen.checkpoint import checked_weights, file_sha256
+from musicgen.checkpoint import SERVING, checked_weights, file_sha256
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
 from musicgen.errors import UserError
+
+# One thread per session: a step's products are too small to share between
+# threads, and when the cores are busy the threads wait on each other (as
+# numpy's BLAS did: musicgen/sample.py).
+SESSION_THREADS = 1
 
 
 @dataclass
 class ServingModel:
-    """A model's config and float32 weights, ready to step through.
+    """A model's config and its step, ready to run.
 
     Attributes:
         config: Its shape.
-        weights: Arrays by the torch state-dict names ("embed.weight", ...).
+        session: The ONNX Runtime session of its serving graph.
     """
 
     config: ModelConfig
-    weights: dict[str, np.ndarray]
-    _prepared: tuple | None = field(default=None, repr=False)
+    session: object  # onnxruntime.InferenceSession, imported where it is needed
 
     @property
     def context(self) -> int | None:
         """Tokens the model attends to (None: the LSTM's state carries the whole past)."""
         return self.config.context if isinstance(self.config, TransformerConfig) else None
 
-    def stepper(self) -> NumpyLSTMStepper | NumpyTransformerStepper:
-        """A new stepper; the weights are laid out for it once per model (tens of ms)."""
-        if self._prepared is None:
-            layout = (lstm_layout if isinstance(self.config, LSTMConfig) else
-                      transformer_layout)
-            self._prepared = layout(self.weights, self.config)
+    def stepper(self) -> LSTMStepper | TransformerStepper:
+        """A new stepper, with no state until `start`."""
         if isinstance(self.config, LSTMConfig):
-            return NumpyLSTMStepper(self.config, self._prepared)
-        return NumpyTransformerStepper(self.config, self._prepared)
+            return LSTMStepper(self.config, self.session)
+        return TransformerStepper(self.config, self.session)
 
 
 def load_serving(path: str | os.PathLike) -> tuple[ServingModel, dict]:
     """Read a checkpoint folder (or its model.safetensors) for sampling, without torch.
 
+    A checkpoint without its serving form (a training checkpoint, say) gets one
+    built in memory where the `onnx` package is installed (training and tests).
+
     Returns:
         (the model, its card).
 
     Raises:
-        UserError: Nothing at `path`, not a musicgen checkpoint, another vocabulary,
-            or weights that do not match the card's config.
+        UserError: Nothing at `path`, not a musicgen checkpoint, another
+            vocabulary, a serving form that does not belong to these weights, or
+            none and no way to build one.
     """
-    from safetensors import SafetensorError  # noqa: PLC0415
-    from safetensors.numpy import load_file  # noqa: PLC0415
-
     weights_path, card = checked_weights(path)
-    config = config_from_dict(card["config"])
-    try:
-        weights = {name: array.astype(np.float32)
-                   for name, array in load_file(str(weights_path)).items()}
-    except SafetensorError as error:
-        raise UserError(f"{weights_path} is damaged ({error})") from None
-    missing = sorted(set(expected_weights(config)) - set(weights))
-    if missing:
-        raise UserError(f"the checkpoint {path} lacks weights its config needs "
-                        f"({', '.join(missing[:3])}...); export it again")
     card.setdefault("weights_sha256", file_sha256(weights_path))
-    return ServingModel(config, weights), card
+    config = config_from_dict(card["config"])
+    serving_path = weights_path.parent / SERVING
+    if serving_path.is_file():
+        recorded = card.get("serving", {})
+        if recorded.get("weights_sha256") != card["weights_sha256"]:
+            raise UserError(f"{serving_path} was made from other weights than {weights_path}; "
+                            f"make it again: python -m musicgen export-serving "
+                            f"{weights_path.parent}")
+        graph = serving_path.read_bytes()
+    else:
+        graph = _graph_in_memory(weights_path, config)
+    return ServingModel(config, session_for(graph)), card
 
 
-def expected_weights(config: ModelConfig) -> list[str]:
-    """The state-dict names a model of this config needs (tied weights named once)."""
-    if isinstance(config, LSTMConfig):
-        return ["embed.weight", "head.weight", "head.bias",
-                *(f"lstm.{kind}_l{k}" for k in range(config.num_layers)
-                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))]
-    return ["embed.weight", "norm.weight", "norm.bias",
-            *(f"blocks.{k}.{name}" for k in range(config.n_layers)
-              for name in ("norm1.weight", "norm1.bias", "qkv.weight", "qkv.bias",
-                           "proj.weight", "proj.bias", "norm2.weight", "norm2.bias",
-                           "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"))]
+def session_for(graph: bytes):
+    """An ONNX Runtime session for a serialized serving graph, on the CPU."""
+    import onnxruntime  # noqa: PLC0415 - 0.04 s, but only for sampling
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = SESSION_THREADS
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # warnings about unused initializers are not for users
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-# --- the LSTM ---
-
-def lstm_layout(weights: dict[str, np.ndarray], config: LSTMConfig) -> tuple:
-    """The LSTM's weights laid out for `NumpyLSTMStepper`.
-
-    Returns:
-        (first layer's input table [V, 4 x hidden], per layer (input weights,
-        recurrent weights, bias) transposed for x @ W, with None for the first
-        layer's input weights and bias, which the table holds; head weight, head
-        bias).
-    """
-    size = config.hidden_size
-    # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
-    # gates' weights here lets one tanh call serve all four gates per step.
-    scale = np.full(4 * size, 0.5, np.float32)
-    scale[2 * size:3 * size] = 1.0  # the cell gate (PyTorch order i, f, g, o) is a tanh
-    layers = []
-    for k in range(config.num_layers):
-        input_weights = weights[f"lstm.weight_ih_l{k}"].T * scale
-        recurrent = np.ascontiguousarray(weights[f"lstm.weight_hh_l{k}"].T * scale)
-        bias = (weights[f"lstm.bias_ih_l{k}"] + weights[f"lstm.bias_hh_l{k}"]) * scale
-        layers.append([np.ascontiguousarray(input_weights), recurrent, bias])
-    first_inputs, _, first_bias = layers[0]
-    input_table = weights["embed.weight"] @ first_inputs + first_bias
-    layers[0] = [None, layers[0][1], None]
-    return (input_table, [tuple(layer) for layer in layers],
-            np.ascontiguousarray(weights["head.weight"].T), weights["head.bias"])
+def _graph_in_memory(weights_path: Path, config: ModelConfig) -> bytes:
+    try:
+        from musicgen.serving_graph import checked_float_weights, serving_graph  # noqa: PLC0415
+    except ImportError:  # no onnx: the app's requirements
+        raise UserError(f"the checkpoint {weights_path.parent} has no serving form "
+                        f"({SERVING}); make it where training is installed: python -m "
+                        f"musicgen export-serving {weights_path.parent}") from None
+    weights = checked_float_weights(weights_path, config)
+    return serving_graph(weights, config).SerializeToString()
 
 
-class NumpyLSTMStepper:
-    """The LSTM's step in float32 numpy.
+class LSTMStepper:
+    """The LSTM's step: (h, c) per layer kept here, the graph does the rest."""
 
-    The first layer's input projection of every token (embedding times input
-    weights, plus bias) is a table computed once, so a step reads a row of it
-    instead of the embedding and the input weights.
-    """
-
-    def __init__(self, config: LSTMConfig, layout: tuple):
-        self.hidden = config.hidden_size
-        self.input_table, self.layers, self.head_weight, self.head_bias = layout
-        self.h = self.c = None
+    def __init__(self, config: LSTMConfig, session):
+        self.config, self.session = config, session
+        self.state: dict[str, np.ndarray] | None = None
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the prompt [n, T]; return the logits [n, V] for the next token.
-
-        Layer by layer: the input projections of all T steps are one matrix
-        product, and only the recurrent weights are read per step.
-        """
-        rows, steps = tokens.shape
-        self.h = np.zeros((len(self.layers), rows, self.hidden), np.float32)
-        self.c = np.zeros_like(self.h)
-        below = None  # the outputs of the layer below [n, T, hidden]
-        for k, (input_weights, recurrent, bias) in enumerate(self.layers):
-            projected = (self.input_table[tokens] if k == 0  # [n, T, 4 x hidden]
-                         else below @ input_weights + bias)
-            below = np.empty((rows, steps, self.hidden), np.float32)
-            for t in range(steps):
-                self._cell(k, projected[:, t] + self.h[k] @ recurrent)
-                below[:, t] = self.h[k]
-        return below[:, -1] @ self.head_weight + self.head_bias
+        """Run the prompt [n, T] token by token; return the logits [n, V] for the next one."""
+        return self.sequence_logits(tokens)[:, -1]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
-        for k, (input_weights, recurrent, bias) in enumerate(self.layers):
-            projected = (self.input_table[tokens] if k == 0
-                         else self.h[k - 1] @ input_weights + bias)
-            self._cell(k, projected + self.h[k] @ recurrent)
-        return self.h[-1] @ self.head_weight + self.head_bias
+        names = list(self.state)
+        logits, *state = self.session.run(
+            ["logits", *(name.replace("_", "_out_") for name in names)],
+            {"tokens": np.asarray(tokens, np.int64), **self.state})
+        self.state = dict(zip(names, state, strict=True))
+        return logits
+
+    def sequence_logits(self, tokens: np.ndarray) -> np.ndarray:
+        """The logits after every token of [n, T], from an empty state: [n, T, V]."""
+        rows, steps = tokens.shape
+        zeros = np.zeros((rows, self.config.hidden_size), np.float32)
+        self.state = {f"{kind}_{k}": zeros for k in range(self.config.num_layers)
+                      for kind in ("h", "c")}
+        logits = np.empty((rows, steps, self.config.vocab_size), np.float32)
+        for t in range(steps):
+            logits[:, t] = self.step(tokens[:, t])
+        return logits
+
+    def rows(self, index: np.ndarray) -> LSTMStepper:
+        """A stepper holding only the given rows' state."""
+        kept = LSTMStepper(self.config, self.session)
+        kept.state = {name: value[index] for name, value in self.state.items()}
+        return kept
 
     def close(self) -> None:
         """Drop the state."""
-        self.h = self.c = None
-
-    def _cell(self, layer: int, preactivation: np.ndarray) -> None:
-        """Update h and c of one layer from its (pre-scaled) gate preactivations."""
-        size = self.hidden
-        gates = np.tanh(preactivation)
-        i, f = gates[:, :size] + 1, gates[:, size:2 * size] + 1  # 2 x sigmoid
-        g, o = gates[:, 2 * size:3 * size], gates[:, 3 * size:] + 1
-        self.c[layer] = 0.5 * (f * self.c[layer] + i * g)
-        self.h[layer] = 0.5 * o * np.tanh(self.c[layer])
+        self.state = None
 
 
-# --- the Transformer ---
+class TransformerStepper:
+    """The Transformer's KV-cached step.
 
-def transformer_layout(weights: dict[str, np.ndarray], config: TransformerConfig) -> tuple:
-    """The Transformer's weights laid out for `NumpyTransformerStepper`.
-
-    Each LayerNorm's scale and shift are folded into the linear layer that
-    reads it (LN(x) W + b = x_hat (g W) + (beta W + b)), and the attention's
-    1 / sqrt(head_dim) into the query columns (RoPE is linear, so the order of
-    scaling and rotating does not matter). The head is tied to the embedding.
-    """
-    width, heads = config.d_model, config.n_heads
-    head_dim = width // heads
-    query_scale = np.ones(3 * width, np.float32)
-    query_scale[:width] = head_dim ** -0.5
-    # Query and key channels of each head reordered evens then odds (see the stepper).
-    within_head = np.concatenate((np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)))
-    per_head = (np.arange(heads)[:, None] * head_dim + within_head).ravel()
-    qkv_order = np.concatenate((per_head, width + per_head, np.arange(2 * width, 3 * width)))
-
-    def folded(norm: str, weight: np.ndarray, bias: np.ndarray | float,
-               scale: np.ndarray | float = 1.0) -> tuple:
-        weight = weight.T  # [in, out]
-        bias = weights[f"{norm}.bias"] @ weight + bias
-        weight = weights[f"{norm}.weight"][:, None] * weight
-        return np.ascontiguousarray(weight * scale), (bias * scale).astype(np.float32)
-
-    layers = []
-    for k in range(config.n_layers):
-        block = f"blocks.{k}"
-        qkv, qkv_bias = folded(f"{block}.norm1", weights[f"{block}.qkv.weight"],
-                               weights[f"{block}.qkv.bias"], query_scale)
-        layers.append((np.ascontiguousarray(qkv[:, qkv_order]), qkv_bias[qkv_order],
-                       np.ascontiguousarray(weights[f"{block}.proj.weight"].T),
-                       weights[f"{block}.proj.bias"],
-                       *folded(f"{block}.norm2", weights[f"{block}.mlp.0.weight"],
-                               weights[f"{block}.mlp.0.bias"]),
-                       np.ascontiguousarray(weights[f"{block}.mlp.2.weight"].T),
-                       weights[f"{block}.mlp.2.bias"]))
-    head = weights.get("head.weight", weights["embed.weight"])
-    return (weights["embed.weight"], layers, *folded("norm", head, 0.0))
-
-
-class NumpyTransformerStepper:
-    """The Transformer's KV-cached step in float32 numpy.
-
-    Each layer's keys and values live in a ring buffer of `context` slots: a
-    new token's key overwrites the oldest one, which is the model's sliding
-    window (context - 1 past tokens plus the current one). The order of the
-    slots does not matter, since RoPE has already rotated each key by its own
-    position and softmax attention is a sum over keys. Likewise the channels
-    of queries and keys are reordered per head, evens then odds (a dot product
-    does not change when both sides are permuted alike), which makes RoPE two
-    products and a sum on contiguous halves.
+    Each layer's keys and values live in a ring buffer of `context` slots per
+    row: a new token's key overwrites the oldest one, which is the model's
+    sliding window (context - 1 past tokens plus the current one). The order of
+    the slots does not matter, since RoPE has already rotated each key by its
+    own position and softmax attention is a sum over keys. Every row keeps its
+    own position, so rows of different prompts can share a batch.
     """
 
-    def __init__(self, config: TransformerConfig, layout: tuple):
+    def __init__(self, config: TransformerConfig, session):
+        self.config, self.session = config, session
         self.heads, self.head_dim = config.n_heads, config.d_model // config.n_heads
         self.context = config.context
         self.inverse_frequency = (config.rope_base ** (
             -np.arange(0, self.head_dim, 2, dtype=np.float32) / self.head_dim)).astype(np.float32)
-        half = self.head_dim // 2
-        self.swap_halves = np.concatenate((np.arange(half, 2 * half), np.arange(half)))
-        self.embedding, self.layers, self.head_weight, self.head_bias = layout
-        self.keys = self.values = None
-        self.position = 0
+        self.keys: list[np.ndarray] = []    # per layer [n, heads, head_dim, context]
+        self.values: list[np.ndarray] = []  # per layer [n, heads, context, head_dim]
+        self.position = np.zeros(0, np.int64)  # per row: tokens seen so far
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
         """Run the prompt [n, T], T <= context; return the logits [n, V] for the next token."""
@@ -252,66 +180,93 @@ class NumpyTransformerStepper:
         if steps > self.context:
             raise ValueError(f"a prompt of {steps} tokens is longer than the context "
                              f"({self.context}); keep its last {self.context - 1}")
-        shape = (len(self.layers), rows, self.heads, self.context, self.head_dim)
-        self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        self.position = 0
-        causal = np.triu(np.full((steps, steps), -np.inf, np.float32), k=1)
-        return self._forward(tokens, causal)
+        self._empty(rows)
+        return self._forward(tokens)[:, -1]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
-        return self._forward(tokens[:, None], None)
+        return self._forward(np.asarray(tokens, np.int64)[:, None])[:, 0]
+
+    def sequence_logits(self, tokens: np.ndarray) -> np.ndarray:
+        """The logits after every token of [n, T] (T <= context), from an empty cache."""
+        self._empty(len(tokens))
+        return self._forward(tokens)
+
+    def rows(self, index: np.ndarray) -> TransformerStepper:
+        """A stepper holding only the given rows' caches."""
+        kept = TransformerStepper(self.config, self.session)
+        kept.keys = [keys[index] for keys in self.keys]
+        kept.values = [values[index] for values in self.values]
+        kept.position = self.position[index]
+        return kept
+
+    def _empty(self, rows: int) -> None:
+        layers = self.config.n_layers
+        self.keys = [np.zeros((rows, self.heads, self.head_dim, self.context), np.float32)
+                     for _ in range(layers)]
+        self.values = [np.zeros((rows, self.heads, self.context, self.head_dim), np.float32)
+                       for _ in range(layers)]
+        self.position = np.zeros(rows, np.int64)
 
     def close(self) -> None:
         """Drop the key/value cache."""
-        self.keys = self.values = None
+        self.keys, self.values = [], []
 
-    def _forward(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    def _forward(self, tokens: np.ndarray) -> np.ndarray:
         rows, steps = tokens.shape
-        positions = np.arange(self.position, self.position + steps)
-        cos, sin = rope_tables(positions, self.inverse_frequency)
-        cos, sin = np.concatenate((cos, cos), axis=1), np.concatenate((-sin, sin), axis=1)
-        slots = positions % self.context
-        seen = min(self.position + steps, self.context)
-        x = self.embedding[tokens]  # [n, T, d]
-        for k, (qkv, qkv_bias, proj, proj_bias, up, up_bias, down, down_bias) in enumerate(
-                self.layers):
-            qkv_heads = (normalized(x) @ qkv + qkv_bias).reshape(
-                rows, steps, 3, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-            query_key = qkv_heads[:2]  # [2, n, H, T, D], channels evens then odds
-            q, key = query_key * cos + query_key[..., self.swap_halves] * sin
-            self.keys[k][:, :, slots] = key
-            self.values[k][:, :, slots] = qkv_heads[2]
-            # Scores of the T queries against every filled slot [n, H, T, seen].
-            scores = q @ self.keys[k][:, :, :seen].swapaxes(-1, -2)
-            if mask is not None:
-                scores += mask
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            scores /= scores.sum(axis=-1, keepdims=True)
-            attended = (scores @ self.values[k][:, :, :seen]).transpose(0, 2, 1, 3)
-            x = x + attended.reshape(rows, steps, -1) @ proj + proj_bias
-            x = x + gelu(normalized(x) @ up + up_bias) @ down + down_bias
-        self.position += steps
-        return normalized(x[:, -1]) @ self.head_weight + self.head_bias
+        positions = self.position[:, None] + np.arange(steps)  # [n, T]
+        angles = positions.astype(np.float32)[..., None] * self.inverse_frequency
+        cos, sin = np.cos(angles), np.sin(angles)
+        # The graph's channels are evens then odds per head (musicgen.serving_graph).
+        cos, sin = np.concatenate((cos, cos), -1), np.concatenate((-sin, sin), -1)
+        feed = {"tokens": tokens, "cos": cos.astype(np.float32), "sin": sin.astype(np.float32),
+                "new_mask": np.triu(np.full((steps, steps), -np.inf, np.float32), k=1)}
+        if not self.position.any():
+            # An empty cache: one masked slot stands in for it, so that a
+            # prompt's T queries are not scored against `context` empty slots.
+            feed["past_mask"] = np.full((rows, 1, 1, 1), -np.inf, np.float32)
+            for k in range(self.config.n_layers):
+                feed[f"keys_{k}"] = np.zeros((rows, self.heads, self.head_dim, 1), np.float32)
+                feed[f"values_{k}"] = np.zeros((rows, self.heads, 1, self.head_dim), np.float32)
+        else:
+            if steps > 1:
+                raise ValueError("several tokens at once only from an empty cache")
+            slots = np.arange(self.context)
+            # A slot can be seen if filled, unless this step's token overwrites it.
+            filled = slots < np.minimum(self.position, self.context)[:, None]
+            leaving = (self.position[:, None] >= self.context) & (
+                slots == (self.position % self.context)[:, None])
+            feed["past_mask"] = np.where(filled & ~leaving, 0.0, -np.inf).astype(
+                np.float32)[:, None, None, :]
+            for k in range(self.config.n_layers):
+                feed[f"keys_{k}"], feed[f"values_{k}"] = self.keys[k], self.values[k]
+        names = [f"new_{kind}_{k}" for k in range(self.config.n_layers)
+                 for kind in ("keys", "values")]
+        logits, *new = self.session.run(["logits", *names], feed)
+        row_index = np.arange(rows)[:, None]
+        written = positions % self.context  # [n, T]
+        for k in range(self.config.n_layers):
+            new_keys, new_values = new[2 * k], new[2 * k + 1]  # [n, heads, T, head_dim]
+            # Through [n, slot, heads, head_dim] views of the caches.
+            self.keys[k].transpose(0, 3, 1, 2)[row_index, written] = (
+                new_keys.transpose(0, 2, 1, 3))
+            self.values[k].transpose(0, 2, 1, 3)[row_index, written] = (
+                new_values.transpose(0, 2, 1, 3))
+        self.position = self.position + steps
+        return logits
 
 
-def normalized(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """LayerNorm without its affine part (folded into the next weights)."""
-    centred = x - x.mean(axis=-1, keepdims=True)
-    return centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
-
-
-def rope_tables(positions: np.ndarray, inverse_frequency: np.ndarray) -> tuple:
-    """cos and sin [T, head_dim / 2], computed in float32 as `model.rope_tables` does."""
-    angles = positions.astype(np.float32)[:, None] * inverse_frequency[None, :]
-    return np.cos(angles), np.sin(angles)
-
-
-def gelu(x: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU, as `nn.GELU()`; erf from Abramowitz & Stegun 7.1.26 (error < 1.5e-7)."""
-    z = np.abs(x) * np.float32(0.5 ** 0.5)
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    polynomial = t * (0.254829592 + t * (-0.284496736 + t * (
-        1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = np.copysign(1.0 - polynomial * np.exp(-z * z), x)
-    return 0.5 * x * (1.0 + erf)
+def merged(steppers: list[LSTMStepper | TransformerStepper]) -> LSTMStepper | TransformerStepper:
+    """One stepper whose rows are those of `steppers`, in order (all of one model)."""
+    first = steppers[0]
+    if isinstance(first, LSTMStepper):
+        joined = LSTMStepper(first.config, first.session)
+        joined.state = {name: np.concatenate([s.state[name] for s in steppers])
+                        for name in first.state}
+        return joined
+    joined = TransformerStepper(first.config, first.session)
+    joined.keys = [np.concatenate([s.keys[k] for s in steppers]) for k in range(len(first.keys))]
+    joined.values = [np.concatenate([s.values[k] for s in steppers])
+                     for k in range(len(first.values))]
+    joined.position = np.concatenate([s.position for s in steppers])
+    return joined

@@ -2,7 +2,6 @@
 checkpoints round-trip through safetensors without pickle."""
 
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -145,83 +144,9 @@ def test_config_round_trip_and_unknown_keys_or_kinds_are_refused():
         config_from_dict({**asdict(config), "future_setting": 1})
 
 
-def test_the_serving_lstm_read_from_its_file_matches_the_model(tmp_path):
-    import numpy as np
-
-    from musicgen.inference import TorchStepper
-    from musicgen.serving import load_serving
-    torch.manual_seed(0)
-    model = build_model(TINY["lstm"]).eval()
-    save_weights(tmp_path / "ckpt", model, {"config": asdict(TINY["lstm"])})
-    tokens = np.random.default_rng(0).integers(0, 391, (3, 30))
-    fast, reference = load_serving(tmp_path / "ckpt")[0].stepper(), TorchStepper(model)
-    with torch.no_grad():
-        np.testing.assert_allclose(fast.start(tokens[:, :10]), reference.start(tokens[:, :10]),
-                                   atol=1e-5, rtol=1e-5)
-        for t in range(10, 30):
-            np.testing.assert_allclose(fast.step(tokens[:, t]), reference.step(tokens[:, t]),
-                                       atol=1e-5, rtol=1e-5)
-
-
-def test_numpy_stepper_weights_follow_weight_updates():
-    import numpy as np
-
-    from musicgen.inference import stepper_for
-    model = build_model(TINY["lstm"]).eval()
-    tokens = np.array([[5, 6, 7]])
-    before = stepper_for(model).start(tokens)
-    assert np.array_equal(stepper_for(model).start(tokens), before)  # cached, same result
-    with torch.no_grad():
-        model.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
-    np.testing.assert_allclose(stepper_for(model).start(tokens), before + 1.0, atol=1e-5)
-
-
-def test_the_serving_transformer_read_from_its_file_matches_the_model_past_its_context(
-        tmp_path):
-    import numpy as np
-
-    from musicgen.inference import TorchStepper
-    from musicgen.serving import load_serving
-    torch.manual_seed(0)
-    config = TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=16,
-                               dropout=0.0)
-    model = build_model(config).eval()
-    with torch.no_grad():  # LayerNorm scales and biases away from 1 and 0, as after training
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    save_weights(tmp_path / "ckpt", model, {"config": asdict(config)})  # head tied: stored once
-    tokens = np.random.default_rng(0).integers(0, 391, (3, 60))
-    fast, reference = load_serving(tmp_path / "ckpt")[0].stepper(), TorchStepper(model)
-    with torch.no_grad():
-        np.testing.assert_allclose(fast.start(tokens[:, :10]), reference.start(tokens[:, :10]),
-                                   atol=1e-4, rtol=1e-4)
-        for t in range(10, 60):  # 60 tokens through a 16-token window: the cache slides
-            np.testing.assert_allclose(fast.step(tokens[:, t]), reference.step(tokens[:, t]),
-                                       atol=1e-4, rtol=1e-4)
-
-
-def test_numpy_transformer_stepper_refuses_a_prompt_longer_than_its_context():
-    import numpy as np
-
-    from musicgen.inference import stepper_for
-    model = build_model(TINY["transformer"]).eval()
-    with pytest.raises(ValueError, match="context"):
-        stepper_for(model).start(np.zeros((1, 65), dtype=np.int64))
-
-
-def test_exact_gelu_matches_torch():
-    import numpy as np
-
-    from musicgen.serving import gelu
-    x = np.linspace(-8, 8, 10001, dtype=np.float32)
-    # The approximation's error (< 1.5e-7 in erf) plus float32 rounding: a few ulps.
-    np.testing.assert_allclose(gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(),
-                               atol=2e-6)
-
-
 @pytest.mark.parametrize("kind", TINY)
-def test_sampling_on_cpu_uses_the_numpy_stepper(kind):
+def test_sampling_on_cpu_uses_the_serving_graph(kind):
     from musicgen.inference import stepper_for
-    from musicgen.serving import NumpyLSTMStepper, NumpyTransformerStepper
-    expected = {"lstm": NumpyLSTMStepper, "transformer": NumpyTransformerStepper}[kind]
+    from musicgen.serving import LSTMStepper, TransformerStepper
+    expected = {"lstm": LSTMStepper, "transformer": TransformerStepper}[kind]
     assert isinstance(stepper_for(build_model(TINY[kind])), expected)

@@ -1,14 +1,13 @@
-"""Sampling with one BLAS thread or with OpenBLAS's default, on an idle and on a busy machine.
+"""Sampling with one ONNX Runtime thread or with one per core, on an idle and on a busy machine.
 
 A sampling step is a few small matrix-vector products: too small to share
 between threads, and when the cores are busy (a training job, another user
-of a shared machine) the threads wait on each other. `musicgen.sample` caps
-BLAS at `SAMPLING_BLAS_THREADS` while sampling; this measures why, on the
-LSTM's 30 s continuation of a built-in example, idle and with one busy-loop
-process per core competing (as a training job or a neighbour on a shared
-host would).
+of a shared machine) the threads wait on each other. `musicgen.serving` runs
+its sessions with `SESSION_THREADS` threads; this measures why, on the LSTM's
+30 s continuation of a built-in example, idle and with one busy-loop process
+per core competing (as a training job or a neighbour on a shared host would).
 
-    .venv/bin/python bench/blas_threads.py [--repeats 3] [--json]
+    .venv/bin/python bench/session_threads.py [--repeats 3] [--json]
 """
 
 from __future__ import annotations
@@ -24,9 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from threadpoolctl import threadpool_info  # noqa: E402
-
-import musicgen.sample  # noqa: E402 - after the sys.path fix above
+import musicgen.serving  # noqa: E402 - after the sys.path fix above
 from musicgen import compose  # noqa: E402
 from musicgen.prompt import choose_prompt  # noqa: E402
 from musicgen.settings import Settings  # noqa: E402
@@ -41,9 +38,9 @@ def spin(stop: multiprocessing.Event) -> None:
         sum(range(10_000))
 
 
-def timed(model, prompt, threads: int, repeats: int) -> list[float]:
-    """Seconds for the 30 s continuation with BLAS capped at `threads`, `repeats` times."""
-    musicgen.sample.SAMPLING_BLAS_THREADS = threads
+def timed(models: dict, prompt, threads: int, repeats: int) -> list[float]:
+    """Seconds for the 30 s continuation with `threads` session threads, `repeats` times."""
+    model = models[threads]
     seconds = []
     for seed in range(repeats):
         began = time.perf_counter()
@@ -58,12 +55,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    model = compose.load_model(compose.default_checkpoint())
+    cores = os.cpu_count() or 1
+    models = {}
+    for threads in sorted({1, cores}):  # a session's threads are fixed when it is made
+        musicgen.serving.SESSION_THREADS = threads
+        models[threads] = compose.load_model(compose.default_checkpoint())
     prompt = choose_prompt("example", seconds=10)
-    blas = [(lib["internal_api"], lib["num_threads"]) for lib in threadpool_info()
-            if lib["user_api"] == "blas"]
-    default_threads = max((threads for _, threads in blas), default=1)
-    timed(model, prompt, 1, 1)  # warm: weights laid out, caches filled
+    for threads in models:
+        timed(models, prompt, threads, 1)  # warm: caches filled
     meter = LoadMeter()
     rows = []
     for load in ("idle", "busy"):
@@ -73,24 +72,24 @@ def main() -> None:
         for process in spinners:
             process.start()
         try:
-            for threads in sorted({1, default_threads}):
-                runs = timed(model, prompt, threads, args.repeats)
-                rows.append({"load": load, "blas_threads": threads,
+            for threads in models:
+                runs = timed(models, prompt, threads, args.repeats)
+                rows.append({"load": load, "session_threads": threads,
                              "median_s": round(statistics.median(runs), 3),
                              "runs_s": [round(r, 3) for r in runs]})
         finally:
             stop.set()
             for process in spinners:
                 process.join()
-    result = {"cpu": cpu_name(), "blas": blas, "rows": rows, "machine": meter.record(),
-              "command": "python bench/blas_threads.py " + " ".join(sys.argv[1:])}
+    result = {"cpu": cpu_name(), "rows": rows, "machine": meter.record(),
+              "command": "python bench/session_threads.py " + " ".join(sys.argv[1:])}
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['cpu']}; BLAS libraries {blas}")
+    print(result["cpu"])
     print("LSTM, 30 s continuation of the built-in example (sampling + decoding):")
     for row in rows:
-        print(f"  {row['load']:<5} {row['blas_threads']} BLAS thread(s): "
+        print(f"  {row['load']:<5} {row['session_threads']} session thread(s): "
               f"median {row['median_s']:.3f} s  (runs {row['runs_s']})")
     print("busy = one busy-loop process per core running meanwhile")
     print(load_line(result["machine"]))
