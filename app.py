@@ -385,7 +385,8 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
 
     locked = connect(event, lock, studio, ui, [button], status=status, api_name=False)
     done = connect(locked.then, handler, studio, ui, outputs, status=status, api_name=api_name,
-                   concurrency_limit=1, show_progress_on=[ui[status]], **kwargs)
+                   concurrency_limit=studio.concurrent_requests, show_progress_on=[ui[status]],
+                   **kwargs)
     connect(done.then, unlock, studio, ui, [button], status=status, api_name=False)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
+from musicgen.batcher import Batcher
 from musicgen.checkpoint import read_card
 from musicgen.errors import RecipeError, UserError
 from musicgen.events import VOCAB, DecodeReport, decode_events
@@ -27,18 +28,29 @@ from musicgen.notes import Notes
 from musicgen.prompt import Prompt
 from musicgen.recipe import make_recipe, read_recipe, recipe_text, replay
 from musicgen.resources import checkpoint_dir
-from musicgen.sample import generate
+from musicgen.sample import SamplingRequest
 from musicgen.serving import ServingModel, load_serving
 from musicgen.settings import Settings
 
 
 @dataclass
 class LoadedModel:
-    """A model ready to sample from, with what identifies it."""
+    """A model ready to sample from, with what identifies it.
+
+    Attributes:
+        name: What the UI and recipes call it.
+        model: Its serving form.
+        card: Its card.
+        batcher: Samples concurrent requests for it as one batch (`musicgen.batcher`).
+    """
 
     name: str
     model: ServingModel
     card: dict
+    batcher: Batcher = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self.model)
 
     @property
     def weights_sha256(self) -> str:
@@ -73,7 +85,7 @@ def default_checkpoint(directory: str | os.PathLike | None = None) -> Path:
 
 
 def load_model(path: str | os.PathLike, name: str | None = None) -> LoadedModel:
-    """Load one checkpoint for sampling on the CPU (numpy, no torch: `musicgen.serving`).
+    """Load one checkpoint for sampling on the CPU (no torch: `musicgen.serving`).
 
     Raises:
         UserError: Not a usable checkpoint.
@@ -111,10 +123,10 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
         One `Candidate` per sequence; candidate i used seed `settings.seed + i`.
     """
     began = time.perf_counter()
-    generation = generate(model.model, prompt.tokens, seconds=settings.seconds,
-                          temperature=settings.temperature, top_k=settings.top_k,
-                          top_p=settings.top_p, seed=settings.seed, n=settings.n,
-                          max_silence=settings.max_silence, on_progress=on_progress)
+    generation = model.batcher.generate(SamplingRequest(
+        prompt.tokens, seconds=settings.seconds, temperature=settings.temperature,
+        top_k=settings.top_k, top_p=settings.top_p, seed=settings.seed, n=settings.n,
+        max_silence=settings.max_silence, on_progress=on_progress))
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):

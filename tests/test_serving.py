@@ -27,21 +27,55 @@ def test_the_uniforms_are_torch_s_bit_for_bit(seed):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
-def test_serving_samples_the_notes_of_the_torch_model(tmp_path, kind):
-    """The shipped path (safetensors -> numpy) and the training model agree token for token."""
+def test_the_float_serving_graph_samples_the_notes_of_the_torch_model(tmp_path, kind):
+    """The serving path (graph, stepper, sampler) and torch's own steps agree token for token.
+
+    With float32 weights in the graph, so that only the int8 rounding, bounded
+    in tests/test_serving_graph.py, separates what the app samples from the model.
+    """
+    from unittest import mock
+
     from musicgen.checkpoint import load_checkpoint
+    from musicgen.inference import TorchStepper
+    from musicgen.serving import ServingModel, session_for
+    from musicgen.serving_graph import checked_float_weights, serving_graph
 
     path = tiny_checkpoint(tmp_path / kind, kind)
-    serving, _ = load_serving(path)
-    torch_model, _ = load_checkpoint(path)
+    torch_model, card = load_checkpoint(path)
+    graph = serving_graph(checked_float_weights(path / "model.safetensors", torch_model.config),
+                          torch_model.config, quantized=False)
+    serving = ServingModel(torch_model.config, session_for(graph.SerializeToString()))
     prompt = np.array([300, 60, 270, 188, 60 + 128])
     for seed in (0, 7):
         ours = generate(serving, prompt, max_tokens=150, seed=seed, n=2, temperature=1.1,
                         top_p=0.95)
-        theirs = generate(torch_model, prompt, max_tokens=150, seed=seed, n=2,
-                          temperature=1.1, top_p=0.95)
+        with mock.patch("musicgen.inference.stepper_for", TorchStepper):
+            theirs = generate(torch_model, prompt, max_tokens=150, seed=seed, n=2,
+                              temperature=1.1, top_p=0.95)
         for a, b in zip(ours.tokens, theirs.tokens, strict=True):
             assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_a_request_gets_the_same_notes_alone_or_batched_with_others(tmp_path, kind):
+    from musicgen.sample import SamplingRequest, generate_batch
+
+    serving, _ = load_serving(tiny_checkpoint(tmp_path / kind, kind))
+    ask = SamplingRequest
+    requests = [ask(np.array([300, 60, 270, 188]), seconds=2.0, temperature=0.9, seed=3, n=2),
+                ask(np.array([]), max_tokens=90, temperature=0.0),  # greedy, from silence
+                ask(np.arange(300, 340), seconds=1.0, top_k=20, top_p=0.8, seed=11,
+                    max_silence=0.5),
+                ask(np.array([62, 290]), max_tokens=40, temperature=1.3, seed=5, n=3)]
+    together = generate_batch(serving, requests)
+    for request, batched in zip(requests, together, strict=True):
+        alone = generate_batch(serving, [request])[0]
+        assert batched.stop_reasons == alone.stop_reasons
+        for a, b in zip(alone.tokens, batched.tokens, strict=True):
+            assert np.array_equal(a, b)
+        for a, b in zip(alone.entropy, batched.entropy, strict=True):
+            assert np.array_equal(a, b)
+    assert len({len(t) for g in together for t in g.tokens}) > 1  # rows ended at different steps
 
 
 def test_a_checkpoint_missing_weights_is_a_plain_message(tmp_path):
@@ -127,3 +161,43 @@ def test_without_torch_training_says_what_to_install_and_generate_works(tmp_path
                                str(tmp_path / "x.mid")], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
     assert generate.returncode == 0, generate.stderr
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_notes(tmp_path):
+    import threading
+
+    from musicgen.batcher import Batcher
+    from musicgen.sample import SamplingRequest, generate_batch
+
+    serving, _ = load_serving(tiny_checkpoint(tmp_path / "lstm"))
+    requests = [SamplingRequest(np.array([300 + k, 60]), max_tokens=60 + 10 * k,
+                                temperature=0.8 + 0.1 * k, seed=k, n=1 + k % 2)
+                for k in range(8)]
+    batcher = Batcher(serving)
+    sizes = []
+    real = generate_batch
+
+    def recording(model, batch):
+        sizes.append(len(batch))
+        return real(model, batch)
+
+    results = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def client(k: int) -> None:
+        start.wait()
+        results[k] = batcher.generate(requests[k])
+
+    from unittest import mock
+    with mock.patch("musicgen.batcher.generate_batch", recording):
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(len(requests))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert max(sizes) > 1 and sum(sizes) == len(requests)  # some ran together, none twice
+    for request, result in zip(requests, results, strict=True):
+        alone = generate_batch(serving, [request])[0]
+        assert all(np.array_equal(a, b) for a, b in zip(alone.tokens, result.tokens, strict=True))
+    with pytest.raises(ValueError, match="no such sampler"):
+        batcher.generate(SamplingRequest(np.array([60]), max_tokens=5, top_p=0.0))
