@@ -57,7 +57,7 @@ def numbered(path: str | os.PathLike, index: int, count: int) -> Path:
 def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
                     audio_path: str | os.PathLike | None = None, *,
                     renderer: Renderer | None = None,
-                    soundfont: str | None = None) -> CandidateFiles:
+                    soundfont: str | None = None, mono: bool = False) -> CandidateFiles:
     """Write a candidate's MIDI, and its audio where a path is given.
 
     Args:
@@ -66,6 +66,7 @@ def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
         audio_path: Audio file; its suffix picks the format (`write_audio`).
         renderer: Renders the audio (default: the process's shared one).
         soundfont: Soundfont path; None or "" for the renderer's default.
+        mono: Compressed audio in one channel (`musicgen.audio.write_compressed`).
 
     Returns:
         The paths written and how the audio was made.
@@ -79,5 +80,5 @@ def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
     began = time.perf_counter()
     if audio_path is not None:
         rendering = (renderer or default_renderer()).render(candidate.midi, soundfont)
-        audio = write_audio(audio_path, rendering)
+        audio = write_audio(audio_path, rendering, mono=mono)
     return CandidateFiles(midi, audio, rendering, time.perf_counter() - began)

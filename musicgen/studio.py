@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musicgen import compose
-from musicgen.audio import Renderer, soundfont_path, write_wav
+from musicgen.audio import Renderer, soundfont_path, write_audio
+from musicgen.batcher import MAX_ROWS
 from musicgen.errors import UserError
 from musicgen.examples import example_names
 from musicgen.leaderboard import MIN_VOTES, for_the_public, format_summary, summarise
@@ -37,6 +38,9 @@ from musicgen.resources import checkpoint_dir as default_checkpoint_dir
 from musicgen.settings import Settings, to_number
 
 OUTPUT_TTL_S = 3600.0
+# What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
+# continuation with its 10 s seed, where the WAV was 7 MB (musicgen.audio).
+CLIP_SUFFIX = ".mp3"
 # How the models answer, in words, by kind (BENCHMARKS.md: the LSTM makes a
 # 30 s clip in under a second, the Transformer in about two).
 MODEL_SPEED = {"lstm": "quickest", "transformer": "a little slower"}
@@ -48,7 +52,7 @@ class Clip:
 
     Attributes:
         title: What to call it.
-        audio: WAV file.
+        audio: Audio file (`CLIP_SUFFIX`).
         midi: MIDI file (with the recipe, for generated clips).
         roll_svg: The piano roll with a playback cursor (`plots.piano_roll_svg`).
         seconds: Length of the audio.
@@ -81,6 +85,9 @@ class SeedFile:
 
 class Studio:
     """Loaded models, the renderer, the ratings, and the demo's operations.
+
+    Requests may come from many threads at once (`concurrent_requests` of
+    them): each model's `Batcher` samples those that overlap as one batch.
 
     Args:
         checkpoint_dir: Folder of checkpoint folders (default: `musicgen.resources`).
@@ -119,6 +126,7 @@ class Studio:
         self._maestro_tests: list[Path] | None = None
         self._maestro_lock = threading.Lock()
         self.examples = example_names()
+        self.concurrent_requests = MAX_ROWS
 
     # --- choices for the UI ---
 
@@ -195,9 +203,9 @@ class Studio:
         """A WAV of the prompt's excerpt, for the preview player (None for silence)."""
         if not len(prompt.notes):
             return None
-        path = self._request_folder() / "seed-excerpt.wav"
-        return str(write_wav(path, self.renderer.render(notes_to_pretty_midi(prompt.notes),
-                                                        soundfont)))
+        path = (self._request_folder() / "seed-excerpt").with_suffix(CLIP_SUFFIX)
+        return str(write_audio(path, self.renderer.render(notes_to_pretty_midi(prompt.notes),
+                                                          soundfont), mono=True))
 
     # --- generating ---
 
@@ -341,7 +349,7 @@ class Studio:
         midi_path = folder / "reference.mid"
         midi.write(str(midi_path))
         rendering = self.renderer.render(midi, soundfont)
-        audio = write_wav(folder / "reference.wav", rendering)
+        audio = write_audio((folder / "reference").with_suffix(CLIP_SUFFIX), rendering, mono=True)
         stats = compose.note_stats(both, prompt_seconds)
         recipe = {"reference": path.name, "start_s": round(start, 2)}
         clip = Clip("human performance (MAESTRO test split)", str(audio), str(midi_path),
@@ -465,8 +473,9 @@ class Studio:
               stem: str = "") -> Clip:
         stem = folder / (stem or f"candidate-{candidate.index + 1}-variation"
                                  f"{candidate.recipe['seed']}")
-        files = write_candidate(candidate, stem.with_suffix(".mid"), stem.with_suffix(".wav"),
-                                renderer=self.renderer, soundfont=soundfont)
+        files = write_candidate(candidate, stem.with_suffix(".mid"),
+                                stem.with_suffix(CLIP_SUFFIX), renderer=self.renderer,
+                                soundfont=soundfont, mono=True)
         recipe = without_tokens(candidate.recipe)
         note = ("" if files.rendering.engine == "fluidsynth"
                 else f"Audio: {files.rendering.note}")

@@ -6,13 +6,14 @@ The browser tests save a screenshot of each step under tmp/screenshots/ for revi
 import os
 import shutil
 import socket
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 from conftest import REPO, midi_bytes, tiny_checkpoint
 
+from musicgen.audio import SAMPLE_RATE
 from musicgen.midi import read_midi
 
 CHROMIUM = "/usr/bin/chromium"
@@ -90,8 +91,9 @@ def test_upload_generate_two_candidates_that_decode(client, tmp_path):
     out = _generate(client, seed)
     for i in (0, 1):
         midi, audio = sorted(out[f"files{i}"], key=lambda f: not str(f).endswith(".mid"))
-        with wave.open(audio) as handle:
-            assert handle.getframerate() == 44100 and handle.getnframes() > 44100
+        decoded, rate = soundfile.read(audio)
+        assert audio.endswith(".mp3") and rate == SAMPLE_RATE and decoded.ndim == 1
+        assert len(decoded) > SAMPLE_RATE and os.path.getsize(audio) < 200_000
         assert len(read_midi(midi)) > 0
         assert "<svg" in out[f"player{i}"] and "mg-cursor" in out[f"player{i}"]
         assert f"variation {1 + i}," in out[f"info{i}"]
