@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("GRADIO_TEMP_DIR", str(ROOT / "tmp" / "gradio"))
-os.environ.setdefault("MPLCONFIGDIR", str(ROOT / "tmp" / "matplotlib"))
 
 import gradio as gr  # noqa: E402 - the environment above must be set first
 

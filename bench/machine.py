@@ -44,6 +44,38 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_details() -> dict:
+    """What makes sampling fast or slow here: SIMD flags and cache sizes (Linux)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    caches = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind != "Instruction":
+            caches[f"L{level}"] = size
+    return {"cpu": cpu_name(), "flags": [flag for flag in wanted if flag in flags],
+            "caches_per_core": caches}
+
+
+def cpu_line(details: dict) -> str:
+    """One line of `cpu_details()` for a report."""
+    caches = ", ".join(f"{level} {size}" for level, size in details["caches_per_core"].items())
+    return (f"cpu: {details['cpu']}; flags {' '.join(details['flags']) or 'none of note'}; "
+            f"caches {caches or 'unknown'}")
+
+
 class LoadMeter:
     """Made just before a benchmark; `record()` afterwards says how loaded the machine was."""
 

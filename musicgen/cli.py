@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help=db_help)
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% CIs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chart", help="also write the leaderboard as this PNG")
+    p.add_argument("--chart", help="also write the leaderboard as this SVG")
     p.add_argument("--all-pools", action="store_true",
                    help="count the votes of every pool built (default: the latest pool's)")
     p.add_argument("--json", action="store_true")
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"musicgen: {error}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as error:
-        if error.name not in ("torch", "onnx"):
+        if error.name not in ("torch", "onnx", "scipy", "matplotlib"):
             raise
         # The app's install (requirements.txt) has neither; training does.
         print(f"musicgen: {args.command} needs {error.name}: pip install -r "

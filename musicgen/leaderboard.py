@@ -20,12 +20,13 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
+from musicgen.plots import leaderboard_chart
 from musicgen.ratings import CHOICES, VOTE_COLUMNS, RatingsStore
 
 MIN_VOTES = 30  # below this the leaderboard is not shown in the app (Music Arena's rule)
@@ -136,6 +137,52 @@ def win_matrix(votes: list[dict]) -> dict[str, dict[str, dict]]:
     return matrix
 
 
+def t_quantile_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (df >= 1).
+
+    Exact for integer df, without scipy (which would be the app's largest
+    dependency, 136 MB, for two numbers): P(|T| <= t) has a closed form
+    (Abramowitz & Stegun 26.7.3-4), solved for 0.95 by bisection to float
+    precision.
+    """
+    def central(t: float) -> float:  # P(|T| <= t)
+        theta = math.atan(t / math.sqrt(df))
+        cos2 = math.cos(theta) ** 2
+        if df % 2:
+            term, series = math.cos(theta), 0.0
+            for k in range(1, (df - 1) // 2 + 1):
+                series += term
+                term *= cos2 * (2 * k) / (2 * k + 1)
+            return 2 / math.pi * (theta + math.sin(theta) * series) if df > 1 else (
+                2 * theta / math.pi)
+        term, series = 1.0, 0.0
+        for k in range(1, df // 2 + 1):
+            series += term
+            term *= cos2 * (2 * k - 1) / (2 * k)
+        return math.sin(theta) * series
+
+    low, high = 0.0, 1e4
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if central(middle) < 0.95 else (low, middle)
+    return (low + high) / 2
+
+
+def fisher_exact(a: int, b: int, c: int, d: int) -> float:
+    """Two-sided p of Fisher's exact test for the table [[a, b], [c, d]].
+
+    The sum of the hypergeometric probabilities, at the table's margins, of
+    every table no more likely than the one seen (scipy's definition, with its
+    relative tolerance for ties), in exact integer arithmetic.
+    """
+    row, column, total = a + b, a + c, a + b + c + d
+    weights = {k: math.comb(row, k) * math.comb(total - row, column - k)
+               for k in range(max(0, column - (total - row)), min(row, column) + 1)}
+    seen = weights[a]
+    return min(1.0, sum(w for w in weights.values() if w <= seen * (1 + 1e-7))
+               / math.comb(total, column))
+
+
 def mean_with_ci(values: list[float], scale: tuple[float, float] | None = None) -> dict:
     """Mean, 95% t interval (None below 2 values) and n.
 
@@ -150,7 +197,7 @@ def mean_with_ci(values: list[float], scale: tuple[float, float] | None = None) 
     mean = float(values.mean())
     if len(values) < 2:
         return {"mean": round(mean, 3), "ci": None, "n": 1}
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    half = t_quantile_975(len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
     low, high = mean - half, mean + half
     if scale is not None:
         low, high = max(low, scale[0]), min(high, scale[1])
@@ -196,8 +243,7 @@ def human_or_computer(votes: list[dict]) -> dict:
             judged_human.setdefault(vote[f"condition_{side}"], []).append(said_human)
     hits, false_alarms = sum(real), sum(generated)
     both = bool(real) and bool(generated)
-    p_value = (float(stats.fisher_exact([[hits, len(real) - hits],
-                                         [false_alarms, len(generated) - false_alarms]])[1])
+    p_value = (fisher_exact(hits, len(real) - hits, false_alarms, len(generated) - false_alarms)
                if both else None)
     hit_rate = round(hits / len(real), 3) if real else None
     false_alarm_rate = round(false_alarms / len(generated), 3) if generated else None
@@ -301,28 +347,9 @@ def _mean(cell: dict) -> str:
 
 
 def chart(result: dict, path: str | os.PathLike) -> Path:
-    """A PNG of the leaderboard: each condition's rating with its 95% interval."""
-    import matplotlib  # noqa: PLC0415 - only for the chart
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    rows = result["leaderboard"][::-1]
-    figure, axes = plt.subplots(figsize=(6, 0.5 + 0.45 * max(1, len(rows))), dpi=110)
-    ratings = [row["rating"] for row in rows]
-    errors = np.array([[row["rating"] - row["ci"][0], row["ci"][1] - row["rating"]]
-                       if row["ci"] else [0.0, 0.0] for row in rows]).T.reshape(2, -1)
-    axes.errorbar(ratings, range(len(rows)), xerr=errors, fmt="o", capsize=4)
-    axes.set_yticks(range(len(rows)), [f"{row['condition']} ({row['votes']})" for row in rows])
-    axes.axvline(1000, color="0.8", zorder=0)
-    axes.set_xlabel("Bradley-Terry rating (Elo scale), 95% bootstrap interval")
-    axes.set_title(f"Blind listening test: {result['votes']} votes, {result['raters']} "
-                   "listeners", fontsize=10)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    """An SVG of the leaderboard: each condition's rating with its 95% interval."""
+    return leaderboard_chart(result["leaderboard"], f"Blind listening test: {result['votes']} "
+                             f"votes, {result['raters']} listeners", path)
 
 
 QUICK_COLUMNS = ("session", "clip_id", "score", "comment", "recipe", "created", "updated")

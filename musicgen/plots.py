@@ -1,18 +1,18 @@
-"""Pictures for people: the piano roll of seed + continuation (SVG, for the app's
-player) and the sampler's confidence (PNG).
+"""Pictures for people, as SVG: the piano roll of seed + continuation (with the app's
+playback cursor), the sampler's confidence, and the listening test's leaderboard.
 
-Figures are built with matplotlib's object API (no pyplot state machine), so
-concurrent requests in the app never share a figure.
+SVG written as text, not matplotlib: the app needs no plotting library (with
+its fonts, 65 MB of the app's install), a browser draws SVG sharply at any
+size, and concurrent requests share nothing.
 """
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from musicgen.notes import Notes
 
@@ -28,30 +28,127 @@ def confidence(entropy: np.ndarray, chosen_probability: np.ndarray, path: str | 
     Args:
         entropy: Nats per step (of the model's own distribution).
         chosen_probability: Probability of the token chosen at each step.
-        path: PNG to write.
+        path: SVG file to write.
         title: Optional title.
 
     Returns:
-        The PNG's path.
+        The SVG's path.
     """
-    figure, axis = _figure(height=3.0)
-    steps = np.arange(len(entropy))
+    entropy = np.asarray(entropy, np.float64)
+    chosen_probability = np.asarray(chosen_probability, np.float64)
+    width, height, left, right, top, bottom = 900.0, 280.0, 58.0, 62.0, 34.0, 40.0
+    inner_width, inner_height = width - left - right, height - top - bottom
+    steps = max(len(entropy) - 1, 1)
+    top_entropy = max(1.0, float(np.ceil(entropy.max()))) if len(entropy) else 1.0
+
+    def x(step: np.ndarray) -> np.ndarray:
+        return left + np.asarray(step) / steps * inner_width
+
+    def y(fraction: np.ndarray) -> np.ndarray:
+        return top + (1 - np.asarray(fraction)) * inner_height
+
+    parts = [_svg_open(width, height, "confidence of the sampler"),
+             f'<rect x="{left:g}" y="{top:g}" width="{inner_width:g}" '
+             f'height="{inner_height:g}" fill="#fafafa" stroke="#ddd"/>']
+    for k in range(5):  # four intervals on both axes
+        level = y(k / 4)
+        parts.append(f'<line x1="{left:g}" x2="{width - right:g}" y1="{level:.1f}" '
+                     f'y2="{level:.1f}" stroke="#eee"/>')
+        parts.append(_text(left - 6, level + 4, f"{top_entropy * k / 4:g}", SEED_COLOUR, "end"))
+        parts.append(_text(width - right + 6, level + 4, f"{k / 4:g}", CONTINUATION_COLOUR))
+    for tick in _ticks(steps):
+        parts.append(_text(float(x(tick)), height - bottom + 16, str(tick), "#777", "middle"))
+    parts.append(_text(left + inner_width / 2, height - 6, "generated event", "#555", "middle"))
+    parts.append(_text(12, top - 12, "entropy (nats)", SEED_COLOUR))
+    parts.append(_text(width - 12, top - 12, "p(chosen event)", CONTINUATION_COLOUR, "end"))
     # Hundreds of events per clip: each step as a faint dot, and the trend as
     # a running mean over CONFIDENCE_WINDOW events (a raw line is a solid wall).
-    axis.scatter(steps, entropy, s=2, color=SEED_COLOUR, alpha=0.25, linewidths=0)
-    axis.plot(steps, _running_mean(entropy), color=SEED_COLOUR, linewidth=2,
-              label="entropy (nats)")
-    axis.set_xlabel("generated event")
-    axis.set_ylabel("entropy (nats)", color=SEED_COLOUR)
-    twin = axis.twinx()
-    twin.scatter(steps, chosen_probability, s=2, color=CONTINUATION_COLOUR, alpha=0.25,
-                 linewidths=0)
-    twin.plot(steps, _running_mean(chosen_probability), color=CONTINUATION_COLOUR,
-              linewidth=2, label="p(chosen event)")
-    twin.set_ylim(0, 1.02)
-    twin.set_ylabel("p(chosen event)", color=CONTINUATION_COLOUR)
-    axis.set_title(f"running mean over {CONFIDENCE_WINDOW} events", fontsize=8, loc="right")
-    return _save(figure, axis, title, path)
+    positions = x(np.arange(len(entropy)))
+    for values, scale, colour in ((entropy, top_entropy, SEED_COLOUR),
+                                  (chosen_probability, 1.0, CONTINUATION_COLOUR)):
+        heights = y(np.clip(values / scale, 0, 1))
+        parts.append(f'<g fill="{colour}" fill-opacity="0.25">' + "".join(
+            f'<circle cx="{a:.1f}" cy="{b:.1f}" r="1.3"/>' for a, b in zip(
+                positions, heights, strict=True)) + "</g>")
+        trend = y(np.clip(_running_mean(values) / scale, 0, 1))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                     + " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(positions, trend, strict=True))
+                     + '"/>')
+    parts.append(_text(width / 2, top - 12, title, "#222", "middle", size=13))
+    parts.append(_text(width - right, height - bottom + 30,
+                       f"lines: running mean over {CONFIDENCE_WINDOW} events", "#777", "end"))
+    parts.append("</svg>")
+    path = Path(path)
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def leaderboard_chart(rows: list[dict], title: str, path: str | os.PathLike) -> Path:
+    """Each condition's rating with its 95% interval, best first, as an SVG.
+
+    Args:
+        rows: Dicts with condition, rating, ci ([low, high] or None) and votes.
+        title: Above the chart.
+        path: SVG file to write.
+
+    Returns:
+        The SVG's path.
+    """
+    width, left, right, row_height, top = 640.0, 190.0, 30.0, 34.0, 40.0
+    height = top + row_height * max(1, len(rows)) + 44
+    ends = [value for row in rows for value in (row["ci"] or [row["rating"]] * 2)] + [1000.0]
+    low, high = min(ends), max(ends)
+    margin = max(20.0, 0.08 * (high - low))
+    low, high = low - margin, high + margin
+
+    def x(rating: float) -> float:
+        return left + (rating - low) / (high - low) * (width - left - right)
+
+    bottom = top + row_height * max(1, len(rows))
+    parts = [_svg_open(width, height, "leaderboard"),
+             _text(width / 2, 22, title, "#222", "middle", size=13),
+             f'<line x1="{x(1000):.1f}" x2="{x(1000):.1f}" y1="{top - 6:g}" y2="{bottom:g}" '
+             'stroke="#ccc"/>']
+    for k, row in enumerate(rows):
+        middle = top + (k + 0.5) * row_height
+        parts.append(_text(left - 10, middle + 4, f"{row['condition']} ({row['votes']})",
+                           "#333", "end"))
+        if row["ci"]:
+            a, b = x(row["ci"][0]), x(row["ci"][1])
+            parts.append(f'<path d="M{a:.1f} {middle:.1f}H{b:.1f}M{a:.1f} {middle - 6:.1f}'
+                         f'V{middle + 6:.1f}M{b:.1f} {middle - 6:.1f}V{middle + 6:.1f}" '
+                         f'stroke="{SEED_COLOUR}" stroke-width="1.5" fill="none"/>')
+        parts.append(f'<circle cx="{x(row["rating"]):.1f}" cy="{middle:.1f}" r="5" '
+                     f'fill="{SEED_COLOUR}"/>')
+    for tick in np.linspace(low, high, 5):
+        parts.append(_text(x(tick), bottom + 18, f"{tick:.0f}", "#777", "middle"))
+    parts.append(_text(left + (width - left - right) / 2, bottom + 36,
+                       "Bradley-Terry rating (Elo scale), 95% bootstrap interval", "#555",
+                       "middle"))
+    parts.append("</svg>")
+    path = Path(path)
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def _svg_open(width: float, height: float, label: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:g} {height:g}" '
+            f'width="{width:g}" height="{height:g}" role="img" aria-label="{label}" '
+            'font-family="sans-serif">')
+
+
+def _text(x: float, y: float, words: str, colour: str, anchor: str = "start",
+          size: int = 11) -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{colour}" '
+            f'text-anchor="{anchor}">{html.escape(words)}</text>')
+
+
+def _ticks(steps: int) -> list[int]:
+    """About six round numbers from 0 to `steps`."""
+    raw = steps / 6
+    magnitude = 10 ** int(np.floor(np.log10(max(raw, 1))))
+    spacing = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    return list(range(0, steps + 1, int(spacing)))
 
 
 def _running_mean(values: np.ndarray) -> np.ndarray:
@@ -119,17 +216,3 @@ def piano_roll_svg(notes: Notes, prompt_end: float, seconds: float,
                  f'y2="{height - bottom:g}" stroke="#c0392b" stroke-width="2"/>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def _figure(height: float):
-    figure = Figure(figsize=(9, height), dpi=90)
-    FigureCanvasAgg(figure)
-    return figure, figure.add_subplot()
-
-
-def _save(figure: Figure, axis, title: str, path: str | os.PathLike) -> Path:
-    if title:
-        axis.set_title(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    return Path(path)

@@ -25,7 +25,7 @@ from musicgen.audio import Renderer, soundfont_path, write_audio
 from musicgen.batcher import MAX_ROWS
 from musicgen.errors import UserError
 from musicgen.examples import example_names
-from musicgen.leaderboard import MIN_VOTES, for_the_public, format_summary, summarise
+from musicgen.leaderboard import MIN_VOTES, chart, for_the_public, format_summary, summarise
 from musicgen.listening import MIN_LISTEN_SECONDS, ListeningTest, Reveal, ServedPair, pool_dir
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
@@ -306,13 +306,13 @@ class Studio:
             clip = self._clip(candidate, folder, title, soundfont, pitch_range,
                               stem=title.split()[0])
             plot = confidence(candidate.entropy, candidate.chosen_probability,
-                              folder / f"{title.split()[0]}-confidence.png", title)
+                              folder / f"{title.split()[0]}-confidence.svg", title)
             pairs.append((clip, str(plot)))
         return pairs
 
     def confidence_plot(self, entropy, chosen_probability, title: str) -> str:
-        """PNG of a candidate's per-step entropy and chosen probability."""
-        path = self._request_folder() / "confidence.png"
+        """SVG of a candidate's per-step entropy and chosen probability."""
+        path = self._request_folder() / "confidence.svg"
         return str(confidence(entropy, chosen_probability, path, title))
 
     def reference(self, piece, start, prompt_seconds: float,
@@ -446,7 +446,7 @@ class Studio:
                                    _score(musical_b), guess_a or None, guess_b or None)
 
     def results(self, chart_path: str | os.PathLike | None = None) -> tuple[str, str | None]:
-        """The listening test's aggregates for the Results tab: (Markdown, chart PNG or None).
+        """The listening test's aggregates for the Results tab: (Markdown, chart SVG or None).
 
         Below `MIN_VOTES` votes only the count is shown: early leaderboards mislead.
         """
@@ -455,9 +455,7 @@ class Studio:
             return (f"{votes} votes so far on this listening test. The leaderboard appears "
                     f"from {MIN_VOTES} votes on: fewer say too little.", None)
         result = summarise(self.ratings)
-        from musicgen.leaderboard import chart  # noqa: PLC0415 - matplotlib, only here
-
-        path = chart_path or self._request_folder() / "leaderboard.png"
+        path = chart_path or self._request_folder() / "leaderboard.svg"
         return format_summary(for_the_public(result)), str(chart(result, path))
 
     # --- helpers ---

@@ -179,4 +179,6 @@ def test_results_show_counts_first_and_the_leaderboard_from_thirty_votes(served)
         quick.vote(f"quick-{k}", pair.token, "a" if k % 3 else "tie")
     text, chart = client.predict(api_name="/results")[:2]
     assert "| rank | condition | rating [95% CI] |" in text and "quick-" not in text
-    assert chart["value"].endswith(".png") and chart["visible"] is True
+    # Gradio sends an SVG inline, as a data URL.
+    assert chart["value"]["url"].startswith("data:image/svg+xml,") and chart["visible"] is True
+    assert "aria-label%3D%22leaderboard%22" in chart["value"]["url"]

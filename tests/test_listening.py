@@ -130,6 +130,18 @@ def test_win_matrix_counts_ties_as_half():
     assert matrix["y"]["z"] == {"rate": None, "n": 0}
 
 
+def test_the_t_quantile_and_fisher_s_test_are_scipy_s():
+    stats = pytest.importorskip("scipy.stats")  # a training dependency; the app has neither
+    for df in (1, 2, 3, 4, 5, 9, 10, 30, 101, 2000):
+        assert leaderboard.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df),
+                                                               rel=1e-12)
+    rng = np.random.default_rng(0)
+    for a, b, c, d in rng.integers(0, 25, (200, 4)):
+        if a + b and c + d:
+            assert leaderboard.fisher_exact(a, b, c, d) == pytest.approx(
+                stats.fisher_exact([[a, b], [c, d]])[1], abs=1e-12)
+
+
 def test_mean_scores_and_guesses_match_hand_computed_values():
     scores = leaderboard.mean_with_ci([3, 4, 5])
     # mean 4, sd 1, t(0.975, 2) = 4.302653: 4 -+ 4.302653 / sqrt(3)
@@ -168,7 +180,7 @@ def test_ratings_summary_and_export_through_the_cli(tmp_path, capsys):
         test.vote(f"rater-{k % 6}", pair.token, "a", musical_a=4, musical_b=2,
                   guess_a="human")
     store.rate_clip("someone", {"model": "lstm"}, 5)
-    chart = tmp_path / "board.png"
+    chart = tmp_path / "board.svg"
     assert cli.main(["ratings", "summary", "--db", str(db), "--json", "--bootstrap", "100",
                      "--chart", str(chart)]) == 0
     result = json.loads(capsys.readouterr().out)
