@@ -13,9 +13,13 @@ others, median of --repeats):
     c  Transformer, `generate` with its KV cache versus re-feeding the whole
        growing context (capped at `config.context`) every step, no cache.
     d  End to end, what the app does for one click: a 30 s continuation
-       (`compose`) + FluidSynth render + WAV write, with the model loaded and a
-       `Renderer` already created and warmed by one render. Rendered audio
-       includes the 10 s seed, as in the app's default.
+       (`compose`) + FluidSynth render + the app's audio file (mono MP3,
+       `musicgen.studio.CLIP_SUFFIX`), with the model loaded and a `Renderer`
+       already created and warmed by one render. Rendered audio includes the
+       10 s seed, as in the app's default.
+    e  The reference: a and c with the numpy float32 steppers that served
+       before the int8 graph (bench/numpy_steppers.py), and both kinds of
+       LSTM step at 16 rows (tokens/s counts every row's tokens).
 
 All runs continue the same primer (the last --primer-seconds of a built-in
 example) with temperature 1.0 and top-p 0.95 (the app's defaults) and the same
@@ -58,7 +62,7 @@ import numpy as np
 import torch
 
 import musicgen.sample
-from musicgen.audio import Renderer, write_wav
+from musicgen.audio import Renderer, write_audio
 from musicgen.checkpoint import load_checkpoint, read_card
 from musicgen.compose import LoadedModel, compose, find_checkpoints, load_model
 from musicgen.events import VOCAB, decode_events
@@ -67,6 +71,7 @@ from musicgen.model import TransformerConfig, TransformerModel, count_parameters
 from musicgen.prompt import prompt_from_example
 from musicgen.sample import _choose, generate
 from musicgen.settings import Settings
+from musicgen.studio import CLIP_SUFFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lstm"
@@ -74,9 +79,11 @@ EXAMPLE = "Bach: Prelude in C (opening)"
 TEMPERATURE, TOP_K, TOP_P = Settings().temperature, Settings().top_k, Settings().top_p
 LSTM_WINDOW = 100  # events re-fed per token by the course approach
 CLIP_SECONDS = 30.0
-TARGETS = {"lstm_tokens_per_s": 2500, "lstm_speedup": 30, "lstm_e2e_s": 1.0,
-           "transformer_e2e_s": 3.0}
-from machine import LoadMeter, cpu_name, load_line  # noqa: E402 - bench/ is on sys.path
+ROWS = 16  # e: rows of a batch
+TARGETS = {"lstm_tokens_per_s": 2500, "transformer_tokens_per_s": 800, "lstm_speedup": 30,
+           "lstm_e2e_s": 1.0, "transformer_e2e_s": 2.5}
+from machine import LoadMeter, cpu_details, cpu_line, cpu_name, load_line  # noqa: E402
+from numpy_steppers import numpy_serving_model  # noqa: E402
 
 
 class NoEos(torch.nn.Module):
@@ -128,16 +135,16 @@ class NoEosStepper:
 # ---------------------------------------------------------------- the two ways to sample
 
 
-def time_incremental(model, primer: np.ndarray, tokens: int, seed: int) -> float:
-    """Seconds for `generate` to make `tokens` new tokens (state / KV cache carried)."""
+def time_incremental(model, primer: np.ndarray, tokens: int, seed: int, rows: int = 1) -> float:
+    """Seconds for `generate` to make `tokens` new tokens per row (state / KV cache carried)."""
     stepper = musicgen.sample._stepper
     with mock.patch.object(musicgen.sample, "_stepper",
                            lambda model: NoEosStepper(stepper(model))):
         began = time.perf_counter()
         generation = generate(model, primer, max_tokens=tokens, temperature=TEMPERATURE,
-                              top_k=TOP_K, top_p=TOP_P, seed=seed)
+                              top_k=TOP_K, top_p=TOP_P, seed=seed, n=rows)
         seconds = time.perf_counter() - began
-    assert len(generation.tokens[0]) == tokens, generation.stop_reasons
+    assert all(len(row) == tokens for row in generation.tokens), generation.stop_reasons
     return seconds
 
 
@@ -174,16 +181,17 @@ def time_refeed(model, primer, tokens, window, seed, onednn) -> float:
 
 def time_end_to_end(loaded: LoadedModel, primer, renderer: Renderer, folder: Path,
                     seed: int) -> dict:
-    """One click's work: compose a 30 s continuation, render it, write the WAV."""
+    """One click's work: compose a 30 s continuation, render it, write the app's audio file."""
     t0 = time.perf_counter()
     candidate = compose(loaded, primer, Settings(seconds=CLIP_SECONDS, n=1, seed=seed))[0]
     t1 = time.perf_counter()
     rendering = renderer.render(candidate.midi)
     t2 = time.perf_counter()
-    write_wav(folder / "clip.wav", rendering)
+    written = write_audio((folder / "clip").with_suffix(CLIP_SUFFIX), rendering, mono=True)
     t3 = time.perf_counter()
     return {"sampling_s": candidate.stats["sampling_s"], "compose_s": t1 - t0,
-            "render_s": t2 - t1, "wav_s": t3 - t2, "total_s": t3 - t0,
+            "render_s": t2 - t1, "encode_s": t3 - t2, "total_s": t3 - t0,
+            "audio_bytes": written.stat().st_size,
             "tokens": candidate.stats["tokens"], "stop": candidate.stats["stop"],
             "music_s": candidate.stats["seconds"], "audio_s": rendering.seconds,
             "engine": rendering.engine}
@@ -195,8 +203,9 @@ def time_estimated_end_to_end(model: torch.nn.Module, primer, lstm_run: dict,
     sampling_s = time_incremental(model, primer.tokens, lstm_run["tokens"], seed)
     other = lstm_run["compose_s"] - lstm_run["sampling_s"]  # decoding + building the MIDI
     return {"sampling_s": sampling_s, "compose_s": sampling_s + other,
-            "render_s": lstm_run["render_s"], "wav_s": lstm_run["wav_s"],
-            "total_s": sampling_s + other + lstm_run["render_s"] + lstm_run["wav_s"],
+            "render_s": lstm_run["render_s"], "encode_s": lstm_run["encode_s"],
+            "total_s": sampling_s + other + lstm_run["render_s"] + lstm_run["encode_s"],
+            "audio_bytes": lstm_run["audio_bytes"],
             "tokens": lstm_run["tokens"], "stop": "max_tokens (estimated)",
             "music_s": lstm_run["music_s"], "audio_s": lstm_run["audio_s"],
             "engine": lstm_run["engine"]}
@@ -221,7 +230,7 @@ def load_transformer(path: Path | None) -> tuple[LoadedModel, torch.nn.Module, b
     """(the Transformer as served, as a torch model, whether it is trained).
 
     Without a path: a random `TransformerConfig()` model, sampled through torch's
-    module (the numpy stepper then copies its weights).
+    module (`musicgen.inference` builds its serving graph).
     """
     if path is not None:
         return load_model(path), load_checkpoint(path)[0], True
@@ -248,6 +257,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     # stepper); the re-feeding baselines call the torch models' forward, so
     # theirs is masked in the model.
     lstm_model, transformer_model = lstm.model, transformer.model
+    lstm_numpy = numpy_serving_model(args.checkpoint)
+    transformer_numpy = (numpy_serving_model(transformer_path) if trained else None)
     lstm_refeed, transformer_refeed = NoEos(lstm_torch), NoEos(transformer_torch)
     context = transformer.model.config.context
     renderer = Renderer()
@@ -257,6 +268,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     log("warming up")
     time_incremental(lstm_model, primer.tokens, 32, 0)
     time_incremental(transformer_model, primer.tokens, 32, 0)
+    time_incremental(lstm_numpy, primer.tokens, 32, 0)
     time_refeed(lstm_refeed, primer.tokens, 4, LSTM_WINDOW, 0, onednn=False)
     time_refeed(lstm_refeed, primer.tokens, 4, LSTM_WINDOW, 0, onednn=True)
     time_refeed(transformer_refeed, primer.tokens, 4, context, 0, onednn=False)
@@ -273,7 +285,15 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
                                         args.tokens),
         "transformer_no_cache": partial(time_refeed, transformer_refeed, primer.tokens,
                                         args.baseline_tokens, context, onednn=False),
+        "lstm_numpy_float32": partial(time_incremental, lstm_numpy, primer.tokens, args.tokens),
+        "lstm_rows": partial(time_incremental, lstm_model, primer.tokens, args.tokens // 4,
+                             rows=ROWS),
+        "lstm_numpy_rows": partial(time_incremental, lstm_numpy, primer.tokens,
+                                   args.tokens // 4, rows=ROWS),
     }
+    if transformer_numpy is not None:
+        plan["transformer_numpy_float32"] = partial(time_incremental, transformer_numpy,
+                                                    primer.tokens, args.tokens)
     measurements: dict[str, list[float]] = {key: [] for key in plan}
     e2e: dict[str, list[dict]] = {"lstm": [], "transformer": []}
     meter = LoadMeter()
@@ -296,9 +316,12 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
             log(f"  run {repeat}/{args.repeats}  end to end  lstm {lstm_run['total_s']:.3f} s,"
                 f" transformer {transformer_run['total_s']:.3f} s")
 
-    rates = {key: summary(seconds, args.baseline_tokens if key in (
-        "lstm_window", "lstm_window_onednn", "transformer_no_cache") else args.tokens)
-        for key, seconds in measurements.items()}
+    def tokens_of(key: str) -> int:
+        if key in ("lstm_window", "lstm_window_onednn", "transformer_no_cache"):
+            return args.baseline_tokens
+        return args.tokens // 4 * ROWS if key.endswith("_rows") else args.tokens
+
+    rates = {key: summary(seconds, tokens_of(key)) for key, seconds in measurements.items()}
     lstm_rate = rates["lstm_incremental"]["tokens_per_s"]
     ratios = {
         "lstm_incremental_vs_window": round(lstm_rate / rates["lstm_window"]["tokens_per_s"], 1),
@@ -307,11 +330,20 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
         "transformer_kv_cache_vs_no_cache":
             round(rates["transformer_kv_cache"]["tokens_per_s"]
                   / rates["transformer_no_cache"]["tokens_per_s"], 1),
+        "lstm_int8_vs_numpy_float32":
+            round(lstm_rate / rates["lstm_numpy_float32"]["tokens_per_s"], 2),
+        "lstm_rows_int8_vs_numpy_float32":
+            round(rates["lstm_rows"]["tokens_per_s"] / rates["lstm_numpy_rows"]["tokens_per_s"],
+                  2),
     }
+    if "transformer_numpy_float32" in rates:
+        ratios["transformer_int8_vs_numpy_float32"] = round(
+            rates["transformer_kv_cache"]["tokens_per_s"]
+            / rates["transformer_numpy_float32"]["tokens_per_s"], 2)
     end_to_end = {}
     for name, runs in e2e.items():
         medians = {key: round(statistics.median(run[key] for run in runs), 3) for key in (
-            "sampling_s", "compose_s", "render_s", "wav_s", "total_s")}
+            "sampling_s", "compose_s", "render_s", "encode_s", "total_s", "audio_bytes")}
         last = runs[-1]
         end_to_end[name] = {**medians, "total_runs_s": [round(r["total_s"], 3) for r in runs],
                             **{key: last[key] for key in ("tokens", "stop", "music_s",
@@ -340,6 +372,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "processor": cpu_name(),
+            "cpu": cpu_details(),
         },
     }
 
@@ -374,13 +407,20 @@ def report(result: dict) -> str:
         "lstm_window_onednn": f"b LSTM re-feed last {LSTM_WINDOW}, oneDNN on",
         "transformer_kv_cache": "c Transformer generate (KV cache)",
         "transformer_no_cache": "c Transformer re-feed context, no cache",
+        "lstm_numpy_float32": "e LSTM generate, numpy float32 (before)",
+        "transformer_numpy_float32": "e Transformer generate, numpy float32",
+        "lstm_rows": f"e LSTM generate, {ROWS} rows",
+        "lstm_numpy_rows": f"e LSTM generate, {ROWS} rows, numpy float32",
     }
     for key, label in labels.items():
+        if key not in rates:
+            continue
         rate = rates[key]
         runs = ", ".join(f"{s:.3f}" for s in rate["seconds"])
         lines.append(f"{label:<40} {rate['tokens']:>6} {rate['median_s']:>9.3f} "
                      f"{rate['tokens_per_s']:>9.1f}  {runs}")
     lstm_rate = rates["lstm_incremental"]["tokens_per_s"]
+    transformer_rate = rates["transformer_kv_cache"]["tokens_per_s"]
     # The target is judged against the faster window baseline.
     speedup = min(ratios["lstm_incremental_vs_window"],
                   ratios["lstm_incremental_vs_window_onednn"])
@@ -390,14 +430,22 @@ def report(result: dict) -> str:
         f"a / b (oneDNN on): {ratios['lstm_incremental_vs_window_onednn']:.1f}x",
         f"c KV cache / no cache: {ratios['transformer_kv_cache_vs_no_cache']:.1f}x "
         "(no-cache timed on its shortest contexts only: a lower bound)",
+        f"int8 graph / numpy float32, same run: LSTM "
+        f"{ratios['lstm_int8_vs_numpy_float32']:.2f}x, at {ROWS} rows "
+        f"{ratios['lstm_rows_int8_vs_numpy_float32']:.2f}x"
+        + (f", Transformer {ratios['transformer_int8_vs_numpy_float32']:.2f}x"
+           if "transformer_int8_vs_numpy_float32" in ratios else ""),
+        f"target Transformer >= {TARGETS['transformer_tokens_per_s']} events/s: "
+        f"{transformer_rate:.0f} "
+        f"({_mark(transformer_rate >= TARGETS['transformer_tokens_per_s'])})",
         f"target LSTM >= {TARGETS['lstm_tokens_per_s']} events/s: {lstm_rate:.0f} "
         f"({_mark(lstm_rate >= TARGETS['lstm_tokens_per_s'])}); "
         f">= {TARGETS['lstm_speedup']}x the faster window approach: {speedup:.1f}x "
         f"({_mark(speedup >= TARGETS['lstm_speedup'])})",
         "",
-        f"d end to end, {CLIP_SECONDS:g} s continuation, seed 0: compose + render + WAV "
-        "(model loaded, renderer warm)",
-        f"{'':<12} {'sample s':>9} {'compose s':>10} {'render s':>9} {'wav s':>6} "
+        f"d end to end, {CLIP_SECONDS:g} s continuation, seed 0: compose + render + "
+        f"{CLIP_SUFFIX} (model loaded, renderer warm)",
+        f"{'':<12} {'sample s':>9} {'compose s':>10} {'render s':>9} {'enc s':>6} "
         f"{'total s':>8} {'target':>7}  tokens  music s  audio s  {'engine':<10}  all totals (s)",
     ]
     for name, target in (("lstm", TARGETS["lstm_e2e_s"]),
@@ -405,19 +453,21 @@ def report(result: dict) -> str:
         run = e2e[name]
         totals = ", ".join(f"{s:.3f}" for s in run["total_runs_s"])
         lines.append(f"{name:<12} {run['sampling_s']:>9.3f} {run['compose_s']:>10.3f} "
-                     f"{run['render_s']:>9.3f} {run['wav_s']:>6.3f} {run['total_s']:>8.3f} "
+                     f"{run['render_s']:>9.3f} {run['encode_s']:>6.3f} {run['total_s']:>8.3f} "
                      f"{'<= ' + format(target, 'g'):>7}  {run['tokens']:>6} "
                      f"{run['music_s']:>8.1f} {run['audio_s']:>8.1f}  {run['engine']:<10}  "
-                     f"{totals}  ({_mark(run['total_s'] <= target)})")
+                     f"{totals}  ({_mark(run['total_s'] <= target)}); "
+                     f"{run['audio_bytes'] / 1024:.0f} KB")
     if not transformer["trained"]:
         lines.append("transformer end to end is ESTIMATED: the random model samples the LSTM "
-                     "clip's token count; decoding, rendering and WAV are the LSTM clip's.")
+                     "clip's token count; decoding, rendering and encoding are the LSTM clip's.")
     lines += [
         "sample s = generate only; compose s adds decoding and building the MIDI. Audio "
         "includes the seed and a 1 s tail.",
         "",
         load_line(machine),
-        f"python {machine['python']}, torch {machine['torch']}, {machine['processor']}",
+        f"python {machine['python']}, torch {machine['torch']}",
+        cpu_line(machine["cpu"]),
     ]
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from musicgen.events import STEPS_PER_SECOND, VOCAB, Vocabulary
-from musicgen.serving import ServingModel, merged
+from musicgen.serving import merged
 
 # Without a token budget, stop a run that never advances time (e.g. only
 # note events) after this many tokens per second of music asked for.
@@ -309,8 +309,8 @@ def _report_progress(requests: list[SamplingRequest], owner: np.ndarray, active:
 
 
 def _stepper(model):
-    """The model's stepper: its own when it serves from numpy, else `musicgen.inference`'s."""
-    if isinstance(model, ServingModel):
+    """The model's own stepper (a `ServingModel`'s), else `musicgen.inference`'s (torch)."""
+    if hasattr(model, "stepper"):
         return model.stepper()
     from musicgen.inference import stepper_for  # noqa: PLC0415 - torch models only
 
