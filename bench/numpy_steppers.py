@@ -6,6 +6,8 @@ the same machine (issue 14's rule: judge a change by a ratio). Not used by the
 app.
 
     model = numpy_serving_model("checkpoints/lstm")   # has .stepper() and .context
+    with one_blas_thread():                            # as musicgen.sample ran them then
+        generate(model, prompt, ...)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from musicgen.checkpoint import checked_weights
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
@@ -266,3 +269,8 @@ def gelu(x: np.ndarray) -> np.ndarray:
         1.421413741 + t * (-1.453152027 + t * 1.061405429))))
     erf = np.copysign(1.0 - polynomial * np.exp(-z * z), x)
     return 0.5 * x * (1.0 + erf)
+
+
+def one_blas_thread():
+    """BLAS capped at one thread, as `musicgen.sample` capped it around its loop then."""
+    return threadpool_limits(limits=1, user_api="blas")

@@ -83,7 +83,7 @@ ROWS = 16  # e: rows of a batch
 TARGETS = {"lstm_tokens_per_s": 2500, "transformer_tokens_per_s": 800, "lstm_speedup": 30,
            "lstm_e2e_s": 1.0, "transformer_e2e_s": 2.5}
 from machine import LoadMeter, cpu_details, cpu_line, cpu_name, load_line  # noqa: E402
-from numpy_steppers import numpy_serving_model  # noqa: E402
+from numpy_steppers import numpy_serving_model, one_blas_thread  # noqa: E402
 
 
 class NoEos(torch.nn.Module):
@@ -168,6 +168,12 @@ def refeed(model: torch.nn.Module, primer: np.ndarray, tokens: int, window: int,
                                    TOP_P, [generator])
             sequence[end] = int(chosen[0])
     return sequence[len(primer):].numpy()
+
+
+def time_reference(model, primer: np.ndarray, tokens: int, seed: int, rows: int = 1) -> float:
+    """`time_incremental` for the old numpy steppers, with BLAS at one thread as they ran."""
+    with one_blas_thread():
+        return time_incremental(model, primer, tokens, seed, rows)
 
 
 def time_refeed(model, primer, tokens, window, seed, onednn) -> float:
@@ -285,14 +291,14 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
                                         args.tokens),
         "transformer_no_cache": partial(time_refeed, transformer_refeed, primer.tokens,
                                         args.baseline_tokens, context, onednn=False),
-        "lstm_numpy_float32": partial(time_incremental, lstm_numpy, primer.tokens, args.tokens),
+        "lstm_numpy_float32": partial(time_reference, lstm_numpy, primer.tokens, args.tokens),
         "lstm_rows": partial(time_incremental, lstm_model, primer.tokens, args.tokens // 4,
                              rows=ROWS),
-        "lstm_numpy_rows": partial(time_incremental, lstm_numpy, primer.tokens,
+        "lstm_numpy_rows": partial(time_reference, lstm_numpy, primer.tokens,
                                    args.tokens // 4, rows=ROWS),
     }
     if transformer_numpy is not None:
-        plan["transformer_numpy_float32"] = partial(time_incremental, transformer_numpy,
+        plan["transformer_numpy_float32"] = partial(time_reference, transformer_numpy,
                                                     primer.tokens, args.tokens)
     measurements: dict[str, list[float]] = {key: [] for key in plan}
     e2e: dict[str, list[dict]] = {"lstm": [], "transformer": []}
