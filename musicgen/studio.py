@@ -109,7 +109,9 @@ class Studio:
             raise UserError(f"there are no checkpoints in "
                             f"{checkpoint_dir or default_checkpoint_dir()}")
         self.models = {name: compose.load_model(path, name) for name, path in found.items()}
-        self.renderer = Renderer()
+        # A synth per core: requests that finish sampling together (a batch)
+        # render at once instead of one after another.
+        self.renderer = Renderer(synths=os.cpu_count() or 1)
         self.output_dir = Path(output_dir or Path(tempfile.gettempdir()) / "musicgen-outputs")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.ratings = RatingsStore(ratings_path)

@@ -135,12 +135,15 @@ def test_overlapping_notes_of_one_pitch_hold_until_the_last_ends(fluid_r3):
     assert level_at_1_5_s(overlapping) == pytest.approx(level_at_1_5_s(restruck), rel=0.4)
 
 
-def test_concurrent_renders_on_one_renderer(fluid_r3):
-    renderer = audio.Renderer()
-    midis = [make_midi([(60 + i, 100, 0.2, 0.7)]) for i in range(4)]
+@pytest.mark.parametrize("synths", [1, 2])
+def test_concurrent_renders_on_one_renderer(fluid_r3, synths):
+    renderer = audio.Renderer(synths=synths)
+    midis = [make_midi([(60 + i, 100, 0.2, 0.7)]) for i in range(6)]
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=6) as pool:
         renderings = list(pool.map(renderer.render, midis))
+
+    assert 1 <= sum(renderer._made.values()) <= synths  # never more synths than allowed
 
     for i, rendering in enumerate(renderings):
         assert rendering.engine == "fluidsynth"
