@@ -311,7 +311,7 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
                 with gr.Column(visible=False, min_width=300) as ui[f"slot{i}"]:
                     ui[f"player{i}"] = gr.HTML(js_on_load=PLAYER_JS)
                     ui[f"info{i}"] = gr.Markdown()
-                    ui[f"files{i}"] = gr.File(label="Download (MIDI with its recipe, WAV)",
+                    ui[f"files{i}"] = gr.File(label="Download (MIDI with its recipe, MP3)",
                                               file_count="multiple", interactive=False)
                     with gr.Row():
                         ui[f"rating{i}"] = gr.Radio(["1", "2", "3", "4", "5"],

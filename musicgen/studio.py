@@ -44,8 +44,8 @@ CLIP_SUFFIX = ".mp3"
 # Progress goes to the browser at most this often: the sampler reports every 32
 # tokens, about 50 times a second, each a message Gradio sends on.
 PROGRESS_INTERVAL_S = 0.2
-# How the models answer, in words, by kind (BENCHMARKS.md: the LSTM makes a
-# 30 s clip in under a second, the Transformer in about two).
+# How the models answer, in words, by kind (BENCHMARKS.md, 2-core machine: a
+# 30 s clip in about 3 s from the LSTM and 5 s from the Transformer).
 MODEL_SPEED = {"lstm": "quickest", "transformer": "a little slower"}
 
 
