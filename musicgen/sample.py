@@ -231,12 +231,18 @@ def generate_batch(model, requests: list[SamplingRequest], vocab: Vocabulary = V
     active = np.ones(rows, dtype=bool)
     steppers = []
     try:
-        logits = []
-        for request, prompt in zip(requests, prompts, strict=True):
-            steppers.append(_stepper(model))
-            logits.append(steppers[-1].start(np.repeat(prompt[None, :], request.n, axis=0)))
-        stepper = steppers[0] if len(steppers) == 1 else merged(steppers)
-        logits = np.concatenate(logits)
+        steppers.append(_stepper(model))
+        if len(requests) > 1 and hasattr(steppers[0], "start_rows"):
+            # The LSTM: every row's prompt in one batch (`LSTMStepper.start_rows`).
+            logits = steppers[0].start_rows([prompts[k] for k in owner])
+            stepper = steppers[0]
+        else:
+            logits = [steppers[0].start(np.repeat(prompts[0][None, :], requests[0].n, axis=0))]
+            for request, prompt in zip(requests[1:], prompts[1:], strict=True):
+                steppers.append(_stepper(model))
+                logits.append(steppers[-1].start(np.repeat(prompt[None, :], request.n, axis=0)))
+            stepper = steppers[0] if len(steppers) == 1 else merged(steppers)
+            logits = np.concatenate(logits)
         for t in range(width):
             banned = None
             if (silent >= silence_cap).any():
