@@ -372,12 +372,14 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
                                           top_k[sampled], top_p[sampled]))
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
-        uniforms = [generators[i].next() for i in sampled]
-        # side="right" never lands on a zero-probability token, except past the
-        # end when u * total rounds up to total: then take the last kept token.
+        uniforms = np.array([generators[i].next() for i in sampled])
+        # The first token whose cumulative probability passes u * total (what
+        # searchsorted(side="right") finds, for all rows at once): never a
+        # zero-probability token, except past the end when u * total rounds up
+        # to total; then the last kept token.
         last_kept = (sampling.shape[-1] - 1) - np.argmax(sampling[:, ::-1] > 0, axis=-1)
-        chosen[sampled] = [min(int(np.searchsorted(row, u * row[-1], side="right")), last)
-                           for row, u, last in zip(cumulative, uniforms, last_kept, strict=True)]
+        passed = (cumulative <= (uniforms * cumulative[:, -1])[:, None]).sum(-1)
+        chosen[sampled] = np.minimum(passed, last_kept)
     picked = probabilities[np.arange(len(chosen)), chosen]
     return chosen.astype(np.int64), step_entropy, picked
 
