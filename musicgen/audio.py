@@ -277,20 +277,24 @@ class Renderer:
                     self._made[key] = self._made.get(key, 0) + 1
                     break
                 self._lock.wait()
-        synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=float(SAMPLE_RATE))
-        sfont_id = synth.sfload(key)
-        if sfont_id < 0:
-            synth.delete()
-            with self._lock:
-                self._made[key] -= 1
-                self._lock.notify()
-            return None
-        return synth, sfont_id
+        synth = sfont_id = None
+        try:
+            synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=float(SAMPLE_RATE))
+            sfont_id = synth.sfload(key)
+        finally:
+            if sfont_id is None or sfont_id < 0:  # it failed, or raised: the slot is free again
+                if synth is not None:
+                    synth.delete()
+                with self._lock:
+                    self._made[key] -= 1
+                    self._lock.notify_all()
+        return None if sfont_id < 0 else (synth, sfont_id)
 
     def _give_back(self, soundfont: str, loaded: tuple[object, int]) -> None:
         with self._lock:
             self._free.setdefault(str(Path(soundfont).resolve()), []).append(loaded)
-            self._lock.notify()
+            # All waiters: they may wait for other soundfonts, and only these can use it.
+            self._lock.notify_all()
 
 
 _default_renderer: Renderer | None = None

@@ -9,31 +9,41 @@ nearly free. With the shipped LSTM's int8 graph, one row stepped at about
 (BENCHMARKS.md), so a class pressing Generate together is served in about the
 time of one request instead of one after another.
 
-How: one worker thread per model. A request that arrives while the worker is
-idle starts at once, alone; requests that arrive while a batch is sampling wait
-and go together into the next batch (up to `max_rows` rows). Each keeps its own
-prompt, controls, length and seeds, and gets exactly the notes it would get
-alone (`musicgen.sample.generate_batch`, tests/test_serving.py).
+How: one worker thread per model steps a `musicgen.sample.SamplingRun`.
+Requests join it between two steps (up to `max_rows` rows), and each is
+handed back as soon as its own rows are done: a short request is not kept
+waiting for a long one, and a request that arrives while others sample starts
+at once. Each keeps its own prompt, controls, length and seeds, and gets
+exactly the notes it would get alone (tests/test_serving.py).
+
+Progress reaches the caller in its own thread (where Gradio finds its
+request), polled from what the worker last recorded; an exception there is
+the caller's alone.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from musicgen.sample import Generation, SamplingRequest, check_request, generate_batch
+from musicgen.sample import Generation, SamplingRequest, SamplingRun, check_request
 
 # Rows per batch. The LSTM's step at 32 rows still took about a third of the
 # time of 32 single steps; beyond that a batch mostly delays its first rows.
 MAX_ROWS = 32
+PROGRESS_POLL_S = 0.1  # how often a waiting caller looks for new progress
 
 
 @dataclass
 class _Job:
     request: SamplingRequest
     done: threading.Event = field(default_factory=threading.Event)
+    progress: float | None = None  # the latest fraction the worker saw
     result: Generation | None = None
     error: BaseException | None = None
+
+    def record(self, fraction: float) -> None:
+        self.progress = fraction
 
 
 class Batcher:
@@ -41,8 +51,8 @@ class Batcher:
 
     Args:
         model: A `musicgen.serving.ServingModel`.
-        max_rows: Most rows (candidates) in one batch; a request with more
-            rows than this runs alone.
+        max_rows: Most rows (candidates) in the batch; a request with more
+            rows than this runs when the batch is empty.
     """
 
     def __init__(self, model, max_rows: int = MAX_ROWS):
@@ -52,7 +62,7 @@ class Batcher:
         self._worker: threading.Thread | None = None
 
     def generate(self, request: SamplingRequest) -> Generation:
-        """Sample one request (blocking), batched with whatever else is waiting.
+        """Sample one request (blocking), batched with whatever else is sampling.
 
         Raises:
             ValueError: Settings outside what the sampler can do (checked here,
@@ -67,28 +77,53 @@ class Batcher:
                                                 daemon=True)
                 self._worker.start()
             self._wake.notify()
-        job.done.wait()
+        forwarded = None
+        while not job.done.wait(PROGRESS_POLL_S):
+            if request.on_progress is not None and job.progress != forwarded:
+                forwarded = job.progress
+                request.on_progress(forwarded)
         if job.error is not None:
             raise job.error
+        if request.on_progress is not None:
+            request.on_progress(1.0)
         return job.result
 
     def _work(self) -> None:
+        run = SamplingRun(self.model)
+        jobs: dict[int, _Job] = {}
         while True:
             with self._wake:
-                while not self._waiting:
+                while not self._waiting and not run.rows:
                     self._wake.wait()
-                batch, rows = [], 0
-                while self._waiting and (not batch or
+                joining, rows = [], run.rows
+                while self._waiting and (rows == 0 or
                                          rows + self._waiting[0].request.n <= self.max_rows):
-                    batch.append(self._waiting.pop(0))
-                    rows += batch[-1].request.n
+                    joining.append(self._waiting.pop(0))
+                    rows += joining[-1].request.n
+            if joining:
+                try:
+                    keys = run.add([replace(job.request, on_progress=job.record)
+                                    for job in joining])
+                except BaseException as error:  # a bug: those who asked see it
+                    self._fail(joining, error)
+                else:
+                    jobs.update(zip(keys, joining, strict=True))
+            if not run.rows:
+                continue
             try:
-                results = generate_batch(self.model, [job.request for job in batch])
-            except BaseException as error:  # a bug: every caller of the batch sees it
-                for job in batch:
-                    job.error = error
-            else:
-                for job, result in zip(batch, results, strict=True):
-                    job.result = result
-            for job in batch:
+                done = run.step()
+            except BaseException as error:  # a bug: every request in the batch sees it
+                self._fail(list(jobs.values()), error)
+                jobs.clear()
+                run = SamplingRun(self.model)
+                continue
+            for key, generation in done.items():
+                job = jobs.pop(key)
+                job.result = generation
                 job.done.set()
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: BaseException) -> None:
+        for job in jobs:
+            job.error = error
+            job.done.set()

@@ -198,92 +198,208 @@ def generate_batch(model, requests: list[SamplingRequest], vocab: Vocabulary = V
     Returns:
         One `Generation` per request, in order.
     """
-    for request in requests:
-        check_request(request)
-    owner = np.repeat(np.arange(len(requests)), [r.n for r in requests])  # request of each row
-
-    def per_row(values: list, dtype) -> np.ndarray:
-        return np.asarray(values, dtype=dtype)[owner]
-
-    budget = per_row([r.max_tokens if r.max_tokens is not None
-                      else max(64, int(r.seconds * TOKENS_PER_SECOND_CAP)) for r in requests],
-                     np.int64)
-    no_target = np.iinfo(np.int64).max
-    target_steps = per_row([no_target if r.seconds is None else round(r.seconds * STEPS_PER_SECOND)
-                            for r in requests], np.int64)
-    temperature = per_row([r.temperature for r in requests], np.float64)
-    top_k = per_row([r.top_k for r in requests], np.int64)
-    top_p = per_row([r.top_p for r in requests], np.float64)
-    silence_cap = per_row([round(r.max_silence * STEPS_PER_SECOND) if r.max_silence > 0
-                           else no_target for r in requests], np.int64)
-    generators = [TorchUniforms(r.seed + i) for r in requests for i in range(r.n)]
-    shift, note_on = vocab["time_shift"], vocab["note_on"]
-    prompts = [_prompt(r.prompt_tokens, model.context, vocab) for r in requests]
-    silent = per_row([_steps_since_last_note_on(prompt, vocab) for prompt in prompts], np.int64)
-
-    rows, width = len(owner), int(budget.max())
-    tokens = np.zeros((rows, width), dtype=np.int64)
-    entropy = np.zeros((rows, width), dtype=np.float32)
-    chosen_probability = np.zeros((rows, width), dtype=np.float32)
-    elapsed = np.zeros(rows, dtype=np.int64)
-    length = budget.copy()
-    reasons = ["max_tokens"] * rows
-    active = np.ones(rows, dtype=bool)
-    steppers = []
+    run = SamplingRun(model, vocab)
     try:
-        steppers.append(_stepper(model))
-        if len(requests) > 1 and hasattr(steppers[0], "start_rows"):
-            # The LSTM: every row's prompt in one batch (`LSTMStepper.start_rows`).
-            logits = steppers[0].start_rows([prompts[k] for k in owner])
-            stepper = steppers[0]
-        else:
-            logits = [steppers[0].start(np.repeat(prompts[0][None, :], requests[0].n, axis=0))]
-            for request, prompt in zip(requests[1:], prompts[1:], strict=True):
-                steppers.append(_stepper(model))
-                logits.append(steppers[-1].start(np.repeat(prompt[None, :], request.n, axis=0)))
-            stepper = steppers[0] if len(steppers) == 1 else merged(steppers)
-            logits = np.concatenate(logits)
-        for t in range(width):
-            banned = None
-            if (silent >= silence_cap).any():
-                banned = np.zeros((rows, vocab.size), dtype=bool)
-                banned[silent >= silence_cap, shift.offset:shift.stop] = True
-            chosen, step_entropy, step_probability = _choose(
-                logits, temperature, top_k, top_p, generators, banned)
-            tokens[:, t] = chosen
-            entropy[:, t] = step_entropy
-            chosen_probability[:, t] = step_probability
-            is_shift = (chosen >= shift.offset) & (chosen < shift.stop)
-            shift_steps = np.where(is_shift, chosen - shift.offset + shift.min_value, 0)
-            elapsed += np.where(active, shift_steps, 0)
-            is_note_on = (chosen >= note_on.offset) & (chosen < note_on.stop)
-            silent = np.where(is_note_on, 0, silent + shift_steps)
-            by_eos = active & (chosen == vocab.eos)
-            by_time = active & ~by_eos & (elapsed >= target_steps)
-            finished = by_eos | by_time | (active & (t + 1 >= budget))
-            for i in np.nonzero(finished)[0]:
-                length[i] = t + 1
-                reasons[i] = "eos" if by_eos[i] else "seconds" if by_time[i] else "max_tokens"
-            active &= ~finished
-            if not active.any():
-                break
-            if t % 32 == 0:
-                _report_progress(requests, owner, active, t, budget, elapsed, target_steps)
-            logits = stepper.step(chosen)
+        keys = run.add(requests)
+        results = {}
+        while run.rows:
+            results.update(run.step())
     finally:
-        for each in steppers:
-            each.close()
-    results = []
-    for k, request in enumerate(requests):
+        run.close()
+    return [results[key] for key in keys]
+
+
+class SamplingRun:
+    """Rows sampled together, step by step; requests join and leave between steps.
+
+    `generate_batch` adds its requests and steps until all are done; the
+    `musicgen.batcher.Batcher` adds requests as they arrive, and hands each
+    one back as soon as its rows are done, so a short request is not kept
+    waiting for a long one. Rows are independent, so when a row joins or
+    leaves changes none of its numbers.
+
+    Args:
+        model: A `ServingModel` (or, for one request at a time, a torch model).
+        vocab: The event table.
+    """
+
+    def __init__(self, model, vocab: Vocabulary = VOCAB):
+        self.model, self.vocab = model, vocab
+        self.stepper = None
+        self.logits: np.ndarray | None = None  # [rows, V]: what the next step chooses from
+        self._requests: dict[int, SamplingRequest] = {}
+        self._done: dict[int, list] = {}  # request -> one (tokens, entropy, p, reason) per row
+        self._next_key = 0
+        self._new_row_arrays()
+
+    @property
+    def rows(self) -> int:
+        """Rows still sampling."""
+        return int((~self.retired).sum())
+
+    def add(self, requests: list[SamplingRequest]) -> list[int]:
+        """Start requests' prompts and let their rows join the next step.
+
+        Returns:
+            A key per request, as `step` names finished requests.
+
+        Raises:
+            ValueError: A request the sampler cannot do (nothing is added then).
+        """
+        for request in requests:
+            check_request(request)
+        keys = list(range(self._next_key, self._next_key + len(requests)))
+        self._next_key += len(requests)
+        prompts = [_prompt(r.prompt_tokens, self.model.context, self.vocab) for r in requests]
+        owner = np.repeat(keys, [r.n for r in requests])
+        stepper = _stepper(self.model)
+        if len(requests) > 1 and hasattr(stepper, "start_rows"):
+            # The LSTM: every new row's prompt in one batch (`LSTMStepper.start_rows`).
+            logits = stepper.start_rows([prompts[k - keys[0]] for k in owner])
+        else:
+            parts = [stepper]
+            logits = [stepper.start(np.repeat(prompts[0][None], requests[0].n, 0))]
+            for request, prompt in zip(requests[1:], prompts[1:], strict=True):
+                parts.append(_stepper(self.model))
+                logits.append(parts[-1].start(np.repeat(prompt[None], request.n, 0)))
+            logits = np.concatenate(logits)
+            stepper = parts[0] if len(parts) == 1 else self._merged(parts)
+        if self.stepper is None:
+            self.stepper, self.logits = stepper, logits
+        else:
+            self.stepper = self._merged([self.stepper, stepper])
+            self.logits = np.concatenate((self.logits, logits))
+        no_target = np.iinfo(np.int64).max
+        for key, request, prompt in zip(keys, requests, prompts, strict=True):
+            self._requests[key] = request
+            self._done[key] = [None] * request.n
+            budget = (request.max_tokens if request.max_tokens is not None
+                      else max(64, int(request.seconds * TOKENS_PER_SECOND_CAP)))
+            row = {"owner": key, "budget": budget,
+                   "target_steps": (no_target if request.seconds is None
+                                    else round(request.seconds * STEPS_PER_SECOND)),
+                   "temperature": request.temperature, "top_k": request.top_k,
+                   "top_p": request.top_p,
+                   "silence_cap": (round(request.max_silence * STEPS_PER_SECOND)
+                                   if request.max_silence > 0 else no_target),
+                   "silent": _steps_since_last_note_on(prompt, self.vocab), "elapsed": 0,
+                   "steps": 0}
+            for index in range(request.n):
+                for name, value in row.items():
+                    setattr(self, name, np.append(getattr(self, name), value).astype(
+                        getattr(self, name).dtype))
+                self.index = np.append(self.index, index)
+                self.retired = np.append(self.retired, False)
+                self.generators.append(TorchUniforms(request.seed + index))
+                self.buffers.append(np.zeros((3, budget), np.float64))
+        return keys
+
+    def step(self) -> dict[int, Generation]:
+        """Choose one token for every row; return the requests that are done now, by key."""
+        shift, note_on, vocab = self.vocab["time_shift"], self.vocab["note_on"], self.vocab
+        banned = None
+        if (self.silent >= self.silence_cap).any():
+            banned = np.zeros((self.rows, vocab.size), dtype=bool)
+            banned[self.silent >= self.silence_cap, shift.offset:shift.stop] = True
+        chosen, step_entropy, step_probability = _choose(
+            self.logits, self.temperature, self.top_k, self.top_p, self.generators, banned)
+        live = ~self.retired
+        for row in np.nonzero(live)[0]:
+            self.buffers[row][:, self.steps[row]] = (chosen[row], step_entropy[row],
+                                                     step_probability[row])
+        self.steps += live
+        is_shift = (chosen >= shift.offset) & (chosen < shift.stop)
+        shift_steps = np.where(is_shift, chosen - shift.offset + shift.min_value, 0)
+        self.elapsed += shift_steps
+        is_note_on = (chosen >= note_on.offset) & (chosen < note_on.stop)
+        self.silent = np.where(is_note_on, 0, self.silent + shift_steps)
+        by_eos = chosen == vocab.eos
+        by_time = ~by_eos & (self.elapsed >= self.target_steps)
+        finished = live & (by_eos | by_time | (self.steps >= self.budget))
+        done = {}
+        for row in np.nonzero(finished)[0]:
+            key, length = int(self.owner[row]), int(self.steps[row])
+            buffer = self.buffers[row]
+            reason = "eos" if by_eos[row] else "seconds" if by_time[row] else "max_tokens"
+            self._done[key][self.index[row]] = (buffer[0, :length].astype(np.int64),
+                                                buffer[1, :length].astype(np.float32),
+                                                buffer[2, :length].astype(np.float32), reason)
+            if all(part is not None for part in self._done[key]):
+                done[key] = self._finish(key)
+        self._report_progress(live & ~finished)
+        if hasattr(self.stepper, "rows"):  # done rows leave the batch
+            kept = np.nonzero(~finished)[0]
+            if len(kept) < len(self.owner):
+                self._keep(kept)
+        else:  # a torch model's stepper: done rows are stepped on, and ignored
+            kept = np.arange(len(self.owner))
+            self.retired |= finished
+        if self.rows:
+            self.logits = self.stepper.step(chosen[kept])
+        return done
+
+    def close(self) -> None:
+        """Drop every row's state."""
+        if self.stepper is not None:
+            self.stepper.close()
+
+    # --- rows ---
+
+    def _new_row_arrays(self) -> None:
+        for name, dtype in (("owner", np.int64), ("budget", np.int64),
+                            ("target_steps", np.int64), ("temperature", np.float64),
+                            ("top_k", np.int64), ("top_p", np.float64),
+                            ("silence_cap", np.int64), ("silent", np.int64),
+                            ("elapsed", np.int64), ("steps", np.int64), ("index", np.int64),
+                            ("retired", bool)):
+            setattr(self, name, np.zeros(0, dtype))
+        self.generators: list[TorchUniforms] = []
+        self.buffers: list[np.ndarray] = []  # per row [3, budget]: token, entropy, p(chosen)
+
+    def _keep(self, kept: np.ndarray) -> None:
+        """Only these rows go on (the others are done)."""
+        for name in ("owner", "budget", "target_steps", "temperature", "top_k", "top_p",
+                     "silence_cap", "silent", "elapsed", "steps", "index", "retired"):
+            setattr(self, name, getattr(self, name)[kept])
+        self.generators = [self.generators[row] for row in kept]
+        self.buffers = [self.buffers[row] for row in kept]
+        if not len(kept):
+            self.stepper.close()
+            self.stepper = None
+        else:
+            self.stepper = self.stepper.rows(kept)
+
+    @staticmethod
+    def _merged(steppers: list):
+        if not all(hasattr(stepper, "rows") for stepper in steppers):
+            raise ValueError("only a ServingModel samples several requests as one batch")
+        joined = merged(steppers)
+        for stepper in steppers:  # merged copied their state
+            stepper.close()
+        return joined
+
+    def _finish(self, key: int) -> Generation:
+        request, parts = self._requests.pop(key), self._done.pop(key)
         if request.on_progress is not None:
             request.on_progress(1.0)
-        mine = np.nonzero(owner == k)[0]
-        results.append(Generation(
-            tokens=[tokens[i, :length[i]].copy() for i in mine],
-            entropy=[entropy[i, :length[i]].copy() for i in mine],
-            chosen_probability=[chosen_probability[i, :length[i]].copy() for i in mine],
-            stop_reasons=[reasons[i] for i in mine]))
-    return results
+        return Generation(tokens=[part[0] for part in parts], entropy=[part[1] for part in parts],
+                          chosen_probability=[part[2] for part in parts],
+                          stop_reasons=[part[3] for part in parts])
+
+    def _report_progress(self, going: np.ndarray) -> None:
+        """Each unfinished request's progress, every 32 of its tokens: its least advanced row."""
+        for key in np.unique(self.owner[going]):
+            request = self._requests[int(key)]
+            rows = going & (self.owner == key)
+            steps = int(self.steps[rows][0])  # a request's rows joined together
+            if request.on_progress is None or (steps - 1) % 32:
+                continue
+            by_tokens = (steps - 1) / self.budget[rows].max()
+            if request.seconds is None:
+                request.on_progress(by_tokens)
+            else:
+                by_time = float(self.elapsed[rows].min()) / self.target_steps[rows].max()
+                request.on_progress(min(1.0, max(by_tokens, by_time)))
 
 
 def check_request(request: SamplingRequest) -> None:
@@ -295,6 +411,11 @@ def check_request(request: SamplingRequest) -> None:
     if request.seconds is None and request.max_tokens is None:
         raise ValueError("give seconds, max_tokens or both")
     _check(request.temperature, request.top_k, request.top_p, request.n)
+    if not 0 <= request.seed <= 2**32 - request.n:  # the generators' seeds: seed .. seed+n-1
+        raise ValueError(f"no such seed for {request.n} rows: {request.seed}")
+    tokens = np.asarray(request.prompt_tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= VOCAB.size):
+        raise ValueError(f"prompt tokens must be ids below {VOCAB.size}")
 
 
 def _prompt(prompt_tokens, context: int | None, vocab: Vocabulary) -> np.ndarray:
@@ -305,21 +426,6 @@ def _prompt(prompt_tokens, context: int | None, vocab: Vocabulary) -> np.ndarray
     if context is not None:
         prompt = prompt[-(context - 1):]  # the next token then sees `context`
     return prompt
-
-
-def _report_progress(requests: list[SamplingRequest], owner: np.ndarray, active: np.ndarray, t: int,
-                     budget: np.ndarray, elapsed: np.ndarray, target_steps: np.ndarray) -> None:
-    """Each unfinished request's progress: the least advanced of its rows, by time or tokens."""
-    for k, request in enumerate(requests):
-        rows = active & (owner == k)
-        if request.on_progress is None or not rows.any():
-            continue
-        by_tokens = t / budget[rows].max()
-        if request.seconds is None:
-            request.on_progress(by_tokens)
-        else:
-            by_time = float(elapsed[rows].min()) / target_steps[rows].max()
-            request.on_progress(min(1.0, max(by_tokens, by_time)))
 
 
 def _stepper(model):

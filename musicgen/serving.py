@@ -201,11 +201,9 @@ class TransformerStepper:
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
         """Run the prompt [n, T], T <= context; return the logits [n, V] for the next token."""
-        rows, steps = tokens.shape
-        if steps > self.context:
-            raise ValueError(f"a prompt of {steps} tokens is longer than the context "
-                             f"({self.context}); keep its last {self.context - 1}")
-        self._empty(rows)
+        tokens = np.asarray(tokens, np.int64)
+        self._refuse_longer_than_context(tokens)
+        self._empty(len(tokens))
         return self._forward(tokens)[:, -1]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
@@ -214,8 +212,16 @@ class TransformerStepper:
 
     def sequence_logits(self, tokens: np.ndarray) -> np.ndarray:
         """The logits after every token of [n, T] (T <= context), from an empty cache."""
+        tokens = np.asarray(tokens, np.int64)
+        self._refuse_longer_than_context(tokens)
         self._empty(len(tokens))
         return self._forward(tokens)
+
+    def _refuse_longer_than_context(self, tokens: np.ndarray) -> None:
+        # Longer, the ring buffer would wrap while it is filled and a later step be wrong.
+        if tokens.shape[1] > self.context:
+            raise ValueError(f"{tokens.shape[1]} tokens at once is longer than the context "
+                             f"({self.context}); give at most the last {self.context}")
 
     def rows(self, index: np.ndarray) -> TransformerStepper:
         """A stepper holding only the given rows' caches."""

@@ -286,3 +286,59 @@ def test_matched_clips_share_one_level_that_no_peak_caps():
 
 def test_default_renderer_is_shared():
     assert audio.default_renderer() is audio.default_renderer()
+
+
+class _FakeSynth:
+    """Stands in for fluidsynth.Synth where only the pool's bookkeeping is tested."""
+
+    def __init__(self, **settings):
+        pass
+
+    def sfload(self, path):
+        return -1 if "broken" in str(path) else 1
+
+    def delete(self):
+        pass
+
+
+class _FakeFluidsynth:
+    Synth = _FakeSynth
+
+
+def test_a_synth_given_back_reaches_the_render_waiting_for_its_soundfont(tmp_path):
+    import threading
+    import time
+
+    renderer = audio.Renderer(synths=1)
+    a, b = str(tmp_path / "a.sf2"), str(tmp_path / "b.sf2")
+    held_a = renderer._take_synth(_FakeFluidsynth, a)
+    held_b = renderer._take_synth(_FakeFluidsynth, b)
+    got = {}
+    waiters = [threading.Thread(target=lambda path=path: got.update(
+        {path: renderer._take_synth(_FakeFluidsynth, path)}), daemon=True) for path in (b, a)]
+    for waiter in waiters:  # the waiter for b first: a single wake-up would reach it
+        waiter.start()
+        while len(renderer._lock._waiters) < waiters.index(waiter) + 1:  # asleep in the pool
+            time.sleep(0.001)
+    renderer._give_back(a, held_a)
+    waiters[1].join(timeout=10)
+    assert got.get(a) is held_a  # not left asleep beside an idle synth
+    renderer._give_back(b, held_b)
+    waiters[0].join(timeout=10)
+    assert got.get(b) is held_b
+
+
+def test_a_soundfont_that_fails_to_load_frees_its_slot(tmp_path):
+    renderer = audio.Renderer(synths=1)
+    broken = str(tmp_path / "broken.sf2")
+    assert renderer._take_synth(_FakeFluidsynth, broken) is None
+    assert renderer._take_synth(_FakeFluidsynth, broken) is None  # would block if the slot leaked
+
+    class Raising(_FakeFluidsynth):
+        class Synth(_FakeSynth):
+            def sfload(self, path):
+                raise OSError("unreadable")
+
+    with pytest.raises(OSError):
+        renderer._take_synth(Raising, str(tmp_path / "c.sf2"))
+    assert renderer._take_synth(_FakeFluidsynth, str(tmp_path / "c.sf2")) is not None

@@ -236,3 +236,14 @@ def test_a_vote_moves_the_leaderboard_its_way(choice):
     board = {row["condition"]: row["rating"] for row in
              leaderboard.leaderboard(votes, resamples=0)}
     assert (board["x"] > board["y"]) == (choice == "a")
+
+
+def test_the_statistics_hold_for_large_samples():
+    stats = pytest.importorskip("scipy.stats")
+    # 1,200 judgments: the hypergeometric weights no longer fit in a float.
+    assert leaderboard.fisher_exact(300, 300, 300, 300) == pytest.approx(1.0)
+    assert leaderboard.fisher_exact(900, 300, 320, 800) == pytest.approx(
+        stats.fisher_exact([[900, 300], [320, 800]])[1], rel=1e-9)
+    for df in (2000, 2001, 5000, 200_000):  # either side of the switch to the expansion
+        assert leaderboard.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df),
+                                                               rel=1e-12)

@@ -170,19 +170,19 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_notes(tmp_path):
     import threading
 
     from musicgen.batcher import Batcher
-    from musicgen.sample import SamplingRequest, generate_batch
+    from musicgen.sample import SamplingRequest, SamplingRun, generate_batch
 
     serving, _ = load_serving(tiny_checkpoint(tmp_path / "lstm"))
-    requests = [SamplingRequest(np.array([300 + k, 60]), max_tokens=60 + 10 * k,
+    requests = [SamplingRequest(np.array([300 + k, 60]), max_tokens=600 + 10 * k,
                                 temperature=0.8 + 0.1 * k, seed=k, n=1 + k % 2)
                 for k in range(8)]
     batcher = Batcher(serving)
     sizes = []
-    real = generate_batch
+    real = SamplingRun.step
 
-    def recording(model, batch):
-        sizes.append(len(batch))
-        return real(model, batch)
+    def recording(run):
+        sizes.append(run.rows)
+        return real(run)
 
     results = [None] * len(requests)
     start = threading.Barrier(len(requests))
@@ -192,15 +192,88 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_notes(tmp_path):
         results[k] = batcher.generate(requests[k])
 
     from unittest import mock
-    with mock.patch("musicgen.batcher.generate_batch", recording):
+    with mock.patch.object(SamplingRun, "step", recording):
         threads = [threading.Thread(target=client, args=(k,)) for k in range(len(requests))]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=120)
-    assert max(sizes) > 1 and sum(sizes) == len(requests)  # some ran together, none twice
+    assert max(sizes) > 2  # rows of several requests stepped together (each has 1 or 2)
     for request, result in zip(requests, results, strict=True):
         alone = generate_batch(serving, [request])[0]
         assert all(np.array_equal(a, b) for a, b in zip(alone.tokens, result.tokens, strict=True))
     with pytest.raises(ValueError, match="no such sampler"):
         batcher.generate(SamplingRequest(np.array([60]), max_tokens=5, top_p=0.0))
+
+
+def test_the_batcher_reports_progress_in_the_caller_s_thread_and_keeps_its_errors(
+        tmp_path, monkeypatch):
+    """Gradio finds a request by context variables of the handler's thread."""
+    import threading
+
+    import musicgen.batcher
+    from musicgen.batcher import Batcher
+    from musicgen.sample import SamplingRequest
+
+    monkeypatch.setattr(musicgen.batcher, "PROGRESS_POLL_S", 0.001)
+    batcher = Batcher(load_serving(tiny_checkpoint(tmp_path / "lstm"))[0])
+    seen = []
+
+    def progress(fraction: float) -> None:
+        seen.append((threading.get_ident(), fraction))
+
+    batcher.generate(SamplingRequest(np.array([60]), max_tokens=3000, temperature=0.9,
+                                     on_progress=progress))
+    assert {thread for thread, _ in seen} == {threading.get_ident()}
+    assert len(seen) > 2 and seen[-1][1] == 1.0  # some on the way, then the end
+
+    def broken(fraction: float) -> None:
+        raise ConnectionError("the browser went away")
+
+    outcome = {}
+
+    def client(name: str, callback) -> None:
+        try:
+            batcher.generate(SamplingRequest(np.array([60]), max_tokens=3000, seed=1,
+                                             on_progress=callback))
+            outcome[name] = "served"
+        except ConnectionError:
+            outcome[name] = "its own error"
+
+    threads = [threading.Thread(target=client, args=args)
+               for args in (("broken", broken), ("innocent", lambda fraction: None))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert outcome == {"broken": "its own error", "innocent": "served"}
+
+
+def test_a_short_request_is_not_kept_waiting_for_a_long_one(tmp_path):
+    import threading
+    import time
+
+    from musicgen.batcher import Batcher
+    from musicgen.sample import SamplingRequest, generate_batch
+
+    serving = load_serving(tiny_checkpoint(tmp_path / "lstm"))[0]
+    batcher = Batcher(serving)
+    order = []
+    long = SamplingRequest(np.array([60]), max_tokens=20_000, temperature=0.9, seed=2)
+    short = SamplingRequest(np.array([62, 300]), max_tokens=20, temperature=0.9, seed=3)
+    started = threading.Event()
+
+    def first() -> None:
+        started.set()
+        order.append(("long", batcher.generate(long)))
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    started.wait()
+    while batcher._worker is None or batcher._waiting:
+        time.sleep(0.001)  # until the long request has joined the run
+    order.append(("short", batcher.generate(short)))
+    thread.join(timeout=300)
+    assert [name for name, _ in order] == ["short", "long"]  # it joined, and left first
+    alone = generate_batch(serving, [short])[0]
+    assert np.array_equal(dict(order)["short"].tokens[0], alone.tokens[0])
