@@ -120,7 +120,8 @@ def leaderboard_chart(rows: list[dict], title: str, path: str | os.PathLike) -> 
                          f'stroke="{SEED_COLOUR}" stroke-width="1.5" fill="none"/>')
         parts.append(f'<circle cx="{x(row["rating"]):.1f}" cy="{middle:.1f}" r="5" '
                      f'fill="{SEED_COLOUR}"/>')
-    for tick in np.linspace(low, high, 5):
+    spacing = next(step for step in (25, 50, 100, 200, 500, 1000) if (high - low) / step <= 6)
+    for tick in np.arange(np.ceil(low / spacing) * spacing, high, spacing):  # round numbers
         parts.append(_text(x(tick), bottom + 18, f"{tick:.0f}", "#777", "middle"))
     parts.append(_text(left + (width - left - right) / 2, bottom + 36,
                        "Bradley-Terry rating (Elo scale), 95% bootstrap interval", "#555",
