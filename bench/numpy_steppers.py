@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from musicgen.checkpoint import checked_weights
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
-from musicgen.serving_graph import checked_float_weights
+from musicgen.serving_graph import checked_float_weights, transformer_weights
 
 
 @dataclass
@@ -137,43 +137,14 @@ class NumpyLSTMStepper:
 # --- the Transformer ---
 
 def transformer_layout(weights: dict[str, np.ndarray], config: TransformerConfig) -> tuple:
-    """The Transformer's weights laid out for `NumpyTransformerStepper`.
-
-    Each LayerNorm's scale and shift are folded into the linear layer that
-    reads it (LN(x) W + b = x_hat (g W) + (beta W + b)), and the attention's
-    1 / sqrt(head_dim) into the query columns (RoPE is linear, so the order of
-    scaling and rotating does not matter). The head is tied to the embedding.
-    """
-    width, heads = config.d_model, config.n_heads
-    head_dim = width // heads
-    query_scale = np.ones(3 * width, np.float32)
-    query_scale[:width] = head_dim ** -0.5
-    # Query and key channels of each head reordered evens then odds (see the stepper).
-    within_head = np.concatenate((np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)))
-    per_head = (np.arange(heads)[:, None] * head_dim + within_head).ravel()
-    qkv_order = np.concatenate((per_head, width + per_head, np.arange(2 * width, 3 * width)))
-
-    def folded(norm: str, weight: np.ndarray, bias: np.ndarray | float,
-               scale: np.ndarray | float = 1.0) -> tuple:
-        weight = weight.T  # [in, out]
-        bias = weights[f"{norm}.bias"] @ weight + bias
-        weight = weights[f"{norm}.weight"][:, None] * weight
-        return np.ascontiguousarray(weight * scale), (bias * scale).astype(np.float32)
-
-    layers = []
-    for k in range(config.n_layers):
-        block = f"blocks.{k}"
-        qkv, qkv_bias = folded(f"{block}.norm1", weights[f"{block}.qkv.weight"],
-                               weights[f"{block}.qkv.bias"], query_scale)
-        layers.append((np.ascontiguousarray(qkv[:, qkv_order]), qkv_bias[qkv_order],
-                       np.ascontiguousarray(weights[f"{block}.proj.weight"].T),
-                       weights[f"{block}.proj.bias"],
-                       *folded(f"{block}.norm2", weights[f"{block}.mlp.0.weight"],
-                               weights[f"{block}.mlp.0.bias"]),
-                       np.ascontiguousarray(weights[f"{block}.mlp.2.weight"].T),
-                       weights[f"{block}.mlp.2.bias"]))
-    head = weights.get("head.weight", weights["embed.weight"])
-    return (weights["embed.weight"], layers, *folded("norm", head, 0.0))
+    """The Transformer's weights laid out for `NumpyTransformerStepper`: the serving
+    graph's folding (`musicgen.serving_graph.transformer_weights`), as tuples."""
+    folded = transformer_weights(weights, config)
+    layers = [tuple(np.ascontiguousarray(layer[name]) for name in (
+        "qkv", "qkv_bias", "proj", "proj_bias", "up", "up_bias", "down", "down_bias"))
+        for layer in folded["layers"]]
+    head_weight, head_bias = folded["head"]
+    return folded["embedding"], layers, np.ascontiguousarray(head_weight), head_bias
 
 
 class NumpyTransformerStepper:
