@@ -308,7 +308,7 @@ def test_the_phone_layout_puts_generate_first_and_stacks_player_and_files(browse
     assert page.get_by_role("tab").count() == 5  # all of them: none hidden behind a menu
     _generate_in(page)
     player = page.locator(".mg-player").first.bounding_box()
-    files = page.get_by_text("Download (MIDI with its recipe, WAV)").first.bounding_box()
+    files = page.get_by_text("Download (MIDI with its recipe, MP3)").first.bounding_box()
     assert files["y"] >= player["y"] + player["height"] - 1  # below, not beside
     assert player["width"] <= PHONE["width"]
     _shot(page, "phone")
