@@ -223,6 +223,13 @@ class SamplingRun:
         vocab: The event table.
     """
 
+    # One value per row, as arrays: the request (key), its limits and controls,
+    # the row's place in its request, and where it has got to.
+    ROW_FIELDS = {"owner": np.int64, "budget": np.int64, "target_steps": np.int64,
+                  "temperature": np.float64, "top_k": np.int64, "top_p": np.float64,
+                  "silence_cap": np.int64, "silent": np.int64, "elapsed": np.int64,
+                  "steps": np.int64, "index": np.int64, "retired": bool}
+
     def __init__(self, model, vocab: Vocabulary = VOCAB):
         self.model, self.vocab = model, vocab
         self.stepper = None
@@ -270,6 +277,7 @@ class SamplingRun:
             self.stepper = self._merged([self.stepper, stepper])
             self.logits = np.concatenate((self.logits, logits))
         no_target = np.iinfo(np.int64).max
+        joining = {name: [] for name in self.ROW_FIELDS}
         for key, request, prompt in zip(keys, requests, prompts, strict=True):
             self._requests[key] = request
             self._done[key] = [None] * request.n
@@ -283,15 +291,15 @@ class SamplingRun:
                    "silence_cap": (round(request.max_silence * STEPS_PER_SECOND)
                                    if request.max_silence > 0 else no_target),
                    "silent": _steps_since_last_note_on(prompt, self.vocab), "elapsed": 0,
-                   "steps": 0}
+                   "steps": 0, "retired": False}
             for index in range(request.n):
-                for name, value in row.items():
-                    setattr(self, name, np.append(getattr(self, name), value).astype(
-                        getattr(self, name).dtype))
-                self.index = np.append(self.index, index)
-                self.retired = np.append(self.retired, False)
+                for name, value in {**row, "index": index}.items():
+                    joining[name].append(value)
                 self.generators.append(TorchUniforms(request.seed + index))
                 self.buffers.append(np.zeros((3, budget), np.float64))
+        for name, dtype in self.ROW_FIELDS.items():
+            setattr(self, name, np.concatenate((getattr(self, name),
+                                                np.array(joining[name], dtype))))
         return keys
 
     def step(self) -> dict[int, Generation]:
@@ -299,7 +307,7 @@ class SamplingRun:
         shift, note_on, vocab = self.vocab["time_shift"], self.vocab["note_on"], self.vocab
         banned = None
         if (self.silent >= self.silence_cap).any():
-            banned = np.zeros((self.rows, vocab.size), dtype=bool)
+            banned = np.zeros((len(self.owner), vocab.size), dtype=bool)
             banned[self.silent >= self.silence_cap, shift.offset:shift.stop] = True
         chosen, step_entropy, step_probability = _choose(
             self.logits, self.temperature, self.top_k, self.top_p, self.generators, banned)
@@ -346,20 +354,14 @@ class SamplingRun:
     # --- rows ---
 
     def _new_row_arrays(self) -> None:
-        for name, dtype in (("owner", np.int64), ("budget", np.int64),
-                            ("target_steps", np.int64), ("temperature", np.float64),
-                            ("top_k", np.int64), ("top_p", np.float64),
-                            ("silence_cap", np.int64), ("silent", np.int64),
-                            ("elapsed", np.int64), ("steps", np.int64), ("index", np.int64),
-                            ("retired", bool)):
+        for name, dtype in self.ROW_FIELDS.items():
             setattr(self, name, np.zeros(0, dtype))
         self.generators: list[TorchUniforms] = []
         self.buffers: list[np.ndarray] = []  # per row [3, budget]: token, entropy, p(chosen)
 
     def _keep(self, kept: np.ndarray) -> None:
         """Only these rows go on (the others are done)."""
-        for name in ("owner", "budget", "target_steps", "temperature", "top_k", "top_p",
-                     "silence_cap", "silent", "elapsed", "steps", "index", "retired"):
+        for name in self.ROW_FIELDS:
             setattr(self, name, getattr(self, name)[kept])
         self.generators = [self.generators[row] for row in kept]
         self.buffers = [self.buffers[row] for row in kept]

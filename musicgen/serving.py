@@ -6,8 +6,8 @@
     logits = stepper.step(np.array([token]))          # one token per row
 
 The serving form is the model's step as an ONNX graph with int8 weights
-(`musicgen.serving_graph`, written next to the weights by
-`musicgen.checkpoint.export_serving`). Why: a step is bound by reading its
+(`musicgen.serving_graph`, written next to the weights by its
+`export_serving`). Why: a step is bound by reading its
 weights, and int8 weights are a quarter of the bytes; ONNX Runtime has the
 integer kernels numpy lacks, and it imports in 0.04 s where torch takes 2-6 s.
 Its rounding costs at most 0.01 nats/event of test NLL (BENCHMARKS.md).
@@ -30,8 +30,8 @@ from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_
 from musicgen.errors import UserError
 
 # One thread per session: a step's products are too small to share between
-# threads, and when the cores are busy the threads wait on each other (as
-# numpy's BLAS did: musicgen/sample.py).
+# threads, and when the cores are busy the threads wait on each other
+# (bench/session_threads.py: a 30 s clip 3.3 s with one, 4.3 s with two).
 SESSION_THREADS = 1
 
 
@@ -120,7 +120,7 @@ class LSTMStepper:
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
         """Run the prompt [n, T] token by token; return the logits [n, V] for the next one."""
-        return self.sequence_logits(tokens)[:, -1]
+        return self.start_rows(list(tokens))
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
@@ -144,9 +144,7 @@ class LSTMStepper:
         tokens = np.zeros((len(prompts), longest), np.int64)
         for row, prompt in enumerate(prompts):
             tokens[row, begins[row]:] = prompt
-        zeros = np.zeros((len(prompts), self.config.hidden_size), np.float32)
-        self.state = {f"{kind}_{k}": zeros for k in range(self.config.num_layers)
-                      for kind in ("h", "c")}
+        self._empty(len(prompts))
         logits = None
         for t in range(longest):
             logits = self.step(tokens[:, t])
@@ -159,13 +157,16 @@ class LSTMStepper:
     def sequence_logits(self, tokens: np.ndarray) -> np.ndarray:
         """The logits after every token of [n, T], from an empty state: [n, T, V]."""
         rows, steps = tokens.shape
-        zeros = np.zeros((rows, self.config.hidden_size), np.float32)
-        self.state = {f"{kind}_{k}": zeros for k in range(self.config.num_layers)
-                      for kind in ("h", "c")}
+        self._empty(rows)
         logits = np.empty((rows, steps, self.config.vocab_size), np.float32)
         for t in range(steps):
             logits[:, t] = self.step(tokens[:, t])
         return logits
+
+    def _empty(self, rows: int) -> None:
+        zeros = np.zeros((rows, self.config.hidden_size), np.float32)
+        self.state = {f"{kind}_{k}": zeros for k in range(self.config.num_layers)
+                      for kind in ("h", "c")}
 
     def rows(self, index: np.ndarray) -> LSTMStepper:
         """A stepper holding only the given rows' state."""
