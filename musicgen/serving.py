@@ -19,6 +19,7 @@ it would have had alone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +80,12 @@ def load_serving(path: str | os.PathLike) -> tuple[ServingModel, dict]:
     serving_path = weights_path.parent / SERVING
     if serving_path.is_file():
         recorded = card.get("serving", {})
-        if recorded.get("weights_sha256") != card["weights_sha256"]:
-            raise UserError(f"{serving_path} was made from other weights than {weights_path}; "
-                            f"make it again: python -m musicgen export-serving "
-                            f"{weights_path.parent}")
         graph = serving_path.read_bytes()
+        if (recorded.get("weights_sha256") != card["weights_sha256"]
+                or recorded.get("sha256") != hashlib.sha256(graph).hexdigest()):
+            raise UserError(f"{serving_path} is not the one its card names, made from "
+                            f"{weights_path}; make it again: python -m musicgen export-serving "
+                            f"{weights_path.parent}")
     else:
         graph = _graph_in_memory(weights_path, config)
     return ServingModel(config, session_for(graph)), card

@@ -172,8 +172,8 @@ def _lstm(builder: _Builder, weights: dict[str, np.ndarray], config: LSTMConfig)
                           output=f"c_out_{k}")
         below = builder.op("Mul", builder.op("Sigmoid", o), builder.op("Tanh", cell),
                            output=f"h_out_{k}")
-    builder.linear(below, weights["head.weight"].T, weights["head.bias"], float32=True)
-    builder.op("Identity", builder.nodes[-1].output[0], output="logits")
+    builder.op("Identity", builder.linear(below, weights["head.weight"].T, weights["head.bias"],
+                                          float32=True), output="logits")
     state = [["n", size]] * layers
     inputs = [_value("tokens", TensorProto.INT64, ["n"])]
     inputs += [_value(f"{kind}_{k}", TensorProto.FLOAT, state[k])
@@ -234,8 +234,8 @@ def _transformer(builder: _Builder, weights: dict[str, np.ndarray], config: Tran
         hidden = builder.op("Gelu", builder.linear(normalized(x), layer["up"], layer["up_bias"]))
         x = builder.op("Add", x, builder.linear(hidden, layer["down"], layer["down_bias"]))
     head_weight, head_bias = layout["head"]
-    builder.linear(normalized(x), head_weight, head_bias, float32=True)
-    builder.op("Identity", builder.nodes[-1].output[0], output="logits")
+    builder.op("Identity", builder.linear(normalized(x), head_weight, head_bias, float32=True),
+               output="logits")
     float_ = TensorProto.FLOAT
     inputs = [_value("tokens", TensorProto.INT64, ["n", "T"]),
               _value("cos", float_, ["n", "T", head_dim]),

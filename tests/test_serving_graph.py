@@ -139,5 +139,10 @@ def test_a_serving_form_left_by_other_weights_is_refused(tmp_path):
     card = json.loads((path / "card.json").read_text())
     card["weights_sha256"] = json.loads((other / "card.json").read_text())["weights_sha256"]
     (path / "card.json").write_text(json.dumps(card))
-    with pytest.raises(UserError, match="made from other weights"):
+    with pytest.raises(UserError, match="not the one its card names"):
+        load_serving(path)
+    export_serving(path)  # made again from these weights: fine
+    load_serving(path)
+    (path / SERVING).write_bytes((path / SERVING).read_bytes() + b"\0")  # damaged
+    with pytest.raises(UserError, match="not the one its card names"):
         load_serving(path)
