@@ -154,12 +154,13 @@ it stays low even for good models, because a pianist has many good next notes.
 On 50 MAESTRO test-split prompts we measured 22 features of 30 s continuations (density,
 polyphony, pitch, rhythm, dynamics, key, repetition) against what the pianists played, and
 looked for copying from the training data. Of 14 settings, temperature 0.9 without a
-top-p cut came closest for both models, so it is the default here (the Transformer is a
-little closer than the LSTM); top-p 0.95 shortened the notes and made the Transformer loop.
-Greedy decoding repeats itself, and about half of its runs of 8 intervals also occur in the
-training data (of the pianists' own continuations: 3%). Accuracy cannot show
-any of this: it scores one step at a time with the real past. The full report is
-`docs/evaluation/README.md` in the code, made by `python -m musicgen evaluate-samples`.
+top-p cut came closest for both models, so it is the default here; top-p 0.95 shortened
+the notes and made the Transformer loop. Greedy decoding repeats itself, and about half of
+its runs of 8 intervals also occur in the training data (of the pianists' own continuations:
+3%). Accuracy cannot show any of this: it scores one step at a time with the real past.
+The full report is `docs/evaluation/README.md` in the code, made by `python -m musicgen
+evaluate-samples`; `docs/evaluation/shipped-int8/` measures the models exactly as this page
+plays them.
 
 ### Run it yourself
 ```bash

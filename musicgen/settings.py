@@ -138,11 +138,10 @@ class Settings:
         return replace(self, **changes)
 
 
-# Named for how they play. The evaluation of samples against real playing
-# (docs/evaluation/, once it exists) is what should tune these values; until
-# then "Balanced" is the default, "Steady" samples from a narrower nucleus at
-# a lower temperature (fewer surprises, more repetition), "Adventurous" the
-# other way.
+# Named for how they play. "Balanced" is the default, the setting the evaluation
+# of samples against real playing chose (docs/evaluation/); "Steady" samples
+# from a narrower nucleus at a lower temperature (fewer surprises, more
+# repetition), "Adventurous" the other way.
 PRESETS = {
     "Steady": {"temperature": 0.85, "top_p": 0.9, "top_k": 0},
     "Balanced": {"temperature": Settings.temperature, "top_p": Settings.top_p, "top_k": 0},
