@@ -31,7 +31,10 @@ from musicgen.sample import Generation, SamplingRequest, SamplingRun, check_requ
 # Rows per batch. The LSTM's step at 32 rows still took about a third of the
 # time of 32 single steps; beyond that a batch mostly delays its first rows.
 MAX_ROWS = 32
-PROGRESS_POLL_S = 0.1  # how often a waiting caller looks for new progress
+# How often a waiting caller passes on new progress: the sampler reports every
+# 32 tokens, about 50 times a second, and each report would be a message Gradio
+# sends to the browser.
+PROGRESS_POLL_S = 0.2
 
 
 @dataclass

@@ -41,9 +41,6 @@ OUTPUT_TTL_S = 3600.0
 # What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
 # continuation with its 10 s seed, where the WAV was 7 MB (musicgen.audio).
 CLIP_SUFFIX = ".mp3"
-# Progress goes to the browser at most this often: the sampler reports every 32
-# tokens, about 50 times a second, each a message Gradio sends on.
-PROGRESS_INTERVAL_S = 0.2
 # How the models answer, in words, by kind (BENCHMARKS.md, 2-core machine: a
 # 30 s clip in about 3 s from the LSTM and 5 s from the Transformer).
 MODEL_SPEED = {"lstm": "quickest", "transformer": "a little slower"}
@@ -226,7 +223,6 @@ class Studio:
         model = self._model(model_name)
         soundfont_path(soundfont)
         folder = self._request_folder()
-        on_progress = _throttled(on_progress)
         # The first candidate alone, then the rest as one batch: the first is
         # heard after one candidate's time instead of all of them (the rest
         # share their weight reads). Each row keeps its own seed, so the notes
@@ -523,21 +519,6 @@ def _pitch_range(parts: list[Notes]) -> tuple[int, int] | None:
     pitches = [int(p) for notes in parts if len(notes) for p in (notes.pitch.min(),
                                                                  notes.pitch.max())]
     return (min(pitches), max(pitches)) if pitches else None
-
-
-def _throttled(on_progress: Callable[[float], None] | None,
-               interval_s: float = PROGRESS_INTERVAL_S) -> Callable[[float], None] | None:
-    """`on_progress`, passed on at most every `interval_s` seconds (and always at the end)."""
-    if on_progress is None:
-        return None
-    last = [-float("inf")]
-
-    def report(fraction: float) -> None:
-        now = time.monotonic()
-        if fraction >= 1.0 or now - last[0] >= interval_s:
-            last[0] = now
-            on_progress(fraction)
-    return report
 
 
 def _part(on_progress: Callable[[float], None] | None, low: float,

@@ -229,6 +229,12 @@ def test_the_batcher_reports_progress_in_the_caller_s_thread_and_keeps_its_error
                                      on_progress=progress))
     assert {thread for thread, _ in seen} == {threading.get_ident()}
     assert len(seen) > 2 and seen[-1][1] == 1.0  # some on the way, then the end
+    # At most one report per poll reaches the caller (the browser): none on the
+    # way when a request takes less than one.
+    monkeypatch.setattr(musicgen.batcher, "PROGRESS_POLL_S", 60)
+    seen.clear()
+    batcher.generate(SamplingRequest(np.array([60]), max_tokens=300, on_progress=progress))
+    assert [fraction for _, fraction in seen] == [1.0]
 
     def broken(fraction: float) -> None:
         raise ConnectionError("the browser went away")
