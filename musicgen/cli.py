@@ -59,7 +59,7 @@ def _evaluate(args) -> int:
     if args.write_card:
         from musicgen.checkpoint import record_evaluation
 
-        record_evaluation(args.checkpoint, args.split + ("_int8" if args.serving else ""), result)
+        record_evaluation(args.checkpoint, result["card_entry"], result)
     print(json.dumps(result, allow_nan=False) if args.json else format_report(result))
     return 0
 

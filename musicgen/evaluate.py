@@ -505,7 +505,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
 
     Returns:
         JSON-ready dict: checkpoint, name, architecture, weights_sha256, split,
-        data, pieces, events, music_seconds, windowing, model, baselines,
+        card_entry (where the card keeps it: the split, "_int8" added for the
+        serving form), data, pieces, events, music_seconds, windowing, model, baselines,
         seconds (wall time of the evaluation).
     """
     from musicgen.checkpoint import load_checkpoint
@@ -534,6 +535,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
         "weights_sha256": card.get("weights_sha256"),
         "weights": "int8 serving form" if serving else "float32",
         "split": split,
+        "card_entry": split + ("_int8" if serving else ""),
         "data": str(data),
         **scored,
         "seconds": round(time.perf_counter() - began, 2),

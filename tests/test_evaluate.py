@@ -278,3 +278,22 @@ def test_open_split_of_a_midi_folder_prepares_a_cache(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "songs" / "index.json").is_file()
     assert len(found) == 3
     assert all(p.dtype == np.int64 and p[0] == BOS and p[-1] == EOS for p in found)
+
+
+def test_evaluate_serving_scores_the_int8_form_and_keeps_it_apart_in_the_card(tmp_path, capsys):
+    from conftest import tiny_checkpoint
+
+    from musicgen import cli
+    from musicgen.checkpoint import read_card
+
+    cache, checkpoint = tiny_cache(tmp_path / "cache"), tiny_checkpoint(tmp_path / "ckpt")
+    for extra in ([], ["--serving"]):
+        assert cli.main(["evaluate", str(checkpoint), "--data", str(cache), "--bootstrap", "0",
+                         "--write-card", "--json", *extra]) == 0
+        capsys.readouterr()
+    evaluation = read_card(checkpoint)["evaluation"]
+    float32, int8 = evaluation["test"], evaluation["test_int8"]
+    assert (float32["weights"], int8["weights"]) == ("float32", "int8 serving form")
+    assert float32["events"] == int8["events"]
+    assert abs(int8["model"]["nll"] - float32["model"]["nll"]) <= 0.01
+    assert json.dumps(int8)  # JSON-ready, as the card is
