@@ -29,8 +29,8 @@ from musicgen.resources import soundfont_dir
 log = logging.getLogger(__name__)
 
 # 32 kHz: 16 kHz of bandwidth is more than a piano's audible overtones need, and
-# rendering takes 0.43 s for a 40 s clip where 44.1 kHz took 0.68 s (measured on
-# this project's 2-core machine).
+# rendering takes 0.43 s for a 40 s clip where 44.1 kHz took 0.68 s (one run on
+# this project's 2-core machine, an evaluation job running beside it).
 SAMPLE_RATE = 32000
 TAIL_SECONDS = 1.0  # rendered after the last event so releases and reverb ring out
 FADE_SECONDS = 0.05  # appended after the tail: ends the clip without a click
@@ -575,7 +575,7 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "
             nothing about the music (the listening test's clips); else variable.
         mono: Mix down to one channel, at a higher compression level: what the
             app sends to browsers (a 40 s clip: 0.19 MB, encoded in 0.6 s, where
-            stereo at level 0.5 took 0.6 MB and 1.2 s).
+            stereo at level 0.5 took 0.6 MB and 1.2 s, in one run beside another job).
 
     Returns:
         The path written.
