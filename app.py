@@ -213,10 +213,11 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
 
 
 def _settings(seconds, temperature, top_k, top_p, variation, n, include_seed,
-              max_silence, new_variation) -> Settings:
+              max_silence, paired_notes, new_variation) -> Settings:
     return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
                               top_p=top_p, seed=variation, n=n, include_prompt=include_seed,
-                              max_silence=max_silence, new_seed=new_variation)
+                              max_silence=max_silence, paired_notes=paired_notes,
+                              new_seed=new_variation)
 
 
 def _slider(name: str, step: float, **kwargs) -> gr.Slider:
@@ -304,6 +305,9 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
             ui["new_variation"] = gr.Checkbox(True, label="New variation each time")
             ui["include_seed"] = gr.Checkbox(DEFAULTS.include_prompt,
                                              label="Start the result with the excerpt")
+            ui["paired_notes"] = gr.Checkbox(DEFAULTS.paired_notes,
+                                             label=LIMITS["paired_notes"].label,
+                                             info=LIMITS["paired_notes"].help)
             ui["soundfont"] = gr.Dropdown(soundfonts, value=soundfonts[0][1] if soundfonts
                                           else None, label="Soundfont")
     for row in range(0, SLOTS, 2):
@@ -392,13 +396,13 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
 
 def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
                 soundfont, seconds, temperature, top_k, top_p, variation, n, include_seed,
-                max_silence, new_variation, session, progress=gr.Progress()):
+                max_silence, paired_notes, new_variation, session, progress=gr.Progress()):
     """Validate, sample, and show each candidate as soon as its audio is ready."""
     session = _new_session(session)
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, variation, n, include_seed,
-                         max_silence, new_variation)
+                         max_silence, paired_notes, new_variation)
     pairs = []
     for clip, candidate in studio.generate_each(
             model, prompt, settings, soundfont,
@@ -537,11 +541,11 @@ def build_compare_tab(studio: Studio, ui: dict) -> None:
 
 def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, soundfont,
                seconds, temperature, top_k, top_p, variation, include_seed, max_silence,
-               new_variation, use_maestro, maestro_piece, maestro_start,
+               paired_notes, new_variation, use_maestro, maestro_piece, maestro_start,
                progress=gr.Progress()):
     """Every model on the same seed MIDI (or a MAESTRO excerpt, with the pianist's version)."""
     settings = _settings(seconds, temperature, top_k, top_p, variation, 1,
-                         include_seed, max_silence, new_variation)
+                         include_seed, max_silence, paired_notes, new_variation)
     human = None
     if use_maestro:
         prompt, clip, notes = studio.reference(maestro_piece, maestro_start, seed_seconds,
@@ -595,11 +599,11 @@ def on_plot(studio: Studio, session):
 
 def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
               soundfont, seconds, temperature, top_k, top_p, variation, include_seed,
-              max_silence, new_variation):
+              max_silence, paired_notes, new_variation):
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, variation, 1, include_seed,
-                         max_silence, new_variation)
+                         max_silence, paired_notes, new_variation)
     values = {"versus_status": f"Variation {settings.seed}."}
     for i, (clip, plot) in enumerate(studio.greedy_and_sampled(model, prompt, settings,
                                                                soundfont)):

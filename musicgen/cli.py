@@ -81,8 +81,8 @@ def _evaluate_samples(args) -> int:
             bars[name].close()
 
     options = {"n": args.n, "seconds": args.seconds, "temperatures": args.temperature,
-               "top_ps": args.top_p, "resamples": args.bootstrap, "seed": args.seed,
-               "workers": args.workers}
+               "top_ps": args.top_p, "pairings": args.paired_notes, "resamples": args.bootstrap,
+               "seed": args.seed, "workers": args.workers}
     evaluation = evaluate_samples(args.checkpoint, args.data,
                                   on_progress=None if args.json else progress,
                                   **{k: v for k, v in options.items() if v is not None})
@@ -121,7 +121,7 @@ def _generate(args) -> int:
         check_output(path)
     changes = {"seconds": args.seconds, "temperature": args.temperature, "top_k": args.top_k,
                "top_p": args.top_p, "seed": args.seed, "n": args.n,
-               "max_silence": args.max_silence,
+               "max_silence": args.max_silence, "paired_notes": args.paired_notes,
                "include_prompt": False if args.continuation_only else None}
     if args.recipe_from is not None:
         request = compose.request_from_recipe(args.recipe_from, args.checkpoint,
@@ -173,8 +173,10 @@ def _setting_help(name: str, text: str = "") -> str:
 
     limit = LIMITS[name]
     default = getattr(Settings(), name)
-    return (f"{text or limit.help or limit.label} ({limit.low:g}-{limit.high:g}, "
-            f"default {default:g})")
+    text = text or limit.help or limit.label
+    if isinstance(default, bool):
+        return f"{text} (yes or no, default {'yes' if default else 'no'})"
+    return f"{text} ({limit.low:g}-{limit.high:g}, default {default:g})"
 
 
 def _export(args) -> int:
@@ -278,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "number gives the same notes (default: a new one each run)")
     p.add_argument("--n", type=int, help=_setting_help("n"))
     p.add_argument("--max-silence", type=float, help=_setting_help("max_silence"))
+    p.add_argument("--paired-notes", metavar="yes|no", help=_setting_help("paired_notes"))
     p.add_argument("--continuation-only", action="store_true",
                    help="write only the continuation, without the seed MIDI's excerpt")
     p.add_argument("--out", default="out.mid", help="MIDI file (several: out-1.mid, ...)")
@@ -319,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "greedy is always added)")
     p.add_argument("--top-p", type=float, nargs="+", help="top-p values of the grid (default "
                    f"{' '.join(map(str, sample_report.DEFAULT_TOP_PS))})")
+    p.add_argument("--paired-notes", nargs="+", metavar="yes|no",
+                   help="paired-notes values of the grid (default: the app's default)")
     p.add_argument("--bootstrap", type=int, help="resamples for the 95%% CIs (default 1000)")
     p.add_argument("--seed", type=int, help="prompt i is sampled with seed + i (default 0)")
     p.add_argument("--workers", type=int, help="processes sampling at once (default: one per "

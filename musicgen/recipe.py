@@ -7,8 +7,9 @@ prompt's tokens and hash. `read_recipe` gets it back, checked, and
 gives the same notes.
 
 Older recipes are read too: version 1's `primer_*` keys (before the seed MIDI
-was called the prompt in the code) are renamed, and versions 1 and 2, sampled
-before there was a longest-silence limit, replay without one.
+was called the prompt in the code) are renamed, versions 1 and 2, sampled
+before there was a longest-silence limit, replay without one, and versions
+1 to 3 without paired notes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from musicgen.prompt import Prompt, prompt_from_tokens
 from musicgen.settings import Settings
 
 RECIPE_PREFIX = "musicgen-recipe:"
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 _V1_NAMES = {"primer_source": "prompt_source", "primer_sha256": "prompt_sha256",
              "primer_seconds": "prompt_seconds", "primer_tokens": "prompt_tokens",
              "include_primer": "include_prompt"}
@@ -91,6 +92,8 @@ def _checked(text: str, source) -> dict:
         recipe.setdefault("n", 1)
     if version <= 2:
         recipe.setdefault("max_silence", 0.0)
+    if version <= 3:
+        recipe.setdefault("paired_notes", False)
     missing = [key for key in REQUIRED if recipe.get(key) is None]
     if missing:
         raise RecipeError(f"the recipe in {source} is incomplete: it lacks "

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from musicgen.events import STEPS_PER_SECOND, VOCAB, Vocabulary
+from musicgen.events import MAX_NOTE_SECONDS, STEPS_PER_SECOND, VOCAB, Vocabulary
 from musicgen.serving import merged
 
 # Without a token budget, stop a run that never advances time (e.g. only
 # note events) after this many tokens per second of music asked for.
 TOKENS_PER_SECOND_CAP = 200
+PITCHES = 128
+MAX_NOTE_STEPS = round(MAX_NOTE_SECONDS * STEPS_PER_SECOND)  # decode_events' cut
 
 
 @dataclass
@@ -140,13 +142,14 @@ class SamplingRequest:
     seed: int = 0
     n: int = 1
     max_silence: float = 0.0
+    paired_notes: bool = False
     on_progress: Callable[[float], None] | None = None
 
 
 def generate(model, prompt_tokens, *, seconds: float | None = None,
              max_tokens: int | None = None, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = 0, n: int = 1, max_silence: float = 0.0,
-             on_progress: Callable[[float], None] | None = None,
+             paired_notes: bool = False, on_progress: Callable[[float], None] | None = None,
              vocab: Vocabulary = VOCAB) -> Generation:
     """Continue a prompt by sampling from the model.
 
@@ -169,6 +172,10 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             until a note starts, so a model cannot drift into minutes of
             nothing; 0 means no limit. The diagnostics stay those of the
             model's own, unmasked distribution.
+        paired_notes: Sample only note events that pair up as in the
+            training data: a NOTE_ON only for a silent pitch, a NOTE_OFF only
+            for a sounding one (as `decode_events` plays them), so nothing is
+            restarted or ignored. The diagnostics stay unmasked.
         on_progress: Called with a fraction in [0, 1] now and then.
         vocab: The event table.
 
@@ -176,7 +183,7 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
         A `Generation` with the continuations and per-step diagnostics.
     """
     request = SamplingRequest(prompt_tokens, seconds, max_tokens, temperature, top_k, top_p,
-                              seed, n, max_silence, on_progress)
+                              seed, n, max_silence, paired_notes, on_progress)
     return generate_batch(model, [request], vocab)[0]
 
 
@@ -228,7 +235,8 @@ class SamplingRun:
     ROW_FIELDS = {"owner": np.int64, "budget": np.int64, "target_steps": np.int64,
                   "temperature": np.float64, "top_k": np.int64, "top_p": np.float64,
                   "silence_cap": np.int64, "silent": np.int64, "elapsed": np.int64,
-                  "steps": np.int64, "index": np.int64, "retired": bool}
+                  "steps": np.int64, "index": np.int64, "retired": bool,
+                  "paired_notes": bool}
 
     def __init__(self, model, vocab: Vocabulary = VOCAB):
         self.model, self.vocab = model, vocab
@@ -291,7 +299,7 @@ class SamplingRun:
                    "silence_cap": (round(request.max_silence * STEPS_PER_SECOND)
                                    if request.max_silence > 0 else no_target),
                    "silent": _steps_since_last_note_on(prompt, self.vocab), "elapsed": 0,
-                   "steps": 0, "retired": False}
+                   "steps": 0, "retired": False, "paired_notes": request.paired_notes}
             for index in range(request.n):
                 for name, value in {**row, "index": index}.items():
                     joining[name].append(value)
@@ -300,15 +308,22 @@ class SamplingRun:
         for name, dtype in self.ROW_FIELDS.items():
             setattr(self, name, np.concatenate((getattr(self, name),
                                                 np.array(joining[name], dtype))))
+        # A continuation is decoded on its own (compose), so nothing sounds at its start.
+        self.sounding_since = np.concatenate((
+            self.sounding_since, np.full((len(joining["owner"]), PITCHES), -1, np.int64)))
         return keys
 
     def step(self) -> dict[int, Generation]:
         """Choose one token for every row; return the requests that are done now, by key."""
-        shift, note_on, vocab = self.vocab["time_shift"], self.vocab["note_on"], self.vocab
+        vocab = self.vocab
+        shift, note_on, note_off = vocab["time_shift"], vocab["note_on"], vocab["note_off"]
         banned = None
-        if (self.silent >= self.silence_cap).any():
+        if (self.silent >= self.silence_cap).any() or self.paired_notes.any():
             banned = np.zeros((len(self.owner), vocab.size), dtype=bool)
             banned[self.silent >= self.silence_cap, shift.offset:shift.stop] = True
+            paired, sounding = self.paired_notes, self.sounding_since >= 0
+            banned[paired, note_on.offset:note_on.stop] = sounding[paired]
+            banned[paired, note_off.offset:note_off.stop] = ~sounding[paired]
         chosen, step_entropy, step_probability = _choose(
             self.logits, self.temperature, self.top_k, self.top_p, self.generators, banned)
         live = ~self.retired
@@ -321,6 +336,7 @@ class SamplingRun:
         self.elapsed += shift_steps
         is_note_on = (chosen >= note_on.offset) & (chosen < note_on.stop)
         self.silent = np.where(is_note_on, 0, self.silent + shift_steps)
+        self._follow_notes(chosen, is_note_on)
         by_eos = chosen == vocab.eos
         by_time = ~by_eos & (self.elapsed >= self.target_steps)
         finished = live & (by_eos | by_time | (self.steps >= self.budget))
@@ -356,13 +372,27 @@ class SamplingRun:
     def _new_row_arrays(self) -> None:
         for name, dtype in self.ROW_FIELDS.items():
             setattr(self, name, np.zeros(0, dtype))
+        # [rows, 128]: the time step each pitch began sounding at, -1 where silent.
+        self.sounding_since = np.zeros((0, PITCHES), np.int64)
         self.generators: list[TorchUniforms] = []
         self.buffers: list[np.ndarray] = []  # per row [3, budget]: token, entropy, p(chosen)
+
+    def _follow_notes(self, chosen: np.ndarray, is_note_on: np.ndarray) -> None:
+        """Which pitches sound after `chosen`, as `decode_events` will play them."""
+        note_on, note_off = self.vocab["note_on"], self.vocab["note_off"]
+        rows = np.arange(len(chosen))
+        self.sounding_since[rows[is_note_on], chosen[is_note_on] - note_on.offset] = \
+            self.elapsed[is_note_on]
+        is_note_off = (chosen >= note_off.offset) & (chosen < note_off.stop)
+        self.sounding_since[rows[is_note_off], chosen[is_note_off] - note_off.offset] = -1
+        held = self.elapsed[:, None] - self.sounding_since
+        self.sounding_since[(self.sounding_since >= 0) & (held > MAX_NOTE_STEPS)] = -1
 
     def _keep(self, kept: np.ndarray) -> None:
         """Only these rows go on (the others are done)."""
         for name in self.ROW_FIELDS:
             setattr(self, name, getattr(self, name)[kept])
+        self.sounding_since = self.sounding_since[kept]
         self.generators = [self.generators[row] for row in kept]
         self.buffers = [self.buffers[row] for row in kept]
         if not len(kept):

@@ -45,7 +45,7 @@ from musicgen.samples import (
     density,
     kde_grid,
 )
-from musicgen.settings import Settings
+from musicgen.settings import Settings, to_bool
 
 DEFAULT_N = 50
 DEFAULT_SECONDS = 30.0
@@ -81,25 +81,34 @@ class Excerpt:
 
 @dataclass(frozen=True)
 class Condition:
-    """How to sample: greedy (temperature 0) or a temperature and top-p."""
+    """How to sample: greedy (temperature 0) or a temperature and top-p, paired notes or not."""
 
     temperature: float
     top_p: float
+    paired_notes: bool = False
 
     @property
     def label(self) -> str:
-        if self.temperature == 0:
-            return "greedy"
-        return f"T={self.temperature:g} top-p={self.top_p:g}"
+        label = ("greedy" if self.temperature == 0
+                 else f"T={self.temperature:g} top-p={self.top_p:g}")
+        return label + (" paired" if self.paired_notes else "")
+
+    @staticmethod
+    def default() -> Condition:
+        """The app's default."""
+        return Condition(Settings.temperature, Settings.top_p, Settings.paired_notes)
 
 
 def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-                        top_ps: Sequence[float] = DEFAULT_TOP_PS) -> list[Condition]:
-    """Greedy, then every temperature x top-p, each checked as `Settings` checks it.
+                        top_ps: Sequence[float] = DEFAULT_TOP_PS,
+                        pairings: Sequence[bool] = (Settings.paired_notes,)) -> list[Condition]:
+    """Greedy, then every temperature x top-p x pairing, each checked as `Settings` checks it.
 
     Args:
         temperatures: Sampling temperatures (0 is greedy and is always included).
         top_ps: Nucleus thresholds.
+        pairings: Values of `Settings.paired_notes`, as bools or words such
+            as "yes" (greedy uses the first).
 
     Returns:
         The conditions, greedy first, without repeats.
@@ -107,13 +116,15 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     Raises:
         SettingsError: A value outside the app's range.
     """
-    conditions = [Condition(0.0, Settings.top_p)]
+    pairings = [to_bool("paired notes", value) for value in pairings]
+    conditions = [Condition(0.0, Settings.top_p, pairings[0])]
     for temperature in temperatures:
         for top_p in top_ps:
-            Settings(temperature=temperature, top_p=top_p)
-            condition = Condition(float(temperature), float(top_p))
-            if temperature != 0 and condition not in conditions:
-                conditions.append(condition)
+            for paired in pairings:
+                Settings(temperature=temperature, top_p=top_p)
+                condition = Condition(float(temperature), float(top_p), paired)
+                if temperature != 0 and condition not in conditions:
+                    conditions.append(condition)
     return conditions
 
 
@@ -187,7 +198,8 @@ def continue_excerpts(model: LoadedModel, excerpts: Sequence[Excerpt], condition
     clips = []
     for i, excerpt in enumerate(excerpts):
         settings = Settings(seconds=seconds, temperature=condition.temperature,
-                            top_p=condition.top_p, seed=seed + i, include_prompt=False)
+                            top_p=condition.top_p, paired_notes=condition.paired_notes,
+                            seed=seed + i, include_prompt=False)
         clips.append(compose(model, excerpt.prompt, settings)[0].notes)
         if on_clip is not None:
             on_clip()
@@ -238,7 +250,8 @@ class SampleEvaluation:
 def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.PathLike,
                      n: int = DEFAULT_N, seconds: float = DEFAULT_SECONDS,
                      temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-                     top_ps: Sequence[float] = DEFAULT_TOP_PS, resamples: int = 1000,
+                     top_ps: Sequence[float] = DEFAULT_TOP_PS,
+                     pairings: Sequence[bool] = (Settings.paired_notes,), resamples: int = 1000,
                      seed: int = 0, workers: int | None = None,
                      on_progress: Callable[[str, int, int], None] | None = None,
                      ) -> SampleEvaluation:
@@ -249,7 +262,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
         data: A MAESTRO folder or token cache with train and test splits.
         n: Prompts.
         seconds: Continuation length.
-        temperatures, top_ps: The sampling grid (greedy is always added).
+        temperatures, top_ps, pairings: The sampling grid (greedy is always
+            added); pairings are values of `Settings.paired_notes`.
         resamples: Bootstrap draws for the intervals.
         seed: Prompt i is sampled with seed + i; also seeds the bootstrap.
         workers: Processes sampling at once (None: one per CPU core); the
@@ -264,7 +278,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
             train split, or too few long performances (all before any sampling).
     """
     began = time.perf_counter()
-    conditions = sampling_conditions(temperatures, top_ps)
+    conditions = sampling_conditions(temperatures, top_ps, pairings)
     if not checkpoints:
         raise UserError("give at least one checkpoint with --checkpoint")
     models = [load_model(path) for path in checkpoints]
@@ -279,7 +293,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
         for condition in conditions:
             name = f"{model.name} {condition.label}"
             meta[name] = {"model": model.name, "temperature": condition.temperature,
-                          "top_p": condition.top_p}
+                          "top_p": condition.top_p, "paired_notes": condition.paired_notes}
             clips[name] = [None] * len(excerpts)
             for first in range(0, len(excerpts), PROMPTS_PER_JOB):
                 jobs.append(_Job(name, str(path), condition, first,
@@ -396,7 +410,7 @@ def findings(evaluation: SampleEvaluation) -> list[str]:
     rows = ranking(evaluation)
     by_name = {row["name"]: row for row in rows}
     ceiling = by_name[CEILING]
-    default = Condition(Settings.temperature, Settings.top_p).label
+    default = Condition.default().label
     lines = []
     models = evaluation.models
     ordered = sorted(models, key=lambda m: -(models[m]["accuracy"] or 0))
@@ -494,7 +508,7 @@ def write_report(evaluation: SampleEvaluation, directory: str | os.PathLike,
 def _plotted_sets(evaluation: SampleEvaluation) -> dict[str, tuple[str, str]]:
     """Sets drawn in the plots -> (colour, line style): real, and per model greedy,
     the app's default and its closest setting."""
-    default = Condition(Settings.temperature, Settings.top_p).label
+    default = Condition.default().label
     rows = ranking(evaluation)
     shown = {REAL: (REAL_COLOUR, "-")}
     for k, model in enumerate(evaluation.models):

@@ -56,6 +56,10 @@ LIMITS = {
     "n": Limit(1, 4, "Candidates", "continuations sampled at once, variations seed, seed+1, ..."),
     "max_silence": Limit(0, 30, "Longest silence (seconds)",
                          "a new note starts before a gap grows longer; 0 = no limit"),
+    # A yes/no: 0 and 1 are its range.
+    "paired_notes": Limit(0, 1, "Paired notes",
+                          "a note starts only on a silent key and ends only a sounding one, "
+                          "as in real playing"),
 }
 
 
@@ -74,6 +78,8 @@ class Settings:
         max_silence: Seconds without a new note after which the sampler must
             start one (0: no limit); it keeps a model from drifting into
             minutes of nothing after a final chord.
+        paired_notes: Sample a NOTE_ON only for a silent pitch and a
+            NOTE_OFF only for a sounding one (`musicgen.sample.generate`).
     """
 
     seconds: float = 30.0
@@ -88,6 +94,7 @@ class Settings:
     n: int = 1
     include_prompt: bool = True
     max_silence: float = 4.0
+    paired_notes: bool = False
 
     def __post_init__(self) -> None:
         for name, limit in LIMITS.items():

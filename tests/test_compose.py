@@ -20,7 +20,14 @@ from musicgen.prompt import (
     prompt_from_file,
     prompt_from_notes,
 )
-from musicgen.recipe import RECIPE_PREFIX, read_recipe, recipe_prompt, recipe_settings, replay
+from musicgen.recipe import (
+    RECIPE_PREFIX,
+    read_recipe,
+    recipe_prompt,
+    recipe_settings,
+    recipe_text,
+    replay,
+)
 from musicgen.settings import Settings
 
 
@@ -222,6 +229,24 @@ def test_version_1_recipes_still_replay(lstm, tmp_path):
     recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v1)))
     assert compose.compose(lstm, *replay(recipe))[0].notes.pitch.tolist() == (
         candidate.notes.pitch.tolist())
+
+
+def test_paired_notes_are_in_the_recipe_and_older_recipes_replay_without(lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    (paired,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, paired_notes=True))
+    assert paired.recipe["paired_notes"] is True
+    again = read_recipe(_with_recipe(tmp_path, recipe_text(paired.recipe)))
+    assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, paired.notes)
+    (unpaired,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4))
+    v3 = {k: v for k, v in unpaired.recipe.items() if k != "paired_notes"} | {"version": 3}
+    recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v3)))
+    assert recipe["paired_notes"] is False
+    assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, unpaired.notes)
+
+
+def _same_notes(a, b) -> bool:
+    return all(np.array_equal(getattr(a, f), getattr(b, f))
+               for f in ("pitch", "velocity", "start", "end"))
 
 
 def test_read_recipe_of_a_foreign_file(tmp_path):

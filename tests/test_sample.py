@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_checkpoint
 
 from musicgen.checkpoint import load_checkpoint
-from musicgen.events import VOCAB
+from musicgen.events import MAX_NOTE_SECONDS, VOCAB, decode_events
 from musicgen.sample import filter_logits, generate
 
 SHIFT = VOCAB["time_shift"]
@@ -157,3 +157,40 @@ def test_max_silence_makes_the_sampler_start_a_note_in_time():
             *[SHIFT.token(100)] * 4]
     assert _note_on_times(generate(model, rest, seconds=3, temperature=0,
                                    max_silence=2.0).tokens[0])[0] == 0.0
+
+
+class Restrikes(AlwaysWaits):
+    """A model that keeps striking pitch 60 and releasing 61, which never sounds."""
+
+    def __init__(self, logits: dict[int, float]):
+        super().__init__()
+        self.logits = torch.full((VOCAB.size,), -30.0)
+        for token, logit in logits.items():
+            self.logits[token] = logit
+
+
+ON, OFF = VOCAB["note_on"], VOCAB["note_off"]
+
+
+def test_paired_notes_sample_only_note_events_the_decoder_plays_as_written():
+    model = Restrikes({ON.token(60): 2.0, OFF.token(60): 1.0, OFF.token(61): 1.0,
+                       SHIFT.token(10): 2.0})
+    for paired in (False, True):
+        generation = generate(model, [], seconds=20, seed=3, paired_notes=paired)
+        notes, report = decode_events(generation.tokens[0])
+        if paired:
+            assert report.restarted_notes == report.ignored_note_offs == 0
+            assert len(notes) > 20
+        else:  # the same model unpaired restarts notes and sends stray NOTE_OFFs
+            assert report.restarted_notes > 5 and report.ignored_note_offs > 5
+
+
+def test_paired_notes_follow_the_decoders_cut_of_a_note_held_too_long():
+    # Greedy: strike 60, then wait; the NOTE_OFF never wins, so the decoder
+    # cuts the note at MAX_NOTE_SECONDS and the sampler may strike it again.
+    model = Restrikes({ON.token(60): 3.0, SHIFT.token(100): 2.0, OFF.token(60): 1.0})
+    tokens = generate(model, [], seconds=13, temperature=0, paired_notes=True).tokens[0]
+    notes, report = decode_events(tokens)
+    assert report.restarted_notes == 0 and report.cut_notes == 2
+    assert np.allclose(notes.start, [0.0, 6.0, 12.0])  # the first shift past the 5 s cut
+    assert np.allclose(notes.end - notes.start, [MAX_NOTE_SECONDS, MAX_NOTE_SECONDS, 1.0])

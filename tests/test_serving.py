@@ -69,7 +69,9 @@ def test_a_request_gets_the_same_notes_alone_or_batched_with_others(tmp_path, ki
                 ask(np.array([]), max_tokens=90, temperature=0.0),  # greedy, from silence
                 ask(np.arange(300, 340), seconds=1.0, top_k=20, top_p=0.8, seed=11,
                     max_silence=0.5),
-                ask(np.array([62, 290]), max_tokens=40, temperature=1.3, seed=5, n=3)]
+                ask(np.array([62, 290]), max_tokens=40, temperature=1.3, seed=5, n=3),
+                ask(np.array([62, 290]), max_tokens=40, temperature=1.3, seed=5, n=2,
+                    paired_notes=True)]
     together = generate_batch(serving, requests)
     for request, batched in zip(requests, together, strict=True):
         alone = generate_batch(serving, [request])[0]
