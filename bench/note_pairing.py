@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import cpu_details, cpu_line  # noqa: E402 - bench/ is on sys.path
 
 from musicgen import compose  # noqa: E402 - after the sys.path fix above
-from musicgen.events import MAX_NOTE_SECONDS, STEPS_PER_SECOND, VOCAB, decode_events  # noqa: E402
+from musicgen.events import MAX_NOTE_SECONDS, STEPS_PER_SECOND, VOCAB  # noqa: E402
 from musicgen.sample import SamplingRequest  # noqa: E402
 from musicgen.sample_report import prompt_excerpts  # noqa: E402
 from musicgen.samples import clip_features, standardised_mean_difference  # noqa: E402
@@ -103,7 +103,9 @@ def main() -> None:
                     excerpt.prompt.tokens, seconds=SECONDS, temperature=args.temperature,
                     seed=i, max_silence=Settings.max_silence, paired_notes=paired))
                 tokens = generation.tokens[0]
-                notes, report = decode_events(tokens)
+                # As compose decodes it (the prompt's last velocity carried over).
+                notes, report = compose._decode_continuation(excerpt.prompt, tokens)
+                notes = notes.shifted(-excerpt.prompt.seconds)
                 clips.append(clip_features(notes, excerpt.prompt.notes, SECONDS))
                 repairs.update({r: getattr(report, r) for r in REPAIRS})
                 counts, restruck = after_restarts(tokens)

@@ -323,7 +323,9 @@ class SamplingRun:
             banned[self.silent >= self.silence_cap, shift.offset:shift.stop] = True
             paired, sounding = self.paired_notes, self.sounding_since >= 0
             banned[paired, note_on.offset:note_on.stop] = sounding[paired]
-            banned[paired, note_off.offset:note_off.stop] = ~sounding[paired]
+            # A note lasts at least one step, as every note of the data does.
+            just_struck = self.sounding_since == self.elapsed[:, None]
+            banned[paired, note_off.offset:note_off.stop] = (~sounding | just_struck)[paired]
         chosen, step_entropy, step_probability = _choose(
             self.logits, self.temperature, self.top_k, self.top_p, self.generators, banned)
         live = ~self.retired

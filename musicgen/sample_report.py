@@ -108,7 +108,7 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
         temperatures: Sampling temperatures (0 is greedy and is always included).
         top_ps: Nucleus thresholds.
         pairings: Values of `Settings.paired_notes`, as bools or words such
-            as "yes" (greedy uses the first).
+            as "yes" (greedy, the reference without sampling, is unpaired).
 
     Returns:
         The conditions, greedy first, without repeats.
@@ -117,7 +117,7 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
         SettingsError: A value outside the app's range.
     """
     pairings = [to_bool("paired notes", value) for value in pairings]
-    conditions = [Condition(0.0, Settings.top_p, pairings[0])]
+    conditions = [Condition(0.0, Settings.top_p)]
     for temperature in temperatures:
         for top_p in top_ps:
             for paired in pairings:

@@ -180,6 +180,7 @@ def test_paired_notes_sample_only_note_events_the_decoder_plays_as_written():
         notes, report = decode_events(generation.tokens[0])
         if paired:
             assert report.restarted_notes == report.ignored_note_offs == 0
+            assert report.dropped_empty_notes == 0  # a note lasts at least one step
             assert len(notes) > 20
         else:  # the same model unpaired restarts notes and sends stray NOTE_OFFs
             assert report.restarted_notes > 5 and report.ignored_note_offs > 5
