@@ -212,10 +212,11 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
     return event(run, inputs=[ui[name] for name in names], outputs=targets, **kwargs)
 
 
-def _settings(seconds, temperature, top_k, top_p, variation, n, include_seed,
+def _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
               max_silence, paired_notes, new_variation) -> Settings:
     return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
-                              top_p=top_p, seed=variation, n=n, include_prompt=include_seed,
+                              top_p=top_p, min_p=min_p, seed=variation, n=n,
+                              include_prompt=include_seed,
                               max_silence=max_silence, paired_notes=paired_notes,
                               new_seed=new_variation)
 
@@ -295,6 +296,7 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
             ui["temperature"] = _slider("temperature", 0.05)
             ui["top_p"] = _slider("top_p", 0.01)
             ui["top_k"] = _slider("top_k", 1)
+            ui["min_p"] = _slider("min_p", 0.01)
         with gr.Row():
             ui["n"] = _slider("n", 1)
             ui["max_silence"] = _slider("max_silence", 0.5)
@@ -395,13 +397,13 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
 
 
 def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
-                soundfont, seconds, temperature, top_k, top_p, variation, n, include_seed,
+                soundfont, seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
                 max_silence, paired_notes, new_variation, session, progress=gr.Progress()):
     """Validate, sample, and show each candidate as soon as its audio is ready."""
     session = _new_session(session)
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
-    settings = _settings(seconds, temperature, top_k, top_p, variation, n, include_seed,
+    settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
                          max_silence, paired_notes, new_variation)
     pairs = []
     for clip, candidate in studio.generate_each(
@@ -485,9 +487,9 @@ def wire_generate_tab(studio: Studio, ui: dict) -> None:
                 api_name=False, show_progress="hidden")
     connect(ui["variation"].input, on_variation_typed, studio, ui, ["new_variation"],
             api_name=False)
-    for name in ("temperature", "top_p", "top_k"):
+    for name in PRESETS[DEFAULT_PRESET]:
         connect(ui[name].input, on_sampling_typed, studio, ui, ["preset"], api_name=False)
-    connect(ui["preset"].change, on_preset, studio, ui, ["temperature", "top_p", "top_k"],
+    connect(ui["preset"].change, on_preset, studio, ui, list(PRESETS[DEFAULT_PRESET]),
             api_name=False)
 
     def generate_chain(event, api_name):
@@ -540,11 +542,11 @@ def build_compare_tab(studio: Studio, ui: dict) -> None:
 
 
 def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, soundfont,
-               seconds, temperature, top_k, top_p, variation, include_seed, max_silence,
+               seconds, temperature, top_k, top_p, min_p, variation, include_seed, max_silence,
                paired_notes, new_variation, use_maestro, maestro_piece, maestro_start,
                progress=gr.Progress()):
     """Every model on the same seed MIDI (or a MAESTRO excerpt, with the pianist's version)."""
-    settings = _settings(seconds, temperature, top_k, top_p, variation, 1,
+    settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1,
                          include_seed, max_silence, paired_notes, new_variation)
     human = None
     if use_maestro:
@@ -598,11 +600,11 @@ def on_plot(studio: Studio, session):
 
 
 def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
-              soundfont, seconds, temperature, top_k, top_p, variation, include_seed,
+              soundfont, seconds, temperature, top_k, top_p, min_p, variation, include_seed,
               max_silence, paired_notes, new_variation):
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
-    settings = _settings(seconds, temperature, top_k, top_p, variation, 1, include_seed,
+    settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1, include_seed,
                          max_silence, paired_notes, new_variation)
     values = {"versus_status": f"Variation {settings.seed}."}
     for i, (clip, plot) in enumerate(studio.greedy_and_sampled(model, prompt, settings,

@@ -81,8 +81,8 @@ def _evaluate_samples(args) -> int:
             bars[name].close()
 
     options = {"n": args.n, "seconds": args.seconds, "temperatures": args.temperature,
-               "top_ps": args.top_p, "pairings": args.paired_notes, "resamples": args.bootstrap,
-               "seed": args.seed, "workers": args.workers}
+               "top_ps": args.top_p, "min_ps": args.min_p, "pairings": args.paired_notes,
+               "resamples": args.bootstrap, "seed": args.seed, "workers": args.workers}
     evaluation = evaluate_samples(args.checkpoint, args.data,
                                   on_progress=None if args.json else progress,
                                   **{k: v for k, v in options.items() if v is not None})
@@ -120,7 +120,7 @@ def _generate(args) -> int:
     for path in filter(None, (args.out, args.audio)):
         check_output(path)
     changes = {"seconds": args.seconds, "temperature": args.temperature, "top_k": args.top_k,
-               "top_p": args.top_p, "seed": args.seed, "n": args.n,
+               "top_p": args.top_p, "min_p": args.min_p, "seed": args.seed, "n": args.n,
                "max_silence": args.max_silence, "paired_notes": args.paired_notes,
                "include_prompt": False if args.continuation_only else None}
     if args.recipe_from is not None:
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help=_setting_help("temperature"))
     p.add_argument("--top-k", type=int, help=_setting_help("top_k"))
     p.add_argument("--top-p", type=float, help=_setting_help("top_p"))
+    p.add_argument("--min-p", type=float, help=_setting_help("min_p"))
     p.add_argument("--seed", type=int, help="random seed (the app's 'variation'): the same "
                    "number gives the same notes (default: a new one each run)")
     p.add_argument("--n", type=int, help=_setting_help("n"))
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "greedy is always added)")
     p.add_argument("--top-p", type=float, nargs="+", help="top-p values of the grid (default "
                    f"{' '.join(map(str, sample_report.DEFAULT_TOP_PS))})")
+    p.add_argument("--min-p", type=float, nargs="+", help="min-p values of the grid (default: "
+                   "the app's default)")
     p.add_argument("--paired-notes", nargs="+", metavar="yes|no",
                    help="paired-notes values of the grid (default: the app's default)")
     p.add_argument("--bootstrap", type=int, help="resamples for the 95%% CIs (default 1000)")

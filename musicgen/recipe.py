@@ -9,7 +9,7 @@ gives the same notes.
 Older recipes are read too: version 1's `primer_*` keys (before the seed MIDI
 was called the prompt in the code) are renamed, versions 1 and 2, sampled
 before there was a longest-silence limit, replay without one, and versions
-1 to 3 without paired notes.
+1 to 3 without min-p or paired notes.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def _checked(text: str, source) -> dict:
     if version <= 2:
         recipe.setdefault("max_silence", 0.0)
     if version <= 3:
+        recipe.setdefault("min_p", 0.0)
         recipe.setdefault("paired_notes", False)
     missing = [key for key in REQUIRED if recipe.get(key) is None]
     if missing:

@@ -47,8 +47,9 @@ class Generation:
 
 
 def filter_logits(logits: np.ndarray, top_k: int | np.ndarray = 0,
-                  top_p: float | np.ndarray = 1.0) -> np.ndarray:
-    """Keep the top-k tokens and the smallest set whose probability reaches top_p.
+                  top_p: float | np.ndarray = 1.0,
+                  min_p: float | np.ndarray = 0.0) -> np.ndarray:
+    """Keep the tokens at least min_p as likely as the likeliest, then top-k, then top-p.
 
     Args:
         logits: [B, V] scores (already divided by the temperature).
@@ -57,6 +58,8 @@ def filter_logits(logits: np.ndarray, top_k: int | np.ndarray = 0,
         top_p: Nucleus: keep the most likely tokens until their probability
             sum reaches top_p (the token that crosses it is kept); 1.0 keeps all.
             One value, or one per row.
+        min_p: Drop tokens less likely than min_p times the likeliest one
+            (Nguyen et al. 2024); 0 keeps all. One value, or one per row.
 
     Returns:
         A float64 copy with every dropped token at -inf.
@@ -64,6 +67,12 @@ def filter_logits(logits: np.ndarray, top_k: int | np.ndarray = 0,
     logits = np.array(logits, dtype=np.float64)
     rows, size = logits.shape
     top_k, top_p = _per_row(top_k, np.int64, rows), _per_row(top_p, np.float64, rows)
+    min_p = _per_row(min_p, np.float64, rows)
+    floored = min_p > 0
+    if floored.any():
+        part = logits[floored]
+        part[part < part.max(-1, keepdims=True) + np.log(min_p[floored, None])] = -np.inf
+        logits[floored] = part
     limited = (top_k > 0) & (top_k < size)
     if limited.any():
         part = logits[limited]
@@ -91,11 +100,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exponentials / exponentials.sum(-1, keepdims=True)
 
 
-def _check(temperature: float, top_k: int, top_p: float, n: int) -> None:
+def _check(temperature: float, top_k: int, top_p: float, min_p: float, n: int) -> None:
     """Where the sampling math is defined; the product's narrower limits are `Settings`'."""
-    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1 or n < 1:
+    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1 or not 0 <= min_p < 1 or n < 1:
         raise ValueError(f"no such sampler: temperature {temperature}, top_k {top_k}, "
-                         f"top_p {top_p}, n {n}")
+                         f"top_p {top_p}, min_p {min_p}, n {n}")
 
 
 class TorchUniforms:
@@ -139,6 +148,7 @@ class SamplingRequest:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    min_p: float = 0.0
     seed: int = 0
     n: int = 1
     max_silence: float = 0.0
@@ -148,8 +158,9 @@ class SamplingRequest:
 
 def generate(model, prompt_tokens, *, seconds: float | None = None,
              max_tokens: int | None = None, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int = 0, n: int = 1, max_silence: float = 0.0,
-             paired_notes: bool = False, on_progress: Callable[[float], None] | None = None,
+             top_p: float = 1.0, min_p: float = 0.0, seed: int = 0, n: int = 1,
+             max_silence: float = 0.0, paired_notes: bool = False,
+             on_progress: Callable[[float], None] | None = None,
              vocab: Vocabulary = VOCAB) -> Generation:
     """Continue a prompt by sampling from the model.
 
@@ -165,6 +176,8 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
         temperature: Divides the logits; 0 means argmax (greedy) decoding.
         top_k: Sample among the k most likely tokens; 0 means no limit.
         top_p: Nucleus sampling threshold; 1.0 means no limit.
+        min_p: Drop tokens less likely than this fraction of the likeliest
+            (after the temperature); 0 means no limit.
         seed: Sequence i uses a generator seeded with seed + i.
         n: Number of sequences, sampled as one batch.
         max_silence: Once this many seconds have passed without a new note
@@ -183,7 +196,7 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
         A `Generation` with the continuations and per-step diagnostics.
     """
     request = SamplingRequest(prompt_tokens, seconds, max_tokens, temperature, top_k, top_p,
-                              seed, n, max_silence, paired_notes, on_progress)
+                              min_p, seed, n, max_silence, paired_notes, on_progress)
     return generate_batch(model, [request], vocab)[0]
 
 
@@ -234,8 +247,8 @@ class SamplingRun:
     # the row's place in its request, and where it has got to.
     ROW_FIELDS = {"owner": np.int64, "budget": np.int64, "target_steps": np.int64,
                   "temperature": np.float64, "top_k": np.int64, "top_p": np.float64,
-                  "silence_cap": np.int64, "silent": np.int64, "elapsed": np.int64,
-                  "steps": np.int64, "index": np.int64, "retired": bool,
+                  "min_p": np.float64, "silence_cap": np.int64, "silent": np.int64,
+                  "elapsed": np.int64, "steps": np.int64, "index": np.int64, "retired": bool,
                   "paired_notes": bool}
 
     def __init__(self, model, vocab: Vocabulary = VOCAB):
@@ -295,7 +308,7 @@ class SamplingRun:
                    "target_steps": (no_target if request.seconds is None
                                     else round(request.seconds * STEPS_PER_SECOND)),
                    "temperature": request.temperature, "top_k": request.top_k,
-                   "top_p": request.top_p,
+                   "top_p": request.top_p, "min_p": request.min_p,
                    "silence_cap": (round(request.max_silence * STEPS_PER_SECOND)
                                    if request.max_silence > 0 else no_target),
                    "silent": _steps_since_last_note_on(prompt, self.vocab), "elapsed": 0,
@@ -327,7 +340,8 @@ class SamplingRun:
             just_struck = self.sounding_since == self.elapsed[:, None]
             banned[paired, note_off.offset:note_off.stop] = (~sounding | just_struck)[paired]
         chosen, step_entropy, step_probability = _choose(
-            self.logits, self.temperature, self.top_k, self.top_p, self.generators, banned)
+            self.logits, self.temperature, self.top_k, self.top_p, self.min_p, self.generators,
+            banned)
         live = ~self.retired
         for row in np.nonzero(live)[0]:
             self.buffers[row][:, self.steps[row]] = (chosen[row], step_entropy[row],
@@ -444,7 +458,7 @@ def check_request(request: SamplingRequest) -> None:
     """
     if request.seconds is None and request.max_tokens is None:
         raise ValueError("give seconds, max_tokens or both")
-    _check(request.temperature, request.top_k, request.top_p, request.n)
+    _check(request.temperature, request.top_k, request.top_p, request.min_p, request.n)
     if not 0 <= request.seed <= 2**32 - request.n:  # the generators' seeds: seed .. seed+n-1
         raise ValueError(f"no such seed for {request.n} rows: {request.seed}")
     tokens = np.asarray(request.prompt_tokens)
@@ -483,11 +497,12 @@ def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
 
 
 def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np.ndarray,
-            top_p: float | np.ndarray, generators: list[TorchUniforms],
-            banned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            top_p: float | np.ndarray, min_p: float | np.ndarray,
+            generators: list[TorchUniforms], banned: np.ndarray | None = None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
 
-    `temperature`, `top_k` and `top_p` hold each row's own value (temperature
+    `temperature`, `top_k`, `top_p` and `min_p` hold each row's own value (temperature
     0: argmax). `banned` [B, V] marks tokens that may not be chosen; the
     entropy and the chosen probability are still those of the unmasked
     distribution. Only sampled rows draw a uniform, each from its own generator.
@@ -496,8 +511,8 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     overhead than in arithmetic, and this runs once per generated token.
     """
     logits = logits.astype(np.float64)
-    temperature, top_k, top_p = (_per_row(value, dtype, len(logits)) for value, dtype in (
-        (temperature, np.float64), (top_k, np.int64), (top_p, np.float64)))
+    temperature, top_k, top_p, min_p = (_per_row(value, dtype, len(logits)) for value, dtype in (
+        (temperature, np.float64), (top_k, np.int64), (top_p, np.float64), (min_p, np.float64)))
     shifted = logits - logits.max(-1, keepdims=True)
     log_norm = np.log(np.exp(shifted).sum(-1, keepdims=True))
     log_probs = shifted - log_norm
@@ -509,7 +524,7 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     sampled = np.nonzero(temperature > 0)[0]
     if len(sampled):
         sampling = _softmax(filter_logits(logits[sampled] / temperature[sampled, None],
-                                          top_k[sampled], top_p[sampled]))
+                                          top_k[sampled], top_p[sampled], min_p[sampled]))
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
         uniforms = np.array([generators[i].next() for i in sampled])

@@ -16,6 +16,7 @@ the same notes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import multiprocessing
@@ -81,32 +82,39 @@ class Excerpt:
 
 @dataclass(frozen=True)
 class Condition:
-    """How to sample: greedy (temperature 0) or a temperature and top-p, paired notes or not."""
+    """How to sample: greedy (temperature 0), or a temperature, top-p and min-p; paired or not."""
 
     temperature: float
     top_p: float
+    min_p: float = 0.0
     paired_notes: bool = False
 
     @property
     def label(self) -> str:
-        label = ("greedy" if self.temperature == 0
-                 else f"T={self.temperature:g} top-p={self.top_p:g}")
+        if self.temperature == 0:
+            label = "greedy"
+        else:
+            label = f"T={self.temperature:g} top-p={self.top_p:g}"
+            label += f" min-p={self.min_p:g}" if self.min_p else ""
         return label + (" paired" if self.paired_notes else "")
 
     @staticmethod
     def default() -> Condition:
         """The app's default."""
-        return Condition(Settings.temperature, Settings.top_p, Settings.paired_notes)
+        return Condition(Settings.temperature, Settings.top_p, Settings.min_p,
+                         Settings.paired_notes)
 
 
 def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
                         top_ps: Sequence[float] = DEFAULT_TOP_PS,
+                        min_ps: Sequence[float] = (Settings.min_p,),
                         pairings: Sequence[bool] = (Settings.paired_notes,)) -> list[Condition]:
-    """Greedy, then every temperature x top-p x pairing, each checked as `Settings` checks it.
+    """Greedy, then every temperature x top-p x min-p x pairing, checked as `Settings` checks them.
 
     Args:
         temperatures: Sampling temperatures (0 is greedy and is always included).
         top_ps: Nucleus thresholds.
+        min_ps: Min-p thresholds.
         pairings: Values of `Settings.paired_notes`, as bools or words such
             as "yes" (greedy, the reference without sampling, is unpaired).
 
@@ -118,13 +126,12 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     """
     pairings = [to_bool("paired notes", value) for value in pairings]
     conditions = [Condition(0.0, Settings.top_p)]
-    for temperature in temperatures:
-        for top_p in top_ps:
-            for paired in pairings:
-                Settings(temperature=temperature, top_p=top_p)
-                condition = Condition(float(temperature), float(top_p), paired)
-                if temperature != 0 and condition not in conditions:
-                    conditions.append(condition)
+    for temperature, top_p, min_p, paired in itertools.product(temperatures, top_ps, min_ps,
+                                                               pairings):
+        Settings(temperature=temperature, top_p=top_p, min_p=min_p)
+        condition = Condition(float(temperature), float(top_p), float(min_p), paired)
+        if temperature != 0 and condition not in conditions:
+            conditions.append(condition)
     return conditions
 
 
@@ -198,7 +205,8 @@ def continue_excerpts(model: LoadedModel, excerpts: Sequence[Excerpt], condition
     clips = []
     for i, excerpt in enumerate(excerpts):
         settings = Settings(seconds=seconds, temperature=condition.temperature,
-                            top_p=condition.top_p, paired_notes=condition.paired_notes,
+                            top_p=condition.top_p, min_p=condition.min_p,
+                            paired_notes=condition.paired_notes,
                             seed=seed + i, include_prompt=False)
         clips.append(compose(model, excerpt.prompt, settings)[0].notes)
         if on_clip is not None:
@@ -251,6 +259,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
                      n: int = DEFAULT_N, seconds: float = DEFAULT_SECONDS,
                      temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
                      top_ps: Sequence[float] = DEFAULT_TOP_PS,
+                     min_ps: Sequence[float] = (Settings.min_p,),
                      pairings: Sequence[bool] = (Settings.paired_notes,), resamples: int = 1000,
                      seed: int = 0, workers: int | None = None,
                      on_progress: Callable[[str, int, int], None] | None = None,
@@ -262,8 +271,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
         data: A MAESTRO folder or token cache with train and test splits.
         n: Prompts.
         seconds: Continuation length.
-        temperatures, top_ps, pairings: The sampling grid (greedy is always
-            added); pairings are values of `Settings.paired_notes`.
+        temperatures, top_ps, min_ps, pairings: The sampling grid (greedy is
+            always added); pairings are values of `Settings.paired_notes`.
         resamples: Bootstrap draws for the intervals.
         seed: Prompt i is sampled with seed + i; also seeds the bootstrap.
         workers: Processes sampling at once (None: one per CPU core); the
@@ -278,7 +287,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
             train split, or too few long performances (all before any sampling).
     """
     began = time.perf_counter()
-    conditions = sampling_conditions(temperatures, top_ps, pairings)
+    conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings)
     if not checkpoints:
         raise UserError("give at least one checkpoint with --checkpoint")
     models = [load_model(path) for path in checkpoints]
@@ -293,7 +302,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
         for condition in conditions:
             name = f"{model.name} {condition.label}"
             meta[name] = {"model": model.name, "temperature": condition.temperature,
-                          "top_p": condition.top_p, "paired_notes": condition.paired_notes}
+                          "top_p": condition.top_p, "min_p": condition.min_p,
+                          "paired_notes": condition.paired_notes}
             clips[name] = [None] * len(excerpts)
             for first in range(0, len(excerpts), PROMPTS_PER_JOB):
                 jobs.append(_Job(name, str(path), condition, first,

@@ -51,6 +51,8 @@ LIMITS = {
                          "0 = greedy (always the likeliest event); higher = more adventurous"),
     "top_k": Limit(0, 200, "Top-k", "sample among the k likeliest events; 0 = off"),
     "top_p": Limit(0.05, 1, "Top-p", "sample among the likeliest events that make up p; 1 = off"),
+    "min_p": Limit(0, 0.5, "Min-p", "leave out events less likely than this share of the "
+                   "likeliest; 0 = off"),
     "seed": Limit(0, MAX_SEED, "Variation",
                   "the random seed: the same number gives the same notes"),
     "n": Limit(1, 4, "Candidates", "continuations sampled at once, variations seed, seed+1, ..."),
@@ -72,6 +74,7 @@ class Settings:
         temperature: Divides the model's logits; 0 is greedy decoding.
         top_k: Keep the k likeliest events (0: all).
         top_p: Nucleus: keep the likeliest events up to this probability (1: all).
+        min_p: Leave out events less likely than min_p times the likeliest (0: none).
         seed: The random seed of candidate 0; candidate i uses seed + i.
         n: How many candidates.
         include_prompt: Whether the written music starts with the seed MIDI's excerpt.
@@ -90,6 +93,7 @@ class Settings:
     temperature: float = 0.9
     top_k: int = 0
     top_p: float = 1.0
+    min_p: float = 0.0
     seed: int = 0
     n: int = 1
     include_prompt: bool = True
@@ -150,9 +154,10 @@ class Settings:
 # from a narrower nucleus at a lower temperature (fewer surprises, more
 # repetition), "Adventurous" the other way.
 PRESETS = {
-    "Steady": {"temperature": 0.85, "top_p": 0.9, "top_k": 0},
-    "Balanced": {"temperature": Settings.temperature, "top_p": Settings.top_p, "top_k": 0},
-    "Adventurous": {"temperature": 1.15, "top_p": 0.98, "top_k": 0},
+    "Steady": {"temperature": 0.85, "top_p": 0.9, "top_k": 0, "min_p": 0.0},
+    "Balanced": {"temperature": Settings.temperature, "top_p": Settings.top_p, "top_k": 0,
+                 "min_p": Settings.min_p},
+    "Adventurous": {"temperature": 1.15, "top_p": 0.98, "top_k": 0, "min_p": 0.0},
 }
 DEFAULT_PRESET = "Balanced"
 

@@ -231,16 +231,18 @@ def test_version_1_recipes_still_replay(lstm, tmp_path):
         candidate.notes.pitch.tolist())
 
 
-def test_paired_notes_are_in_the_recipe_and_older_recipes_replay_without(lstm, tmp_path):
+def test_paired_notes_and_min_p_are_in_the_recipe_and_older_recipes_replay_without(
+        lstm, tmp_path):
     prompt = prompt_from_example(example_names()[0], 3)
-    (paired,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, paired_notes=True))
-    assert paired.recipe["paired_notes"] is True
+    (paired,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, paired_notes=True,
+                                                       min_p=0.05))
+    assert paired.recipe["paired_notes"] is True and paired.recipe["min_p"] == 0.05
     again = read_recipe(_with_recipe(tmp_path, recipe_text(paired.recipe)))
     assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, paired.notes)
     (unpaired,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4))
-    v3 = {k: v for k, v in unpaired.recipe.items() if k != "paired_notes"} | {"version": 3}
-    recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v3)))
-    assert recipe["paired_notes"] is False
+    v3 = {k: v for k, v in unpaired.recipe.items() if k not in ("paired_notes", "min_p")}
+    recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v3 | {"version": 3})))
+    assert recipe["paired_notes"] is False and recipe["min_p"] == 0.0
     assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, unpaired.notes)
 
 

@@ -64,11 +64,24 @@ def test_top_k_and_top_p_combine():
     assert kept == [False, True, True, True, False]
 
 
+def test_min_p_keeps_what_is_at_least_that_share_of_the_likeliest():
+    logits = np.log([[0.05, 0.5, 0.3, 0.1, 0.05]])
+    kept = lambda m: np.isfinite(filter_logits(logits, min_p=m))[0].tolist()  # noqa: E731
+    assert kept(0.0) == [True] * 5
+    assert kept(0.1) == [True, True, True, True, True]      # 0.05 >= 0.1 x 0.5
+    assert kept(0.15) == [False, True, True, True, False]   # 0.1 >= 0.075; 0.05 is not
+    assert kept(0.7) == [False, True, False, False, False]  # 0.3 < 0.35
+    # Per row, and after a temperature (the logits come divided by it): at
+    # temperature 2 the least likely token is 0.32 times as likely as the likeliest.
+    rows = filter_logits(np.concatenate((logits, logits / 2)), min_p=np.array([0.15, 0.15]))
+    assert np.isfinite(rows).sum(-1).tolist() == [3, 5]
+
+
 def test_sampling_follows_the_filtered_distribution():
     from musicgen.sample import TorchUniforms, _choose
     logits = np.log([[0.05, 0.5, 0.3, 0.1, 0.05]])
     generator = TorchUniforms(0)
-    draws = [int(_choose(logits, 1.0, 0, 0.85, [generator])[0][0]) for _ in range(3000)]
+    draws = [int(_choose(logits, 1.0, 0, 0.85, 0.0, [generator])[0][0]) for _ in range(3000)]
     counts = np.bincount(draws, minlength=5) / len(draws)
     assert counts[0] == counts[4] == 0  # outside the nucleus: never drawn
     np.testing.assert_allclose(counts[1:4], np.array([0.5, 0.3, 0.1]) / 0.9, atol=0.03)

@@ -209,6 +209,12 @@ def test_conditions_start_with_greedy_and_refuse_settings_out_of_range():
 
     with pytest.raises(SettingsError, match="Temperature must be between"):
         sampling_conditions((5.0,), (0.95,))
+    grid = sampling_conditions((0.9,), (1.0,), (0.0, 0.05), ("no", "yes"))
+    assert [c.label for c in grid] == [
+        "greedy", "T=0.9 top-p=1", "T=0.9 top-p=1 paired", "T=0.9 top-p=1 min-p=0.05",
+        "T=0.9 top-p=1 min-p=0.05 paired"]
+    with pytest.raises(SettingsError, match="paired notes must be yes or no"):
+        sampling_conditions((0.9,), (1.0,), (0.0,), ("maybe",))
 
 
 @pytest.fixture(scope="module")
