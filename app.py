@@ -159,8 +159,8 @@ the notes and made the Transformer loop. Greedy decoding repeats itself, and abo
 its runs of 8 intervals also occur in the training data (of the pianists' own continuations:
 3%). Accuracy cannot show any of this: it scores one step at a time with the real past.
 The full report is `docs/evaluation/README.md` in the code, made by `python -m musicgen
-evaluate-samples`; `docs/evaluation/shipped-int8/` measures the models exactly as this page
-plays them.
+evaluate-samples`; `docs/evaluation/controls/` measures the models exactly as this page
+plays them, and what the Min-p and Paired notes settings change.
 
 ### Run it yourself
 ```bash
