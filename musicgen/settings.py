@@ -60,7 +60,7 @@ LIMITS = {
                          "a new note starts before a gap grows longer; 0 = no limit"),
     # A yes/no: 0 and 1 are its range.
     "paired_notes": Limit(0, 1, "Paired notes",
-                          "a note starts only on a silent key and ends only a sounding one, "
+                          "a key is struck only when silent and released only when sounding, "
                           "as in real playing"),
 }
 
