@@ -104,7 +104,7 @@ def main() -> None:
                     seed=i, max_silence=Settings.max_silence, paired_notes=paired))
                 tokens = generation.tokens[0]
                 # As compose decodes it (the prompt's last velocity carried over).
-                notes, report = compose._decode_continuation(excerpt.prompt, tokens)
+                notes, report = compose.decode_continuation(excerpt.prompt, tokens)
                 notes = notes.shifted(-excerpt.prompt.seconds)
                 clips.append(clip_features(notes, excerpt.prompt.notes, SECONDS))
                 repairs.update({r: getattr(report, r) for r in REPAIRS})

@@ -131,7 +131,7 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):
-        new_notes, report = _decode_continuation(prompt, continuation)
+        new_notes, report = decode_continuation(prompt, continuation)
         if settings.include_prompt:
             notes, prompt_end = Notes.concatenate(prompt.notes, new_notes), prompt.seconds
         else:
@@ -148,13 +148,22 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
     return candidates
 
 
-def _decode_continuation(prompt: Prompt, continuation: np.ndarray) -> tuple[Notes, DecodeReport]:
-    """The continuation's notes, timed after the prompt.
+def decode_continuation(prompt: Prompt, continuation: np.ndarray,
+                        ) -> tuple[Notes, DecodeReport]:
+    """The continuation's notes, timed after the prompt, as `compose` plays them.
 
     Decoded on its own, so that the decoder's cut of notes held past
     MAX_NOTE_SECONDS (for a model that forgets a NOTE_OFF) never shortens the
     seed music. Every prompt note is closed by its own NOTE_OFF, so nothing
     sounds across the join; only the prompt's last velocity carries over.
+
+    Args:
+        prompt: The prompt that was continued.
+        continuation: The sampled token ids (without the prompt).
+
+    Returns:
+        The notes, starting at `prompt.seconds`, and the decoder's report of
+        what it repaired.
     """
     velocity = VOCAB["velocity"]
     is_velocity = (prompt.tokens >= velocity.offset) & (prompt.tokens < velocity.stop)

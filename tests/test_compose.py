@@ -152,7 +152,7 @@ def test_the_continuation_decodes_as_if_joined_to_the_seed_music():
     # No velocity event of its own: the first note plays at the seed's last velocity.
     continuation = np.array([on.token(62), shift.token(50), off.token(62), on.token(64),
                              shift.token(20), off.token(64)])
-    new, _ = compose._decode_continuation(prompt, continuation)
+    new, _ = compose.decode_continuation(prompt, continuation)
     joined, _ = decode_events(np.concatenate((prompt.tokens, continuation)))
     later = joined.start >= prompt.seconds
     assert new.pitch.tolist() == joined.pitch[later].tolist() == [62, 64]
