@@ -153,14 +153,16 @@ it stays low even for good models, because a pianist has many good next notes.
 ### How close is it to real playing?
 On 50 MAESTRO test-split prompts we measured 22 features of 30 s continuations (density,
 polyphony, pitch, rhythm, dynamics, key, repetition) against what the pianists played, and
-looked for copying from the training data. Of 14 settings, temperature 0.9 without a
-top-p cut came closest for both models, so it is the default here; top-p 0.95 shortened
-the notes and made the Transformer loop. Greedy decoding repeats itself, and about half of
-its runs of 8 intervals also occur in the training data (of the pianists' own continuations:
-3%). Accuracy cannot show any of this: it scores one step at a time with the real past.
-The full report is `docs/evaluation/README.md` in the code, made by `python -m musicgen
-evaluate-samples`; `docs/evaluation/controls/` measures the models exactly as this page
-plays them, and what the Min-p and Paired notes settings change.
+looked for copying from the training data. A top-p cut shortened the notes and made the
+Transformer loop, so there is none by default. A temperature below 1 also shortens the
+pauses the model chooses, which made the music too dense, with notes too short; so the
+default temperature, 0.85, only chooses which notes are played and how loudly, and keeps
+the model's own timing ("Keep the model's timing"). That came closest for both models.
+Greedy decoding repeats itself, and about half of its runs of 8 intervals also occur in
+the training data (of the pianists' own continuations: 3%). Accuracy cannot show any of
+this: it scores one step at a time with the real past. The reports are in the code's
+`docs/evaluation/`, made by `python -m musicgen evaluate-samples`: `timing/` measures the
+models exactly as this page plays them, `controls/` what Min-p and Paired notes change.
 
 ### Run it yourself
 ```bash
@@ -213,12 +215,12 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
 
 
 def _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-              max_silence, paired_notes, new_variation) -> Settings:
+              max_silence, paired_notes, keep_timing, new_variation) -> Settings:
     return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
                               top_p=top_p, min_p=min_p, seed=variation, n=n,
                               include_prompt=include_seed,
                               max_silence=max_silence, paired_notes=paired_notes,
-                              new_seed=new_variation)
+                              keep_timing=keep_timing, new_seed=new_variation)
 
 
 def _slider(name: str, step: float, **kwargs) -> gr.Slider:
@@ -303,15 +305,22 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
             ui["variation"] = gr.Number(DEFAULTS.seed, precision=0, label=LIMITS["seed"].label,
                                         info=LIMITS["seed"].help + "; empty = a new one",
                                         minimum=0)
+            ui["soundfont"] = gr.Dropdown(soundfonts, value=soundfonts[0][1] if soundfonts
+                                          else None, label="Soundfont", min_width=220)
+        # Two checkboxes a row: with more, a phone squeezed their help texts
+        # into slivers a word wide.
         with gr.Row():
-            ui["new_variation"] = gr.Checkbox(True, label="New variation each time")
-            ui["include_seed"] = gr.Checkbox(DEFAULTS.include_prompt,
+            ui["new_variation"] = gr.Checkbox(True, label="New variation each time",
+                                              min_width=220)
+            ui["include_seed"] = gr.Checkbox(DEFAULTS.include_prompt, min_width=220,
                                              label="Start the result with the excerpt")
-            ui["paired_notes"] = gr.Checkbox(DEFAULTS.paired_notes,
+        with gr.Row():
+            ui["keep_timing"] = gr.Checkbox(DEFAULTS.keep_timing, min_width=220,
+                                            label=LIMITS["keep_timing"].label,
+                                            info=LIMITS["keep_timing"].help)
+            ui["paired_notes"] = gr.Checkbox(DEFAULTS.paired_notes, min_width=220,
                                              label=LIMITS["paired_notes"].label,
                                              info=LIMITS["paired_notes"].help)
-            ui["soundfont"] = gr.Dropdown(soundfonts, value=soundfonts[0][1] if soundfonts
-                                          else None, label="Soundfont")
     for row in range(0, SLOTS, 2):
         with gr.Row(equal_height=False):
             for i in (row, row + 1):
@@ -398,13 +407,14 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
 
 def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
                 soundfont, seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-                max_silence, paired_notes, new_variation, session, progress=gr.Progress()):
+                max_silence, paired_notes, keep_timing, new_variation, session,
+                progress=gr.Progress()):
     """Validate, sample, and show each candidate as soon as its audio is ready."""
     session = _new_session(session)
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-                         max_silence, paired_notes, new_variation)
+                         max_silence, paired_notes, keep_timing, new_variation)
     pairs = []
     for clip, candidate in studio.generate_each(
             model, prompt, settings, soundfont,
@@ -543,11 +553,11 @@ def build_compare_tab(studio: Studio, ui: dict) -> None:
 
 def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, soundfont,
                seconds, temperature, top_k, top_p, min_p, variation, include_seed, max_silence,
-               paired_notes, new_variation, use_maestro, maestro_piece, maestro_start,
-               progress=gr.Progress()):
+               paired_notes, keep_timing, new_variation, use_maestro, maestro_piece,
+               maestro_start, progress=gr.Progress()):
     """Every model on the same seed MIDI (or a MAESTRO excerpt, with the pianist's version)."""
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1,
-                         include_seed, max_silence, paired_notes, new_variation)
+                         include_seed, max_silence, paired_notes, keep_timing, new_variation)
     human = None
     if use_maestro:
         prompt, clip, notes = studio.reference(maestro_piece, maestro_start, seed_seconds,
@@ -601,11 +611,11 @@ def on_plot(studio: Studio, session):
 
 def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
               soundfont, seconds, temperature, top_k, top_p, min_p, variation, include_seed,
-              max_silence, paired_notes, new_variation):
+              max_silence, paired_notes, keep_timing, new_variation):
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1, include_seed,
-                         max_silence, paired_notes, new_variation)
+                         max_silence, paired_notes, keep_timing, new_variation)
     values = {"versus_status": f"Variation {settings.seed}."}
     for i, (clip, plot) in enumerate(studio.greedy_and_sampled(model, prompt, settings,
                                                                soundfont)):

@@ -6,10 +6,10 @@ and every NOTE_OFF ends a sounding one: a re-struck key is written NOTE_OFF,
 NOTE_ON. The decoder repairs anything else (`events.DecodeReport`). For the
 `evaluate-samples` prompts (MAESTRO test split, 10 s prompt, 30 s
 continuation, seed i for prompt i) each shipped model is sampled at the app's
-temperature, unpaired and with `paired_notes`, and this prints the repairs
-per 1000 notes, what followed each re-strike of a sounding pitch, and the
-issue's four sample statistics as standardised differences from the real
-continuations (d; 0 is real).
+temperature and timing (or those given), unpaired and with `paired_notes`,
+and this prints the repairs per 1000 notes, what followed each re-strike of a
+sounding pitch, and the issue's four sample statistics as standardised
+differences from the real continuations (d; 0 is real).
 
     .venv/bin/python bench/note_pairing.py --data cache/maestro --n 24
 """
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="token cache or MAESTRO folder")
     parser.add_argument("--n", type=int, default=24, help="test-split prompts")
     parser.add_argument("--temperature", type=float, default=Settings.temperature)
+    parser.add_argument("--keep-timing", choices=("yes", "no"),
+                        default="yes" if Settings.keep_timing else "no")
     args = parser.parse_args()
     print(cpu_line(cpu_details()) + " (counts of notes, not timings)")
     excerpts = prompt_excerpts(args.data, n=args.n, seconds=SECONDS)
@@ -101,7 +103,8 @@ def main() -> None:
             for i, excerpt in enumerate(excerpts):
                 generation = model.batcher.generate(SamplingRequest(
                     excerpt.prompt.tokens, seconds=SECONDS, temperature=args.temperature,
-                    seed=i, max_silence=Settings.max_silence, paired_notes=paired))
+                    seed=i, max_silence=Settings.max_silence, paired_notes=paired,
+                    keep_timing=args.keep_timing == "yes"))
                 tokens = generation.tokens[0]
                 # As compose decodes it (the prompt's last velocity carried over).
                 notes, report = compose.decode_continuation(excerpt.prompt, tokens)

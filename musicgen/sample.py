@@ -95,6 +95,61 @@ def filter_logits(logits: np.ndarray, top_k: int | np.ndarray = 0,
     return logits
 
 
+def temper_keeping_timing(logits: np.ndarray, temperature: float | np.ndarray,
+                          vocab: Vocabulary = VOCAB) -> np.ndarray:
+    """Temper which pitch and loudness come next, but not when: the model's own timing.
+
+    Dividing every logit by a temperature below 1 sharpens the time shifts
+    too, towards the likeliest, short ones, and moves probability between
+    event types: the notes end sooner (BENCHMARKS.md, "Keeping the model's
+    timing", measured the shifts and the notes). Here each event type keeps
+    its temperature-1 share (how often a NOTE_ON, a NOTE_OFF, a time shift
+    or a velocity comes next), time shifts keep their temperature-1
+    lengths, and only the values within the other types are tempered.
+
+    Args:
+        logits: [B, V] scores; -inf marks a banned token.
+        temperature: Above 0; one value, or one per row.
+        vocab: The event table whose ranges are the types.
+
+    Returns:
+        [B, V] float64 log-probabilities (-inf where banned, and for a type
+        wholly banned).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    temperature = _per_row(temperature, np.float64, len(logits))[:, None]
+    starts, sizes, tempered_types = _type_layout(vocab)
+    log_probs = logits - _log_sum_exp(logits)
+    # Time shifts and one-token types keep temperature 1; the formula below
+    # then gives their log-probabilities back unchanged.
+    scaled = np.where(np.repeat(tempered_types, sizes), log_probs / temperature, log_probs)
+    # Per type: its share at temperature 1, and the normaliser of its tempered values.
+    # Segment sums (reduceat) rather than a loop over the types: the loop's
+    # dozens of small numpy calls cost 0.16 ms a token, half a step's time.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.log(np.add.reduceat(np.exp(log_probs), starts, axis=1))
+        peak = np.maximum.reduceat(scaled, starts, axis=1)
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+        norm = peak + np.log(np.add.reduceat(np.exp(scaled - np.repeat(peak, sizes, axis=1)),
+                                             starts, axis=1))
+        tempered = scaled + np.repeat(share - norm, sizes, axis=1)
+    return np.where(np.isfinite(tempered), tempered, -np.inf)
+
+
+def _type_layout(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each event type's first token and size, and whether `temper_keeping_timing` tempers it."""
+    starts = np.array([r.offset for r in vocab.ranges])
+    sizes = np.array([r.size for r in vocab.ranges])
+    tempered = np.array([r.size > 1 and r.name != "time_shift" for r in vocab.ranges])
+    return starts, sizes, tempered
+
+
+def _log_sum_exp(logits: np.ndarray) -> np.ndarray:
+    """log(sum(exp)) over the last axis, kept as [B, 1]."""
+    peak = logits.max(-1, keepdims=True)
+    return np.log(np.exp(logits - peak).sum(-1, keepdims=True)) + peak
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     exponentials = np.exp(logits - logits.max(-1, keepdims=True))
     return exponentials / exponentials.sum(-1, keepdims=True)
@@ -153,6 +208,7 @@ class SamplingRequest:
     n: int = 1
     max_silence: float = 0.0
     paired_notes: bool = False
+    keep_timing: bool = False
     on_progress: Callable[[float], None] | None = None
 
 
@@ -160,7 +216,7 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
              max_tokens: int | None = None, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, min_p: float = 0.0, seed: int = 0, n: int = 1,
              max_silence: float = 0.0, paired_notes: bool = False,
-             on_progress: Callable[[float], None] | None = None,
+             keep_timing: bool = False, on_progress: Callable[[float], None] | None = None,
              vocab: Vocabulary = VOCAB) -> Generation:
     """Continue a prompt by sampling from the model.
 
@@ -189,6 +245,9 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             training data: a NOTE_ON only for a silent pitch, a NOTE_OFF only
             for a sounding one (as `decode_events` plays them), so nothing is
             restarted or ignored. The diagnostics stay unmasked.
+        keep_timing: Let the temperature choose which pitch and velocity
+            come next but not when: time shifts and the mix of event types
+            stay the model's own (`temper_keeping_timing`).
         on_progress: Called with a fraction in [0, 1] now and then.
         vocab: The event table.
 
@@ -196,7 +255,8 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
         A `Generation` with the continuations and per-step diagnostics.
     """
     request = SamplingRequest(prompt_tokens, seconds, max_tokens, temperature, top_k, top_p,
-                              min_p, seed, n, max_silence, paired_notes, on_progress)
+                              min_p, seed, n, max_silence, paired_notes, keep_timing,
+                              on_progress)
     return generate_batch(model, [request], vocab)[0]
 
 
@@ -249,7 +309,7 @@ class SamplingRun:
                   "temperature": np.float64, "top_k": np.int64, "top_p": np.float64,
                   "min_p": np.float64, "silence_cap": np.int64, "silent": np.int64,
                   "elapsed": np.int64, "steps": np.int64, "index": np.int64, "retired": bool,
-                  "paired_notes": bool}
+                  "paired_notes": bool, "keep_timing": bool}
 
     def __init__(self, model, vocab: Vocabulary = VOCAB):
         self.model, self.vocab = model, vocab
@@ -312,7 +372,8 @@ class SamplingRun:
                    "silence_cap": (round(request.max_silence * STEPS_PER_SECOND)
                                    if request.max_silence > 0 else no_target),
                    "silent": _steps_since_last_note_on(prompt, self.vocab), "elapsed": 0,
-                   "steps": 0, "retired": False, "paired_notes": request.paired_notes}
+                   "steps": 0, "retired": False, "paired_notes": request.paired_notes,
+                   "keep_timing": request.keep_timing}
             for index in range(request.n):
                 for name, value in {**row, "index": index}.items():
                     joining[name].append(value)
@@ -341,7 +402,7 @@ class SamplingRun:
             banned[paired, note_off.offset:note_off.stop] = (~sounding | just_struck)[paired]
         chosen, step_entropy, step_probability = _choose(
             self.logits, self.temperature, self.top_k, self.top_p, self.min_p, self.generators,
-            banned)
+            banned, self.keep_timing, vocab)
         live = ~self.retired
         for row in np.nonzero(live)[0]:
             self.buffers[row][:, self.steps[row]] = (chosen[row], step_entropy[row],
@@ -499,13 +560,16 @@ def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
 def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np.ndarray,
             top_p: float | np.ndarray, min_p: float | np.ndarray,
             generators: list[TorchUniforms], banned: np.ndarray | None = None,
+            keep_timing: np.ndarray | None = None, vocab: Vocabulary = VOCAB,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
 
     `temperature`, `top_k`, `top_p` and `min_p` hold each row's own value (temperature
     0: argmax). `banned` [B, V] marks tokens that may not be chosen; the
     entropy and the chosen probability are still those of the unmasked
-    distribution. Only sampled rows draw a uniform, each from its own generator.
+    distribution. Rows marked in `keep_timing` keep the model's timing
+    (`temper_keeping_timing`); the others divide every logit. Only sampled
+    rows draw a uniform, each from its own generator.
 
     Numpy rather than torch: on a 391-long row each torch call costs more in
     overhead than in arithmetic, and this runs once per generated token.
@@ -523,8 +587,13 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     chosen = logits.argmax(-1)
     sampled = np.nonzero(temperature > 0)[0]
     if len(sampled):
-        sampling = _softmax(filter_logits(logits[sampled] / temperature[sampled, None],
-                                          top_k[sampled], top_p[sampled], min_p[sampled]))
+        tempered = logits[sampled] / temperature[sampled, None]
+        if keep_timing is not None and keep_timing[sampled].any():
+            timed = keep_timing[sampled]
+            tempered[timed] = temper_keeping_timing(logits[sampled][timed],
+                                                    temperature[sampled][timed], vocab)
+        sampling = _softmax(filter_logits(tempered, top_k[sampled], top_p[sampled],
+                                          min_p[sampled]))
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
         uniforms = np.array([generators[i].next() for i in sampled])

@@ -52,11 +52,11 @@ DEFAULT_N = 50
 DEFAULT_SECONDS = 30.0
 PROMPT_SECONDS = 10.0
 PROMPT_POSITION = 0.3  # of the way through a performance: past the opening, not the coda
-# The app's default (T 0.9, top-p 1) and T 1: with greedy, three conditions per
+# The app's default (T 0.85, top-p 1, timing kept) and T 1: with greedy, three conditions per
 # model, which is what fits 15 minutes for N = 50 on 2 cores (a 30 s clip takes
 # about 2.6 s of one core for the LSTM, 5 s for the Transformer). Each further
 # condition costs 3-4 minutes of the 2 cores; docs/evaluation ran 7 per model.
-DEFAULT_TEMPERATURES = (0.9, 1.0)
+DEFAULT_TEMPERATURES = (Settings.temperature, 1.0)
 DEFAULT_TOP_PS = (1.0,)
 MIN_N = 4  # the real-vs-real ceiling needs two halves of at least two prompts
 REAL = "real"
@@ -82,12 +82,14 @@ class Excerpt:
 
 @dataclass(frozen=True)
 class Condition:
-    """How to sample: greedy (temperature 0), or a temperature, top-p and min-p; paired or not."""
+    """How to sample: greedy (temperature 0), or a temperature, top-p and min-p, and the
+    `Settings` yes/no controls paired_notes and keep_timing."""
 
     temperature: float
     top_p: float
     min_p: float = 0.0
     paired_notes: bool = False
+    keep_timing: bool = False
 
     @property
     def label(self) -> str:
@@ -96,20 +98,22 @@ class Condition:
         else:
             label = f"T={self.temperature:g} top-p={self.top_p:g}"
             label += f" min-p={self.min_p:g}" if self.min_p else ""
-        return label + (" paired" if self.paired_notes else "")
+        return (label + (" paired" if self.paired_notes else "")
+                + (" keep-timing" if self.keep_timing else ""))
 
     @staticmethod
     def default() -> Condition:
         """The app's default."""
         return Condition(Settings.temperature, Settings.top_p, Settings.min_p,
-                         Settings.paired_notes)
+                         Settings.paired_notes, Settings.keep_timing)
 
 
 def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
                         top_ps: Sequence[float] = DEFAULT_TOP_PS,
                         min_ps: Sequence[float] = (Settings.min_p,),
-                        pairings: Sequence[bool] = (Settings.paired_notes,)) -> list[Condition]:
-    """Greedy, then every temperature x top-p x min-p x pairing, checked as `Settings` checks them.
+                        pairings: Sequence[bool] = (Settings.paired_notes,),
+                        timings: Sequence[bool] = (Settings.keep_timing,)) -> list[Condition]:
+    """Greedy, then every temperature x top-p x min-p x pairing x timing, checked by `Settings`.
 
     Args:
         temperatures: Sampling temperatures (0 is greedy and is always included).
@@ -117,6 +121,8 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
         min_ps: Min-p thresholds.
         pairings: Values of `Settings.paired_notes`, as bools or words such
             as "yes" (greedy, the reference without sampling, is unpaired).
+        timings: Values of `Settings.keep_timing`, likewise (greedy has no
+            temperature to keep the timing from).
 
     Returns:
         The conditions, greedy first, without repeats.
@@ -125,11 +131,12 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
         SettingsError: A value outside the app's range.
     """
     pairings = [to_bool("paired notes", value) for value in pairings]
+    timings = [to_bool("keep timing", value) for value in timings]
     conditions = [Condition(0.0, Settings.top_p)]
-    for temperature, top_p, min_p, paired in itertools.product(temperatures, top_ps, min_ps,
-                                                               pairings):
+    for temperature, top_p, min_p, paired, timed in itertools.product(
+            temperatures, top_ps, min_ps, pairings, timings):
         Settings(temperature=temperature, top_p=top_p, min_p=min_p)
-        condition = Condition(float(temperature), float(top_p), float(min_p), paired)
+        condition = Condition(float(temperature), float(top_p), float(min_p), paired, timed)
         if temperature != 0 and condition not in conditions:
             conditions.append(condition)
     return conditions
@@ -207,6 +214,7 @@ def continue_excerpts(model: LoadedModel, excerpts: Sequence[Excerpt], condition
         settings = Settings(seconds=seconds, temperature=condition.temperature,
                             top_p=condition.top_p, min_p=condition.min_p,
                             paired_notes=condition.paired_notes,
+                            keep_timing=condition.keep_timing,
                             seed=seed + i, include_prompt=False)
         clips.append(compose(model, excerpt.prompt, settings)[0].notes)
         if on_clip is not None:
@@ -260,7 +268,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
                      temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
                      top_ps: Sequence[float] = DEFAULT_TOP_PS,
                      min_ps: Sequence[float] = (Settings.min_p,),
-                     pairings: Sequence[bool] = (Settings.paired_notes,), resamples: int = 1000,
+                     pairings: Sequence[bool] = (Settings.paired_notes,),
+                     timings: Sequence[bool] = (Settings.keep_timing,), resamples: int = 1000,
                      seed: int = 0, workers: int | None = None,
                      on_progress: Callable[[str, int, int], None] | None = None,
                      ) -> SampleEvaluation:
@@ -271,8 +280,9 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
         data: A MAESTRO folder or token cache with train and test splits.
         n: Prompts.
         seconds: Continuation length.
-        temperatures, top_ps, min_ps, pairings: The sampling grid (greedy is
-            always added); pairings are values of `Settings.paired_notes`.
+        temperatures, top_ps, min_ps, pairings, timings: The sampling grid
+            (greedy is always added); pairings are values of
+            `Settings.paired_notes`, timings of `Settings.keep_timing`.
         resamples: Bootstrap draws for the intervals.
         seed: Prompt i is sampled with seed + i; also seeds the bootstrap.
         workers: Processes sampling at once (None: one per CPU core); the
@@ -287,7 +297,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
             train split, or too few long performances (all before any sampling).
     """
     began = time.perf_counter()
-    conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings)
+    conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings, timings)
     if not checkpoints:
         raise UserError("give at least one checkpoint with --checkpoint")
     models = [load_model(path) for path in checkpoints]
@@ -303,7 +313,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
             name = f"{model.name} {condition.label}"
             meta[name] = {"model": model.name, "temperature": condition.temperature,
                           "top_p": condition.top_p, "min_p": condition.min_p,
-                          "paired_notes": condition.paired_notes}
+                          "paired_notes": condition.paired_notes,
+                          "keep_timing": condition.keep_timing}
             clips[name] = [None] * len(excerpts)
             for first in range(0, len(excerpts), PROMPTS_PER_JOB):
                 jobs.append(_Job(name, str(path), condition, first,

@@ -78,7 +78,7 @@ def _generate(client, upload=None, seed_kind="upload", n=2, seconds=5, variation
         upload=handle_file(str(upload)) if upload else None, seed_seconds=5, seed_start=None,
         model="lstm", soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95,
         min_p=0.05, variation=variation, n=n, include_seed=True, max_silence=4, paired_notes=True,
-        new_variation=new_variation, api_name="/generate")
+        keep_timing=True, new_variation=new_variation, api_name="/generate")
     # gradio_client leaves out layout blocks (the slot columns) and session state.
     names = [name for name in [*app.GENERATE_OUTPUTS, "status"]
              if not name.startswith("slot") and name != "session"]
@@ -346,7 +346,7 @@ def test_compare_and_greedy_versus_sampled_through_the_api(client):
     common = dict(seed_kind="example", example="Slow waltz in D", upload=None, seed_seconds=4,
                   seed_start=None, soundfont=None, seconds=3, temperature=0.0, top_k=0,
                   top_p=0.95, min_p=0.0, variation=7, include_seed=True, max_silence=4,
-                  paired_notes=False, new_variation=False)
+                  paired_notes=False, keep_timing=False, new_variation=False)
     compared = client.predict(**common, use_maestro=False, maestro_piece=0, maestro_start=0,
                               api_name="/compare")
     html = [value for value in compared if isinstance(value, str) and "mg-player" in value]

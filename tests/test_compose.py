@@ -246,6 +246,22 @@ def test_paired_notes_and_min_p_are_in_the_recipe_and_older_recipes_replay_witho
     assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, unpaired.notes)
 
 
+def test_keep_timing_is_in_the_recipe_and_older_recipes_replay_without(lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    (timed,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, temperature=0.7,
+                                                      keep_timing=True))
+    assert timed.recipe["keep_timing"] is True and timed.recipe["version"] == 5
+    again = read_recipe(_with_recipe(tmp_path, recipe_text(timed.recipe)))
+    assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, timed.notes)
+    (plain,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, temperature=0.7,
+                                                      keep_timing=False))
+    assert not _same_notes(plain.notes, timed.notes)
+    v4 = {k: v for k, v in plain.recipe.items() if k != "keep_timing"} | {"version": 4}
+    recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v4)))
+    assert recipe["keep_timing"] is False
+    assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, plain.notes)
+
+
 def _same_notes(a, b) -> bool:
     return all(np.array_equal(getattr(a, f), getattr(b, f))
                for f in ("pitch", "velocity", "start", "end"))

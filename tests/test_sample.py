@@ -7,7 +7,7 @@ from conftest import tiny_checkpoint
 
 from musicgen.checkpoint import load_checkpoint
 from musicgen.events import MAX_NOTE_SECONDS, VOCAB, decode_events
-from musicgen.sample import filter_logits, generate
+from musicgen.sample import filter_logits, generate, temper_keeping_timing
 
 SHIFT = VOCAB["time_shift"]
 PRIMER = np.array([VOCAB["note_on"].token(60), SHIFT.token(20), VOCAB["note_off"].token(60)])
@@ -208,3 +208,51 @@ def test_paired_notes_follow_the_decoders_cut_of_a_note_held_too_long():
     assert report.restarted_notes == 0 and report.cut_notes == 2
     assert np.allclose(notes.start, [0.0, 6.0, 12.0])  # the first shift past the 5 s cut
     assert np.allclose(notes.end - notes.start, [MAX_NOTE_SECONDS, MAX_NOTE_SECONDS, 1.0])
+
+
+def _type_shares(log_probs: np.ndarray) -> np.ndarray:
+    probabilities = np.exp(log_probs)
+    return np.array([probabilities[..., r.offset:r.stop].sum(-1) for r in VOCAB.ranges]).T
+
+
+def test_keeping_the_timing_tempers_pitches_and_velocities_but_not_time_or_the_mix():
+    logits = np.random.default_rng(0).normal(0, 2, (3, VOCAB.size))
+    logits[2, OFF.offset:OFF.stop] = -np.inf  # nothing sounds: every NOTE_OFF banned
+    model_own = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    kept = temper_keeping_timing(logits, np.array([0.5, 1.7, 0.8]))
+    np.testing.assert_allclose(np.exp(kept).sum(-1), 1.0)
+    # How often each type comes next stays the model's, and so do the time shifts.
+    np.testing.assert_allclose(_type_shares(kept), _type_shares(model_own), atol=1e-12)
+    np.testing.assert_allclose(kept[:, SHIFT.offset:SHIFT.stop],
+                               model_own[:, SHIFT.offset:SHIFT.stop])
+    assert np.isneginf(kept[2, OFF.offset:OFF.stop]).all()
+    # Within a type, temperature 0.5 makes the likeliest NOTE_ON likelier, 1.7 less likely.
+    def top_share(row):
+        within = np.exp(row[ON.offset:ON.stop])
+        return within.max() / within.sum()
+    assert top_share(kept[0]) > top_share(model_own[0])
+    assert top_share(kept[1]) < top_share(model_own[1])
+    # Plain temperature, by contrast, moves probability between the types.
+    plain = logits[:1] / 0.5
+    plain -= np.log(np.exp(plain).sum(-1, keepdims=True))
+    assert np.abs(_type_shares(plain) - _type_shares(model_own[:1])).max() > 0.01
+    # At temperature 1 it is the model's own distribution.
+    np.testing.assert_allclose(temper_keeping_timing(logits[:2], 1.0), model_own[:2])
+
+
+def test_keep_timing_samples_the_models_time_shifts_at_any_temperature():
+    # A model that likes short shifts: at temperature 0.5 plain sampling takes
+    # even more short shifts, so the same number of events spans less time.
+    model = Restrikes({SHIFT.token(1): 2.0, SHIFT.token(50): 1.0, ON.token(60): 1.0,
+                       OFF.token(60): 1.0})
+    def seconds(**controls):
+        tokens = generate(model, [], max_tokens=400, seed=1, **controls).tokens[0]
+        is_shift = (tokens >= SHIFT.offset) & (tokens < SHIFT.stop)
+        return (tokens[is_shift] - SHIFT.offset + SHIFT.min_value).sum() / 100
+    model_own = seconds(temperature=1.0)
+    assert seconds(temperature=0.5) < 0.8 * model_own
+    assert seconds(temperature=0.5, keep_timing=True) == pytest.approx(model_own, rel=0.2)
+    # Greedy has no temperature to keep the timing from.
+    assert np.array_equal(generate(model, [], max_tokens=50, temperature=0).tokens[0],
+                          generate(model, [], max_tokens=50, temperature=0,
+                                   keep_timing=True).tokens[0])

@@ -71,7 +71,9 @@ def test_a_request_gets_the_same_notes_alone_or_batched_with_others(tmp_path, ki
                     max_silence=0.5),
                 ask(np.array([62, 290]), max_tokens=40, temperature=1.3, seed=5, n=3),
                 ask(np.array([62, 290]), max_tokens=40, temperature=1.3, seed=5, n=2,
-                    paired_notes=True, min_p=0.1)]
+                    paired_notes=True, min_p=0.1),
+                ask(np.array([62, 290]), max_tokens=40, temperature=0.7, seed=6, n=2,
+                    keep_timing=True)]
     together = generate_batch(serving, requests)
     for request, batched in zip(requests, together, strict=True):
         alone = generate_batch(serving, [request])[0]
