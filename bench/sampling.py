@@ -22,7 +22,7 @@ others, median of --repeats):
        LSTM step at 16 rows (tokens/s counts every row's tokens).
 
 All runs continue the same primer (the last --primer-seconds of a built-in
-example) with temperature 1.0 and top-p 0.95 (the app's defaults) and the same
+example) with the app's default temperature, top-p and keep_timing, and the same
 token choice code as the sampler (`musicgen.sample._choose`). For a-c, EOS is
 masked out so that every run makes exactly the asked-for number of tokens; the
 mask costs the same in every method. The no-cache Transformer baseline covers
@@ -77,6 +77,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lstm"
 EXAMPLE = "Bach: Prelude in C (opening)"
 TEMPERATURE, TOP_K, TOP_P = Settings().temperature, Settings().top_k, Settings().top_p
+KEEP_TIMING = Settings().keep_timing
 LSTM_WINDOW = 100  # events re-fed per token by the course approach
 CLIP_SECONDS = 30.0
 ROWS = 16  # e: rows of a batch
@@ -142,7 +143,8 @@ def time_incremental(model, primer: np.ndarray, tokens: int, seed: int, rows: in
                            lambda model: NoEosStepper(stepper(model))):
         began = time.perf_counter()
         generation = generate(model, primer, max_tokens=tokens, temperature=TEMPERATURE,
-                              top_k=TOP_K, top_p=TOP_P, seed=seed, n=rows)
+                              top_k=TOP_K, top_p=TOP_P, seed=seed, n=rows,
+                              keep_timing=KEEP_TIMING)
         seconds = time.perf_counter() - began
     assert all(len(row) == tokens for row in generation.tokens), generation.stop_reasons
     return seconds
@@ -165,7 +167,7 @@ def refeed(model: torch.nn.Module, primer: np.ndarray, tokens: int, window: int,
             logits, _ = model(sequence[max(0, end - window):end][None])
             # Handed over exactly as `generate` hands over its logits.
             chosen, _, _ = _choose(logits[:, -1].float().cpu().numpy(), TEMPERATURE, TOP_K,
-                                   TOP_P, [generator])
+                                   TOP_P, 0.0, [generator], None, np.array([KEEP_TIMING]))
             sequence[end] = int(chosen[0])
     return sequence[len(primer):].numpy()
 

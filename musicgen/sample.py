@@ -105,7 +105,9 @@ def temper_keeping_timing(logits: np.ndarray, temperature: float | np.ndarray,
     timing", measured the shifts and the notes). Here each event type keeps
     its temperature-1 share (how often a NOTE_ON, a NOTE_OFF, a time shift
     or a velocity comes next), time shifts keep their temperature-1
-    lengths, and only the values within the other types are tempered.
+    lengths, and only the values within the other types are tempered. A
+    top-k, top-p or min-p cut applied afterwards ranks all events together,
+    so with one of those the timing is kept only approximately.
 
     Args:
         logits: [B, V] scores; -inf marks a banned token.

@@ -89,15 +89,16 @@ class Settings:
             NOTE_OFF only for a sounding one (`musicgen.sample.generate`).
         keep_timing: Temper only which pitch and velocity come next; time
             shifts and the mix of event types stay at temperature 1
-            (`musicgen.sample.temper_keeping_timing`).
+            (`musicgen.sample.temper_keeping_timing`). Exactly so only without
+            a top-k, top-p or min-p cut, which ranks all events together after it.
     """
 
     seconds: float = 30.0
     # T 0.85 keeping the model's timing, without a nucleus: of the settings
     # measured on 50 prompts, the closest to real playing for both shipped
-    # models (docs/evaluation/timing: Frechet distance 13.0 for the LSTM and
-    # 11.6 for the Transformer, against 17.0 and 16.5 at T 0.9 tempering every
-    # event, which ran time too fast: notes too dense and too short).
+    # models (docs/evaluation/timing: Frechet distance 14.7 for the LSTM and
+    # 11.6 for the Transformer, against 15.0 and 16.5 at T 0.9 tempering every
+    # event, whose shorter time shifts made notes too dense and too short).
     temperature: float = 0.85
     top_k: int = 0
     top_p: float = 1.0

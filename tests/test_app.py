@@ -15,6 +15,7 @@ from conftest import REPO, midi_bytes, tiny_checkpoint
 
 from musicgen.audio import SAMPLE_RATE
 from musicgen.midi import read_midi
+from musicgen.recipe import read_recipe
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -76,9 +77,9 @@ def _generate(client, upload=None, seed_kind="upload", n=2, seconds=5, variation
     result = client.predict(
         seed_kind=seed_kind, example="Beethoven: Ode to Joy",
         upload=handle_file(str(upload)) if upload else None, seed_seconds=5, seed_start=None,
-        model="lstm", soundfont=None, seconds=seconds, temperature=1.0, top_k=0, top_p=0.95,
+        model="lstm", soundfont=None, seconds=seconds, temperature=0.8, top_k=0, top_p=0.95,
         min_p=0.05, variation=variation, n=n, include_seed=True, max_silence=4, paired_notes=True,
-        keep_timing=True, new_variation=new_variation, api_name="/generate")
+        keep_timing=False, new_variation=new_variation, api_name="/generate")
     # gradio_client leaves out layout blocks (the slot columns) and session state.
     names = [name for name in [*app.GENERATE_OUTPUTS, "status"]
              if not name.startswith("slot") and name != "session"]
@@ -95,6 +96,9 @@ def test_upload_generate_two_candidates_that_decode(client, tmp_path):
         assert audio.endswith(".mp3") and rate == SAMPLE_RATE and decoded.ndim == 1
         assert len(decoded) > SAMPLE_RATE and os.path.getsize(audio) < 200_000
         assert len(read_midi(midi)) > 0
+        recipe = read_recipe(midi)  # the Advanced settings, none at its default, reached it
+        assert recipe["paired_notes"] is True and recipe["keep_timing"] is False
+        assert recipe["min_p"] == 0.05 and recipe["temperature"] == 0.8
         assert "<svg" in out[f"player{i}"] and "mg-cursor" in out[f"player{i}"]
         assert f"variation {1 + i}," in out[f"info{i}"]
     assert out["files2"] is None  # the third slot stays empty
