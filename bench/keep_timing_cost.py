@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import cpu_details, cpu_line  # noqa: E402 - bench/ is on sys.path
+from machine import LoadMeter, cpu_details, cpu_line, load_line  # noqa: E402 - bench/ is on sys.path
 
 from musicgen import compose  # noqa: E402 - after the sys.path fix above
 from musicgen.examples import example_names  # noqa: E402
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="clips per setting")
     args = parser.parse_args()
     print(cpu_line(cpu_details()))
+    meter = LoadMeter()
     model = compose.load_model(compose.default_checkpoint())
     prompt = prompt_from_example(example_names()[0], 10)
     seconds, tokens = {False: [], True: []}, {False: [], True: []}
@@ -49,6 +50,7 @@ def main() -> None:
         print(f"keep timing {'yes' if keep else 'no '}: {statistics.median(seconds[keep]):.3f} s "
               f"a clip, {1e3 * per_token[keep]:.3f} ms a token")
     print(f"per token, kept / not: {per_token[True] / per_token[False]:.2f}")
+    print(load_line(meter.record()))
 
 
 if __name__ == "__main__":

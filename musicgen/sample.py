@@ -12,6 +12,7 @@ seeds seed, seed+1, ... No torch is needed unless the model is a torch module.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -138,6 +139,7 @@ def temper_keeping_timing(logits: np.ndarray, temperature: float | np.ndarray,
     return np.where(np.isfinite(tempered), tempered, -np.inf)
 
 
+@functools.cache  # once per event table, not once per sampled token
 def _type_layout(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each event type's first token and size, and whether `temper_keeping_timing` tempers it."""
     starts = np.array([r.offset for r in vocab.ranges])
