@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from musicgen.checkpoint import checked_weights
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
+from musicgen.events import held_ages, held_features
 from musicgen.serving_graph import checked_float_weights, transformer_weights
 
 
@@ -60,7 +61,7 @@ def lstm_layout(weights: dict[str, np.ndarray], config: LSTMConfig) -> tuple:
         (first layer's input table [V, 4 x hidden], per layer (input weights,
         recurrent weights, bias) transposed for x @ W, with None for the first
         layer's input weights and bias, which the table holds; head weight, head
-        bias).
+        bias; the held-note input's first-layer weights [256, 4 x hidden] or None).
     """
     size = config.hidden_size
     # sigmoid(x) = (tanh(x / 2) + 1) / 2: halving the input, forget and output
@@ -75,9 +76,10 @@ def lstm_layout(weights: dict[str, np.ndarray], config: LSTMConfig) -> tuple:
         layers.append([np.ascontiguousarray(input_weights), recurrent, bias])
     first_inputs, _, first_bias = layers[0]
     input_table = weights["embed.weight"] @ first_inputs + first_bias
+    held = (weights["held.weight"].T @ first_inputs if config.held_notes_input else None)
     layers[0] = [None, layers[0][1], None]
     return (input_table, [tuple(layer) for layer in layers],
-            np.ascontiguousarray(weights["head.weight"].T), weights["head.bias"])
+            np.ascontiguousarray(weights["head.weight"].T), weights["head.bias"], held)
 
 
 class NumpyLSTMStepper:
@@ -90,8 +92,8 @@ class NumpyLSTMStepper:
 
     def __init__(self, config: LSTMConfig, layout: tuple):
         self.hidden = config.hidden_size
-        self.input_table, self.layers, self.head_weight, self.head_bias = layout
-        self.h = self.c = None
+        self.input_table, self.layers, self.head_weight, self.head_bias, self.held = layout
+        self.h = self.c = self.ages = None
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
         """Run the prompt [n, T]; return the logits [n, V] for the next token.
@@ -106,6 +108,10 @@ class NumpyLSTMStepper:
         for k, (input_weights, recurrent, bias) in enumerate(self.layers):
             projected = (self.input_table[tokens] if k == 0  # [n, T, 4 x hidden]
                          else below @ input_weights + bias)
+            if k == 0 and self.held is not None:
+                ages = held_ages(tokens)
+                projected = projected + held_features(ages) @ self.held
+                self.ages = ages[:, -1]
             below = np.empty((rows, steps, self.hidden), np.float32)
             for t in range(steps):
                 self._cell(k, projected[:, t] + self.h[k] @ recurrent)
@@ -117,12 +123,15 @@ class NumpyLSTMStepper:
         for k, (input_weights, recurrent, bias) in enumerate(self.layers):
             projected = (self.input_table[tokens] if k == 0
                          else self.h[k - 1] @ input_weights + bias)
+            if k == 0 and self.held is not None:
+                self.ages = held_ages(tokens[:, None], self.ages)[:, 0]
+                projected = projected + held_features(self.ages) @ self.held
             self._cell(k, projected + self.h[k] @ recurrent)
         return self.h[-1] @ self.head_weight + self.head_bias
 
     def close(self) -> None:
         """Drop the state."""
-        self.h = self.c = None
+        self.h = self.c = self.ages = None
 
     def _cell(self, layer: int, preactivation: np.ndarray) -> None:
         """Update h and c of one layer from its (pre-scaled) gate preactivations."""

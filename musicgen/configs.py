@@ -21,6 +21,10 @@ class LSTMConfig:
     hidden_size: int = 512
     num_layers: int = 3
     dropout: float = 0.1
+    # Which pitches sound, and for how long, as an input beside each token
+    # (`musicgen.events.held_features`): what the model would otherwise have
+    # to remember to end its notes.
+    held_notes_input: bool = False
     kind: str = "lstm"
 
 
@@ -83,6 +87,8 @@ def config_from_dict(values: dict) -> ModelConfig:
 def describe(config: ModelConfig) -> str:
     """One line naming the architecture, for logs and model cards."""
     if config.kind == "lstm":
-        return f"LSTM {config.num_layers} x {config.hidden_size} (embedding {config.embed_dim})"
+        held = ", held-note input" if config.held_notes_input else ""
+        return (f"LSTM {config.num_layers} x {config.hidden_size} "
+                f"(embedding {config.embed_dim}{held})")
     return (f"Transformer {config.n_layers} layers x d{config.d_model}, {config.n_heads} heads, "
             f"RoPE, context {config.context}")

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from musicgen.errors import UserError
-from musicgen.events import VOCAB, Vocabulary, event_steps, interleave_time_shifts
+from musicgen.events import (
+    PITCHES,
+    VOCAB,
+    Vocabulary,
+    event_steps,
+    held_after,
+    interleave_time_shifts,
+)
 
 TRANSPOSE_RANGE = (-3, 3)  # semitones, inclusive
 STRETCH_RANGE = (0.95, 1.05)
@@ -121,28 +128,51 @@ class WindowSampler:
 
     def window(self, rng: np.random.Generator) -> np.ndarray:
         """One int64 window of `length + 1` tokens."""
+        return self._window(rng, held=False)[0]
+
+    def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """int64 array [size, length + 1]."""
+        return np.stack([self.window(rng) for _ in range(size)])
+
+    def held_batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """`batch`, and which notes sound as each window begins.
+
+        The same windows as `batch` for the same generator state, so that a
+        model with held-note input trains on the data another would.
+
+        Returns:
+            (tokens [size, length + 1], `events.held_ages` before each window's
+            first token [size, 128], transposed and stretched with its window).
+        """
+        windows, held = zip(*(self._window(rng, held=True) for _ in range(size)), strict=True)
+        return np.stack(windows), np.stack(held)
+
+    def _window(self, rng: np.random.Generator, held: bool) -> tuple[np.ndarray, np.ndarray]:
         piece = self.pieces[rng.choice(len(self.pieces), p=self.weights)]
         # Cut extra so that a stretch that shortens the window still fills it.
         need = self.length + 1
         cut = need + (int(need * (1 - self.stretch_range[0])) + 8 if self.augment else 0)
         start = int(rng.integers(0, max(1, len(piece) - need + 1)))
         window = np.asarray(piece[start:start + cut], dtype=np.int64)
+        ages = held_after(piece[:start], self.vocab) if held else np.full(PITCHES, -1)
         if self.augment:
-            window = self._augmented(window, rng)
+            window, ages = self._augmented(window, ages, rng)
         window = window[:need]
         if len(window) < need:
             window = np.concatenate((window, np.full(need - len(window), self.vocab.pad)))
-        return window
+        return window, ages
 
-    def _augmented(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _augmented(self, window: np.ndarray, ages: np.ndarray,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         low, high = safe_transpositions(window, self.vocab, self.transpose_range)
         semitones = int(rng.integers(low, high + 1)) if low <= high else 0
         factor = float(rng.uniform(*self.stretch_range))
-        return time_stretch(transpose(window, semitones, self.vocab), factor, self.vocab)
-
-    def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """int64 array [size, length + 1]."""
-        return np.stack([self.window(rng) for _ in range(size)])
+        # A held note the transposition would push off the keyboard is let go.
+        moved = np.full(PITCHES, -1)
+        kept = slice(max(0, semitones), PITCHES + min(0, semitones))
+        moved[kept] = ages[max(0, -semitones):PITCHES - max(0, semitones)]
+        moved = np.where(moved >= 0, np.rint(moved * factor), -1).astype(np.int64)
+        return time_stretch(transpose(window, semitones, self.vocab), factor, self.vocab), moved
 
 
 def open_cache(data: str | os.PathLike) -> TokenCache:

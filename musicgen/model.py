@@ -6,10 +6,11 @@ state between calls, so that sampling costs one model call per token:
     logits, state = model(tokens, state)        # a whole window (training)
     logits, state = model.step(token, state)    # one token per sequence
 
-For the LSTM the state is (h, c); for the Transformer it is a key/value cache
-per layer plus the absolute position of the next token. Their configs live in
-`musicgen.configs` (no torch), and shipped weights are sampled without these
-classes by `musicgen.serving`.
+For the LSTM the state is (h, c), and with a held-note input also the age
+of every pitch after the last token (`musicgen.events.held_ages`); for the
+Transformer it is a key/value cache per layer plus the absolute position of
+the next token. Their configs live in `musicgen.configs` (no torch), and
+shipped weights are sampled without these classes by `musicgen.serving`.
 """
 
 from __future__ import annotations
@@ -27,15 +28,22 @@ from musicgen.configs import (  # noqa: F401 - re-exported: the models' shapes l
     describe,
     make_config,
 )
+from musicgen.events import HELD_FEATURES, PITCHES, held_ages, held_features
 
 
 class LSTMModel(nn.Module):
-    """Embedding -> stacked LSTM -> linear over the vocabulary."""
+    """Embedding (and optionally the held notes) -> stacked LSTM -> linear over the vocabulary."""
 
     def __init__(self, config: LSTMConfig):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.held = None
+        if config.held_notes_input:
+            # Zero at first, so that weights trained without it start as the
+            # model they were (`train` loads them with this one fresh).
+            self.held = nn.Linear(HELD_FEATURES, config.embed_dim, bias=False)
+            nn.init.zeros_(self.held.weight)
         self.lstm = nn.LSTM(config.embed_dim, config.hidden_size, config.num_layers,
                             batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
@@ -47,9 +55,35 @@ class LSTMModel(nn.Module):
         """None: the LSTM's state carries the whole past, however long."""
         return None
 
+    def start_state(self, held: torch.Tensor | None = None, rows: int | None = None):
+        """The empty state, with notes already held (ages [B, 128]) where the input takes them.
+
+        A training window that begins inside a piece starts from this.
+        """
+        rows = len(held) if held is not None else rows
+        zeros = torch.zeros(self.config.num_layers, rows, self.config.hidden_size,
+                            device=self.head.weight.device)
+        if self.held is None:
+            return zeros, zeros
+        if held is None:
+            held = torch.full((rows, PITCHES), -1, dtype=torch.int64)
+        # [1, B, 128]: the batch on dim 1, as in h and c, so that code which
+        # picks rows of a state treats its three parts alike.
+        return zeros, zeros, held.to(zeros.device)[None]
+
     def forward(self, tokens: torch.Tensor, state=None):
         """Logits [B, T, V] for tokens [B, T], and the state after the last token."""
-        hidden, state = self.lstm(self.drop(self.embed(tokens)), state)
+        x = self.embed(tokens)
+        if self.held is not None:
+            if state is None:
+                state = self.start_state(rows=len(tokens))
+            *state, before = state
+            ages = held_ages(tokens.cpu().numpy(), before[0].cpu().numpy())
+            x = x + self.held(torch.from_numpy(held_features(ages)).to(x.device))
+            held_now = torch.from_numpy(ages[:, -1]).to(x.device)[None]
+        hidden, state = self.lstm(self.drop(x), None if state is None else tuple(state))
+        if self.held is not None:
+            state = (*state, held_now)
         return self.head(self.drop(hidden)), state
 
     def step(self, token: torch.Tensor, state=None):

@@ -29,6 +29,7 @@ import numpy as np
 from musicgen.checkpoint import SERVING, checked_weights, file_sha256
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
 from musicgen.errors import UserError
+from musicgen.events import PITCHES, held_ages, held_features
 
 # One thread per session: a step's products are too small to share between
 # threads, and when the cores are busy the threads wait on each other
@@ -114,11 +115,16 @@ def _graph_in_memory(weights_path: Path, config: ModelConfig) -> bytes:
 
 
 class LSTMStepper:
-    """The LSTM's step: (h, c) per layer kept here, the graph does the rest."""
+    """The LSTM's step: (h, c) per layer kept here, the graph does the rest.
+
+    With a held-note input, the stepper also follows which pitches sound in
+    the tokens it is fed (`events.held_ages`) and hands them to the graph.
+    """
 
     def __init__(self, config: LSTMConfig, session):
         self.config, self.session = config, session
         self.state: dict[str, np.ndarray] | None = None
+        self.held_ages: np.ndarray | None = None  # [n, 128], with a held-note input
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
         """Run the prompt [n, T] token by token; return the logits [n, V] for the next one."""
@@ -126,10 +132,14 @@ class LSTMStepper:
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
+        tokens = np.asarray(tokens, np.int64)
+        feed = {"tokens": tokens, **self.state}
+        if self.held_ages is not None:
+            self.held_ages = held_ages(tokens[:, None], self.held_ages)[:, 0]
+            feed["held"] = held_features(self.held_ages)
         names = list(self.state)
         logits, *state = self.session.run(
-            ["logits", *(name.replace("_", "_out_") for name in names)],
-            {"tokens": np.asarray(tokens, np.int64), **self.state})
+            ["logits", *(name.replace("_", "_out_") for name in names)], feed)
         self.state = dict(zip(names, state, strict=True))
         return logits
 
@@ -154,6 +164,8 @@ class LSTMStepper:
             if waiting.any():
                 for value in self.state.values():
                     value[waiting] = 0.0
+                if self.held_ages is not None:
+                    self.held_ages[waiting] = -1
         return logits
 
     def sequence_logits(self, tokens: np.ndarray) -> np.ndarray:
@@ -169,16 +181,20 @@ class LSTMStepper:
         zeros = np.zeros((rows, self.config.hidden_size), np.float32)
         self.state = {f"{kind}_{k}": zeros for k in range(self.config.num_layers)
                       for kind in ("h", "c")}
+        if self.config.held_notes_input:
+            self.held_ages = np.full((rows, PITCHES), -1, np.int64)
 
     def rows(self, index: np.ndarray) -> LSTMStepper:
         """A stepper holding only the given rows' state."""
         kept = LSTMStepper(self.config, self.session)
         kept.state = {name: value[index] for name, value in self.state.items()}
+        if self.held_ages is not None:
+            kept.held_ages = self.held_ages[index]
         return kept
 
     def close(self) -> None:
         """Drop the state."""
-        self.state = None
+        self.state = self.held_ages = None
 
 
 class TransformerStepper:
@@ -297,6 +313,8 @@ def merged(steppers: list[LSTMStepper | TransformerStepper]) -> LSTMStepper | Tr
         joined = LSTMStepper(first.config, first.session)
         joined.state = {name: np.concatenate([s.state[name] for s in steppers])
                         for name in first.state}
+        if first.held_ages is not None:
+            joined.held_ages = np.concatenate([s.held_ages for s in steppers])
         return joined
     joined = TransformerStepper(first.config, first.session)
     joined.keys = [np.concatenate([s.keys[k] for s in steppers]) for k in range(len(first.keys))]

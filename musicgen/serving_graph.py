@@ -35,7 +35,8 @@ model, so that the int8 graph's only difference is its rounding (whose cost in
 test NLL is measured in BENCHMARKS.md and bounded in tests/test_serving.py).
 
 The graphs' inputs and outputs (n rows, T new tokens, L layers, C cache slots):
-- LSTM: tokens [n] int64, h_k and c_k [n, hidden] per layer -> logits [n, V],
+- LSTM: tokens [n] int64, h_k and c_k [n, hidden] per layer (and, with a
+  held-note input, held [n, 256]: `events.held_features`) -> logits [n, V],
   h_out_k, c_out_k.
 - Transformer: tokens [n, T]; cos and sin [n, T, head_dim] (RoPE at each
   row's own positions); past_mask [n, 1, 1 or T, C] (0 where a cache slot may be
@@ -58,6 +59,7 @@ from onnx import TensorProto, helper, numpy_helper
 from musicgen.checkpoint import SERVING, checked_weights, file_sha256, update_card
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
 from musicgen.errors import UserError
+from musicgen.events import HELD_FEATURES
 
 OPSET = 21
 WEIGHT_LEVELS = 63  # 7-bit weights: see the module docstring
@@ -158,6 +160,9 @@ def _lstm(builder: _Builder, weights: dict[str, np.ndarray], config: LSTMConfig)
             preactivation = builder.op(
                 "Add", builder.op("Gather", table, "tokens", axis=0),
                 builder.linear(h, weights["lstm.weight_hh_l0"].T))
+            if config.held_notes_input:  # its projection folded into the input weights too
+                preactivation = builder.op("Add", preactivation, builder.linear(
+                    "held", weights["held.weight"].T @ weights["lstm.weight_ih_l0"].T))
         else:  # [below, h] @ [input weights; recurrent weights]: one product per layer
             stacked = np.concatenate((weights[f"lstm.weight_ih_l{k}"].T,
                                       weights[f"lstm.weight_hh_l{k}"].T))
@@ -176,6 +181,8 @@ def _lstm(builder: _Builder, weights: dict[str, np.ndarray], config: LSTMConfig)
                                           float32=True), output="logits")
     state = [["n", size]] * layers
     inputs = [_value("tokens", TensorProto.INT64, ["n"])]
+    if config.held_notes_input:
+        inputs.append(_value("held", TensorProto.FLOAT, ["n", HELD_FEATURES]))
     inputs += [_value(f"{kind}_{k}", TensorProto.FLOAT, state[k])
                for k in range(layers) for kind in ("h", "c")]
     outputs = [_value("logits", TensorProto.FLOAT, ["n", config.vocab_size])]
@@ -272,6 +279,7 @@ def expected_weights(config: ModelConfig) -> list[str]:
     """The state-dict names a model of this config needs (tied weights named once)."""
     if isinstance(config, LSTMConfig):
         return ["embed.weight", "head.weight", "head.bias",
+                *(["held.weight"] if config.held_notes_input else []),
                 *(f"lstm.{kind}_l{k}" for k in range(config.num_layers)
                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))]
     return ["embed.weight", "norm.weight", "norm.bias",

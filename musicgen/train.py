@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812 - the conventional name
+from safetensors import safe_open
 from safetensors.torch import load_model
 from tqdm import tqdm
 
@@ -199,10 +200,13 @@ def autocast_for(device: torch.device, precision: str):
     return nullcontext()
 
 
-def sequence_loss(model, batch: torch.Tensor):
-    """Mean next-token cross-entropy (nats) over non-PAD targets, and accuracy."""
+def sequence_loss(model, batch: torch.Tensor, state=None):
+    """Mean next-token cross-entropy (nats) over non-PAD targets, and accuracy.
+
+    `state` is the model's state before the batch's first tokens (None: empty).
+    """
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits, _ = model(inputs)
+    logits, _ = model(inputs, state)
     logits = logits.float().reshape(-1, logits.shape[-1])
     targets = targets.reshape(-1)
     loss = F.cross_entropy(logits, targets, ignore_index=VOCAB.pad)
@@ -213,14 +217,18 @@ def sequence_loss(model, batch: torch.Tensor):
 
 @torch.no_grad()
 def validate(model, windows: torch.Tensor, device, precision: str,
-             batch_size: int) -> tuple[float, float]:
-    """Mean loss and accuracy over fixed validation windows (token-weighted)."""
+             batch_size: int, held: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy over fixed validation windows (token-weighted).
+
+    `held` is what sounds as each window begins, for a model with held-note input.
+    """
     model.eval()
     total_loss = total_correct = total = 0.0
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size].to(device)
+        state = None if held is None else model.start_state(held[i:i + batch_size])
         with autocast_for(device, precision):
-            loss, accuracy = sequence_loss(model, batch)
+            loss, accuracy = sequence_loss(model, batch, state)
         count = int((batch[:, 1:] != VOCAB.pad).sum())
         total_loss += float(loss) * count
         total_correct += float(accuracy) * count
@@ -260,7 +268,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     model_config = config.build_model_config()
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config, last_dir if resume else None),
+                                  lr=config.lr,
                                   weight_decay=config.weight_decay, betas=(0.9, 0.98))
     rng = np.random.default_rng([config.seed, rank])
     if resume:
@@ -269,7 +278,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         rng.bit_generator.state = record["numpy_rng"][rank]
         torch.set_rng_state(extras["torch_rng"])
     elif config.init_from:
-        load_model(model, str(Path(config.init_from) / "model.safetensors"), device=str(device))
+        _load_initial_weights(model, Path(config.init_from) / "model.safetensors", device)
     trainable = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     cache = TokenCache.load(config.data)
@@ -279,9 +288,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                             "of few MIDI files can leave the validation split (5% of files) "
                             "empty: add files, or use MAESTRO's official split")
     train_windows = WindowSampler(cache.split("train"), config.seq_len, augment=config.augment)
-    val_windows = torch.from_numpy(WindowSampler(cache.split("validation"), config.seq_len,
-                                                 augment=False)
-                                   .batch(np.random.default_rng(1234), config.eval_windows))
+    # A model with held-note input is told what sounds as each window begins.
+    takes_held = getattr(model_config, "held_notes_input", False)
+    val_windows, val_held = WindowSampler(cache.split("validation"), config.seq_len,
+                                          augment=False).held_batch(
+        np.random.default_rng(1234), config.eval_windows)
+    val_windows = torch.from_numpy(val_windows)
+    val_held = torch.from_numpy(val_held) if takes_held else None
     tokens_per_step = config.batch_size * config.seq_len * world
 
     if rank == 0:
@@ -298,10 +311,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     while record["step"] < stop_step:
         step = record["step"]
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
-        batch = torch.from_numpy(train_windows.batch(rng, config.batch_size)).to(device)
+            group["lr"] = learning_rate(step, config) * group["lr_scale"]
+        if takes_held:
+            batch, held = train_windows.held_batch(rng, config.batch_size)
+            state = model.start_state(torch.from_numpy(held))
+        else:
+            batch, state = train_windows.batch(rng, config.batch_size), None
+        batch = torch.from_numpy(batch).to(device)
         with autocast_for(device, config.precision):
-            loss, _ = sequence_loss(trainable, batch)
+            loss, _ = sequence_loss(trainable, batch, state)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -326,7 +344,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             states = _gather_rng_states(rng, distributed, world)
             if rank == 0:
                 val_loss, val_accuracy = validate(model, val_windows, device, config.precision,
-                                                  config.batch_size)
+                                                  config.batch_size, val_held)
                 row = {"step": record["step"], "tokens": record["tokens"],
                        "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                        "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -354,6 +372,54 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         dist.barrier()
         dist.destroy_process_group()
     return record
+
+
+# With Adam a step moves each weight by about the learning rate, whatever its
+# gradient's size. A held-note input started at zero beside weights already
+# trained, at their rate, had reached a mean |w| of 0.005 after 750 steps and
+# changed the validation loss by 0.002 (2026-12-02), so weights that `init_from`
+# lacks learn this much faster.
+FRESH_LR_SCALE = 10.0
+
+
+def _parameter_groups(model: torch.nn.Module, config: TrainConfig,
+                      resume_from: Path | None = None) -> list[dict]:
+    """The optimizer's groups: weights `init_from` lacks learn at `FRESH_LR_SCALE` x the rate.
+
+    A resumed run takes its groups from its own record (`init_from` may hold
+    other weights by then), so that its optimizer state fits them.
+    """
+    named = dict(model.named_parameters())
+    if resume_from is not None:
+        stored = json.loads((resume_from / TRAINER).read_text(encoding="utf-8"))["param_groups"]
+        if "names" not in stored[0]:  # a run from before the groups: one, at the base rate
+            return [{"params": list(named.values()), "names": list(named), "lr_scale": 1.0}]
+        return [{"params": [named[name] for name in group["names"]], "names": group["names"],
+                 "lr_scale": group["lr_scale"]} for group in stored]
+    fresh = set()
+    if config.init_from:
+        with safe_open(Path(config.init_from) / "model.safetensors", "pt") as stored:
+            fresh = set(named) - set(stored.keys())
+    groups = [{"names": [name for name in named if name not in fresh], "lr_scale": 1.0},
+              {"names": [name for name in named if name in fresh], "lr_scale": FRESH_LR_SCALE}]
+    return [{**group, "params": [named[name] for name in group["names"]]}
+            for group in groups if group["names"]]
+
+
+def _load_initial_weights(model: torch.nn.Module, path: Path, device: torch.device) -> None:
+    """`init_from`'s weights; an input they were trained without starts at zero.
+
+    Raises:
+        UserError: Weights that are not of this model (other than that input).
+    """
+    missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
+    # The held-note input (`model.LSTMModel`) is zero until trained, so the
+    # model begins as the one whose weights these are.
+    missing = [name for name in missing if not name.startswith("held.")]
+    if missing or unexpected:
+        raise UserError(f"{path} does not fit this model: "
+                        f"missing {', '.join(missing) or 'nothing'}, "
+                        f"unexpected {', '.join(unexpected) or 'nothing'}")
 
 
 def _gather_rng_states(rng: np.random.Generator, distributed: bool, world: int) -> list:

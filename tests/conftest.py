@@ -76,7 +76,11 @@ def tiny_cache(directory: Path, pieces: int = 8, events: int = 400, seed: int = 
 
 
 def tiny_checkpoint(directory: Path, kind: str = "lstm", seed: int = 0) -> Path:
-    """A randomly initialised small model saved as a checkpoint folder."""
+    """A randomly initialised small model saved as a checkpoint folder.
+
+    `kind` "lstm-held" is an LSTM with held-note input, its input weights
+    away from zero so that they change what it samples.
+    """
     from dataclasses import asdict
 
     import torch
@@ -84,9 +88,12 @@ def tiny_checkpoint(directory: Path, kind: str = "lstm", seed: int = 0) -> Path:
     from musicgen.checkpoint import save_weights
     from musicgen.model import LSTMConfig, TransformerConfig, build_model
 
-    config = (LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2) if kind == "lstm" else
+    config = (LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2,
+                         held_notes_input=kind == "lstm-held") if kind.startswith("lstm") else
               TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=128))
     torch.manual_seed(seed)
-    save_weights(directory, build_model(config), {"config": asdict(config),
-                                                  "name": directory.name})
+    model = build_model(config)
+    if model.config.kind == "lstm" and model.held is not None:
+        torch.nn.init.normal_(model.held.weight, std=0.5)
+    save_weights(directory, model, {"config": asdict(config), "name": directory.name})
     return directory

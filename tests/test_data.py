@@ -65,3 +65,30 @@ def test_short_pieces_are_padded():
 def test_empty_split_is_an_error():
     with pytest.raises(ValueError, match="no pieces"):
         WindowSampler([], length=8)
+
+
+def test_held_batches_are_the_same_windows_and_know_what_sounds_as_they_begin():
+    from musicgen.events import held_ages
+
+    pieces = [_piece(300, seed) for seed in range(3)]
+    plain = WindowSampler(pieces, length=64, augment=False)
+    windows, held = plain.held_batch(np.random.default_rng(5), 6)
+    assert np.array_equal(windows, plain.batch(np.random.default_rng(5), 6))
+    for window, before in zip(windows, held, strict=True):
+        piece = next(p for p in pieces if any(np.array_equal(window, p[s:s + 65])
+                                               for s in range(len(p) - 64)))
+        start = next(s for s in range(len(piece) - 64)
+                     if np.array_equal(window, piece[s:s + 65]))
+        expected = held_ages(piece[:start])[-1] if start else np.full(128, -1)
+        assert np.array_equal(before, expected)
+    assert (held >= 0).any()  # windows that begin with notes sounding: the test means something
+    # Augmented, the held notes move and stretch with their window.
+    augmented = WindowSampler(pieces, length=64, transpose_range=(2, 2),
+                              stretch_range=(0.5, 0.5))
+    for seed in range(6):
+        _, before = plain.held_batch(np.random.default_rng(seed), 1)
+        windows, moved = augmented.held_batch(np.random.default_rng(seed), 1)
+        assert np.array_equal(windows, augmented.batch(np.random.default_rng(seed), 1))
+        expected = np.full(128, -1)
+        expected[2:] = np.where(before[0, :-2] >= 0, np.rint(before[0, :-2] * 0.5), -1)
+        assert np.array_equal(moved[0], expected)

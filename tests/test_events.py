@@ -6,11 +6,15 @@ from conftest import midi_bytes
 
 from musicgen import VOCAB, read_midi
 from musicgen.events import (
+    HELD_FEATURES,
     Vocabulary,
     bin_to_velocity,
     decode_events,
     encode_notes,
     event_steps,
+    held_after,
+    held_ages,
+    held_features,
     interleave_time_shifts,
     velocity_to_bin,
 )
@@ -158,3 +162,49 @@ def test_round_trip_on_every_maestro_file(maestro_dir):
             long_notes += int(((decoded.end - decoded.start) > 5.0).sum())
             cut += decode_events(tokens)[1].cut_notes
     assert cut == long_notes > 0
+
+
+def _held_by_hand(tokens) -> np.ndarray:
+    """`held_ages` one token at a time, as the rule reads."""
+    ages, rows = np.full(128, -1), []
+    for token in tokens:
+        if SHIFT.offset <= token < SHIFT.stop:
+            ages = np.where(ages >= 0, ages + SHIFT.value(token), -1)
+        elif ON.offset <= token < ON.stop:
+            ages[ON.value(token)] = 0
+        elif OFF.offset <= token < OFF.stop:
+            ages[OFF.value(token)] = -1
+        rows.append(ages.copy())
+    return np.array(rows)
+
+
+def test_held_ages_follow_note_ons_offs_and_time_shifts():
+    notes = Notes.from_arrays([60, 64, 60], [80, 80, 80], [0.0, 0.5, 2.0], [1.0, 7.0, 2.5])
+    tokens = encode_notes(notes)
+    ages = held_ages(tokens)
+    assert np.array_equal(ages, _held_by_hand(tokens))
+    # Nothing is cut at the decoder's 5 s: the 6.5 s note is still held before its end.
+    assert ages[-2, 64] == 650 and ages[-1, 64] == -1
+    assert ages[np.flatnonzero(tokens == ON.token(60))[1], 60] == 0  # a new note starts at 0
+
+
+def test_held_ages_carry_across_calls_and_rows():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, VOCAB.size, 600)  # any order: offs of silent pitches, re-strikes
+    whole = _held_by_hand(tokens)
+    assert np.array_equal(held_ages(tokens), whole)
+    assert np.array_equal(held_after(tokens[:250]), whole[249])
+    assert np.array_equal(held_after(tokens[:0]), np.full(128, -1))
+    rows = held_ages(np.stack([tokens[250:400], tokens[400:550]]),
+                     before=np.stack([whole[249], whole[399]]))
+    assert np.array_equal(rows[0], whole[250:400]) and np.array_equal(rows[1], whole[400:550])
+
+
+def test_held_features_say_which_pitches_sound_and_how_long_up_to_the_cap():
+    ages = np.full(128, -1)
+    ages[[60, 62, 64]] = [0, 200, 10_000]
+    features = held_features(ages)
+    assert features.shape == (HELD_FEATURES,) and features.dtype == np.float32
+    assert set(np.flatnonzero(features[:128])) == {60, 62, 64}
+    assert features[128 + 60] == 0.0 and features[128 + 62] == 0.5 and features[128 + 64] == 1.0
+    assert features[128:].sum() == 1.5

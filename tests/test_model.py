@@ -150,3 +150,44 @@ def test_sampling_on_cpu_uses_the_serving_graph(kind):
     from musicgen.serving import LSTMStepper, TransformerStepper
     expected = {"lstm": LSTMStepper, "transformer": TransformerStepper}[kind]
     assert isinstance(stepper_for(build_model(TINY[kind])), expected)
+
+
+def test_a_held_note_input_starts_as_the_model_without_it_and_carries_its_state(tmp_path):
+    from pathlib import Path
+
+    from musicgen.train import _load_initial_weights
+
+    torch.manual_seed(0)
+    plain = build_model(TINY["lstm"]).eval()
+    save_weights(tmp_path / "plain", plain, {"config": {"kind": "lstm"}})
+    held = build_model(LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2, dropout=0.0,
+                                  held_notes_input=True)).eval()
+    _load_initial_weights(held, Path(tmp_path / "plain" / "model.safetensors"),
+                          torch.device("cpu"))
+    tokens = torch.randint(3, 391, (3, 50), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(held(tokens)[0], plain(tokens)[0])  # zero until trained
+        torch.nn.init.normal_(held.held.weight, std=0.5)
+        full, _ = held(tokens)
+        first, state = held(tokens[:, :20])
+        rest, _ = held(tokens[:, 20:], state)
+        torch.testing.assert_close(torch.cat((first, rest), 1), full)
+        assert not torch.allclose(full, plain(tokens)[0])  # the input is read
+        # What sounds before a window changes what the model predicts in it.
+        sounding = torch.full((3, 128), -1)
+        sounding[:, 60] = 150
+        assert not torch.allclose(held(tokens, held.start_state(sounding))[0], full)
+
+
+def test_weights_that_do_not_fit_apart_from_the_held_note_input_are_refused(tmp_path):
+    from pathlib import Path
+
+    from musicgen.errors import UserError
+    from musicgen.train import _load_initial_weights
+
+    save_weights(tmp_path / "small", build_model(TINY["lstm"]), {"config": {"kind": "lstm"}})
+    wider = build_model(LSTMConfig(embed_dim=32, hidden_size=64, num_layers=3,
+                                   held_notes_input=True))
+    with pytest.raises(UserError, match="does not fit this model: missing .*lstm.weight_ih_l2"):
+        _load_initial_weights(wider, Path(tmp_path / "small" / "model.safetensors"),
+                              torch.device("cpu"))

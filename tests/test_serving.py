@@ -26,7 +26,7 @@ def test_the_uniforms_are_torch_s_bit_for_bit(seed):
     assert [uniforms.next() for _ in range(500)] == expected
 
 
-@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+@pytest.mark.parametrize("kind", ["lstm", "lstm-held", "transformer"])
 def test_the_float_serving_graph_samples_the_notes_of_the_torch_model(tmp_path, kind):
     """The serving path (graph, stepper, sampler) and torch's own steps agree token for token.
 
@@ -59,7 +59,7 @@ def test_the_float_serving_graph_samples_the_notes_of_the_torch_model(tmp_path, 
             assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+@pytest.mark.parametrize("kind", ["lstm", "lstm-held", "transformer"])
 def test_a_request_gets_the_same_notes_alone_or_batched_with_others(tmp_path, kind):
     from musicgen.sample import SamplingRequest, generate_batch
 

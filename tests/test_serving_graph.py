@@ -21,6 +21,8 @@ from musicgen.serving_graph import export_serving, serving_graph
 
 SMALL = {
     "lstm": LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2, dropout=0.0),
+    "lstm-held": LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2, dropout=0.0,
+                            held_notes_input=True),
     "transformer": TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=16,
                                      dropout=0.0),
 }
@@ -74,7 +76,7 @@ def test_int8_weights_cost_at_most_a_hundredth_of_a_nat_per_event(kind):
     torch.manual_seed(0)
     model = build_model(SMALL[kind])
     train = markov_sequences(128, 16, seed=0)  # within the 16-token window
-    rate = {"lstm": 1e-2, "transformer": 2e-3}[kind]
+    rate = {"lstm": 1e-2, "lstm-held": 1e-2, "transformer": 2e-3}[kind]
     optimizer = torch.optim.AdamW(model.parameters(), lr=rate)
     for _ in range(300):
         logits, _ = model(train[:, :-1])

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,3 +177,35 @@ def test_resume_refuses_settings_that_disagree_with_the_stored_run(tmp_path):
     assert refused.returncode == 1 and "not lr" in refused.stderr
     other = _cli("train", "--resume", "--model", "transformer", "--out", tmp_path / "run")
     assert other.returncode == 1 and "not model" in other.stderr
+
+
+def test_a_held_note_input_trains_from_weights_without_it(tmp_path):
+    first = _config(tmp_path, out="first", max_steps=20, eval_interval=10)
+    train(first, progress=False)
+    first_val = _losses(tmp_path / "first")[-1][2]
+    held = {**TINY_LSTM, "held_notes_input": True}
+    # A negligible learning rate: the new input is still zero, so the model scores as before.
+    warm = _config(tmp_path, out="warm", max_steps=2, eval_interval=2, lr=1e-9, model_config=held,
+                   init_from=str(tmp_path / "first" / "best"))
+    train(warm, progress=False)
+    assert _losses(tmp_path / "warm")[-1][2] == pytest.approx(first_val, abs=1e-3)
+    from safetensors.numpy import load_file
+
+    def learning(out: str) -> TrainConfig:
+        return _config(tmp_path, out=out, max_steps=6, eval_interval=2, model_config=held,
+                       init_from=str(tmp_path / "first" / "best"))
+
+    train(learning("straight"), progress=False)
+    weights = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    assert abs(weights["held.weight"]).max() > 0  # it is trained
+    card = json.loads((tmp_path / "straight" / "last" / "card.json").read_text())
+    assert card["config"]["held_notes_input"] is True
+    trainer = json.loads((tmp_path / "straight" / "last" / "trainer.json").read_text())
+    assert [(g["names"], g["lr"] / trainer["param_groups"][0]["lr"])
+            for g in trainer["param_groups"][1:]] == [(["held.weight"], 10.0)]
+    # Resumed with its own groups, though init_from holds weights with the input by then.
+    train(learning("resumed"), progress=False, until_step=2)
+    shutil.copy(tmp_path / "straight" / "last" / "model.safetensors",
+                tmp_path / "first" / "best" / "model.safetensors")
+    train(learning("resumed"), resume=True, progress=False)
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
