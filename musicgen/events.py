@@ -397,13 +397,9 @@ def held_ages(tokens: np.ndarray, before: np.ndarray | None = None,
     tokens = np.asarray(tokens, np.int64)
     batch, steps = tokens.shape[:-1], tokens.shape[-1]
     tokens = tokens.reshape(-1, steps)
-    on, off, shift = vocab["note_on"], vocab["note_off"], vocab["time_shift"]
-    is_shift = (tokens >= shift.offset) & (tokens < shift.stop)
-    elapsed = np.cumsum(np.where(is_shift, tokens - shift.offset + shift.min_value, 0), axis=1)
-    is_on = (tokens >= on.offset) & (tokens < on.stop)
-    is_off = (tokens >= off.offset) & (tokens < off.stop)
-    row, time = np.nonzero(is_on | is_off)
-    pitch = np.where(is_on, tokens - on.offset, tokens - off.offset)[row, time]
+    elapsed, is_on, pitch = _note_events(tokens, vocab)
+    row, time = np.nonzero(pitch >= 0)
+    pitch = pitch[row, time]
     # The index of each pitch's latest NOTE_ON or NOTE_OFF, carried forward in time.
     latest = np.full((len(tokens), steps, PITCHES), -1, np.int64)
     latest[row, time, pitch] = time
@@ -428,17 +424,24 @@ def held_after(tokens: np.ndarray, vocab: Vocabulary = VOCAB) -> np.ndarray:
     tokens = np.asarray(tokens, np.int64)
     if not len(tokens):
         return np.full(PITCHES, -1, np.int64)
-    on, off, shift = vocab["note_on"], vocab["note_off"], vocab["time_shift"]
-    is_shift = (tokens >= shift.offset) & (tokens < shift.stop)
-    elapsed = np.cumsum(np.where(is_shift, tokens - shift.offset + shift.min_value, 0))
-    is_on = (tokens >= on.offset) & (tokens < on.stop)
-    is_off = (tokens >= off.offset) & (tokens < off.stop)
-    time = np.nonzero(is_on | is_off)[0]
-    pitch = np.where(is_on, tokens - on.offset, tokens - off.offset)[time]
+    elapsed, is_on, pitch = _note_events(tokens, vocab)
+    time = np.nonzero(pitch >= 0)[0]
+    pitch = pitch[time]
     latest = np.full(PITCHES, -1, np.int64)
     np.maximum.at(latest, pitch, time)
     at = np.maximum(latest, 0)
     return np.where((latest >= 0) & is_on[at], elapsed[-1] - elapsed[at], -1)
+
+
+def _note_events(tokens: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, ...]:
+    """Per token (last axis): steps elapsed after it, NOTE_ON or not, and its pitch (-1: none)."""
+    on, off, shift = vocab["note_on"], vocab["note_off"], vocab["time_shift"]
+    is_shift = (tokens >= shift.offset) & (tokens < shift.stop)
+    elapsed = np.cumsum(np.where(is_shift, tokens - shift.offset + shift.min_value, 0), axis=-1)
+    is_on = (tokens >= on.offset) & (tokens < on.stop)
+    is_off = (tokens >= off.offset) & (tokens < off.stop)
+    pitch = np.where(is_on, tokens - on.offset, np.where(is_off, tokens - off.offset, -1))
+    return elapsed, is_on, pitch
 
 
 def held_features(ages: np.ndarray) -> np.ndarray:
