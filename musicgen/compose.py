@@ -127,7 +127,8 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
         prompt.tokens, seconds=settings.seconds, temperature=settings.temperature,
         top_k=settings.top_k, top_p=settings.top_p, min_p=settings.min_p, seed=settings.seed,
         n=settings.n, max_silence=settings.max_silence, paired_notes=settings.paired_notes,
-        keep_timing=settings.keep_timing, on_progress=on_progress))
+        keep_timing=settings.keep_timing, on_progress=on_progress,
+        paired_keeps_types=settings.paired_keeps_types))
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):

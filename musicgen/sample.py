@@ -214,6 +214,7 @@ class SamplingRequest:
     paired_notes: bool = False
     keep_timing: bool = False
     on_progress: Callable[[float], None] | None = None
+    paired_keeps_types: bool = True
 
 
 def generate(model, prompt_tokens, *, seconds: float | None = None,
@@ -221,7 +222,7 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
              top_p: float = 1.0, min_p: float = 0.0, seed: int = 0, n: int = 1,
              max_silence: float = 0.0, paired_notes: bool = False,
              keep_timing: bool = False, on_progress: Callable[[float], None] | None = None,
-             vocab: Vocabulary = VOCAB) -> Generation:
+             paired_keeps_types: bool = True, vocab: Vocabulary = VOCAB) -> Generation:
     """Continue a prompt by sampling from the model.
 
     Args:
@@ -253,6 +254,11 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             come next but not when: time shifts and the mix of event types
             stay the model's own (`temper_keeping_timing`).
         on_progress: Called with a fraction in [0, 1] now and then.
+        paired_keeps_types: With paired_notes, the probability of a banned
+            NOTE_ON or NOTE_OFF stays with its event type: the model's
+            chance of striking or releasing a key now is kept, and only the
+            key becomes a legal one (`move_within_types`). False spreads it
+            over every event, as recipes of version 5 and older sampled.
         vocab: The event table.
 
     Returns:
@@ -260,7 +266,7 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
     """
     request = SamplingRequest(prompt_tokens, seconds, max_tokens, temperature, top_k, top_p,
                               min_p, seed, n, max_silence, paired_notes, keep_timing,
-                              on_progress)
+                              on_progress, paired_keeps_types)
     return generate_batch(model, [request], vocab)[0]
 
 
@@ -313,7 +319,7 @@ class SamplingRun:
                   "temperature": np.float64, "top_k": np.int64, "top_p": np.float64,
                   "min_p": np.float64, "silence_cap": np.int64, "silent": np.int64,
                   "elapsed": np.int64, "steps": np.int64, "index": np.int64, "retired": bool,
-                  "paired_notes": bool, "keep_timing": bool}
+                  "paired_notes": bool, "keep_timing": bool, "paired_keeps_types": bool}
 
     def __init__(self, model, vocab: Vocabulary = VOCAB):
         self.model, self.vocab = model, vocab
@@ -377,7 +383,8 @@ class SamplingRun:
                                    if request.max_silence > 0 else no_target),
                    "silent": _steps_since_last_note_on(prompt, self.vocab), "elapsed": 0,
                    "steps": 0, "retired": False, "paired_notes": request.paired_notes,
-                   "keep_timing": request.keep_timing}
+                   "keep_timing": request.keep_timing,
+                   "paired_keeps_types": request.paired_keeps_types}
             for index in range(request.n):
                 for name, value in {**row, "index": index}.items():
                     joining[name].append(value)
@@ -406,7 +413,7 @@ class SamplingRun:
             banned[paired, note_off.offset:note_off.stop] = (~sounding | just_struck)[paired]
         chosen, step_entropy, step_probability = _choose(
             self.logits, self.temperature, self.top_k, self.top_p, self.min_p, self.generators,
-            banned, self.keep_timing, vocab)
+            banned, self.keep_timing, self.paired_notes & self.paired_keeps_types, vocab)
         live = ~self.retired
         for row in np.nonzero(live)[0]:
             self.buffers[row][:, self.steps[row]] = (chosen[row], step_entropy[row],
@@ -564,14 +571,17 @@ def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
 def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np.ndarray,
             top_p: float | np.ndarray, min_p: float | np.ndarray,
             generators: list[TorchUniforms], banned: np.ndarray | None = None,
-            keep_timing: np.ndarray | None = None, vocab: Vocabulary = VOCAB,
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            keep_timing: np.ndarray | None = None, keeps_types: np.ndarray | None = None,
+            vocab: Vocabulary = VOCAB) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
 
     `temperature`, `top_k`, `top_p` and `min_p` hold each row's own value (temperature
     0: argmax). `banned` [B, V] marks tokens that may not be chosen; the
     entropy and the chosen probability are still those of the unmasked
-    distribution. Rows marked in `keep_timing` keep the model's timing
+    distribution. A row marked in `keeps_types` has its bans applied after
+    the temperature by `move_within_types`; the others' banned tokens are
+    dropped before it, which spreads their probability over every event.
+    Rows marked in `keep_timing` keep the model's timing
     (`temper_keeping_timing`); the others divide every logit. Only sampled
     rows draw a uniform, each from its own generator.
 
@@ -586,16 +596,28 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     log_probs = shifted - log_norm
     probabilities = np.exp(log_probs)
     step_entropy = -(probabilities * log_probs).sum(-1)
+    unbanned = logits
+    late = np.zeros(len(logits), bool)  # rows whose bans come after the temperature
     if banned is not None:
         logits = np.where(banned, -np.inf, logits)
+        if keeps_types is not None:
+            late = keeps_types
     chosen = logits.argmax(-1)
+    greedy_late = late & (temperature == 0)
+    if greedy_late.any():
+        chosen[greedy_late] = move_within_types(unbanned[greedy_late], banned[greedy_late],
+                                                vocab).argmax(-1)
     sampled = np.nonzero(temperature > 0)[0]
     if len(sampled):
-        tempered = logits[sampled] / temperature[sampled, None]
+        late = late[sampled]
+        before = np.where(late[:, None], unbanned[sampled], logits[sampled])
+        tempered = before / temperature[sampled, None]
         if keep_timing is not None and keep_timing[sampled].any():
             timed = keep_timing[sampled]
-            tempered[timed] = temper_keeping_timing(logits[sampled][timed],
-                                                    temperature[sampled][timed], vocab)
+            tempered[timed] = temper_keeping_timing(before[timed], temperature[sampled][timed],
+                                                    vocab)
+        if late.any():
+            tempered[late] = move_within_types(tempered[late], banned[sampled][late], vocab)
         sampling = _softmax(filter_logits(tempered, top_k[sampled], top_p[sampled],
                                           min_p[sampled]))
         cumulative = np.cumsum(sampling, -1)
@@ -610,6 +632,43 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
         chosen[sampled] = np.minimum(passed, last_kept)
     picked = probabilities[np.arange(len(chosen)), chosen]
     return chosen.astype(np.int64), step_entropy, picked
+
+
+def move_within_types(logits: np.ndarray, banned: np.ndarray,
+                      vocab: Vocabulary = VOCAB) -> np.ndarray:
+    """Ban tokens, giving each one's probability to the allowed tokens of its own event type.
+
+    Paired notes ban a NOTE_ON of a sounding key and a NOTE_OFF of a silent
+    one. Dropping those tokens outright spreads their probability over every
+    event, mostly time shifts and new notes: a model that meant to release a
+    key but named one already silent then releases nothing, and on 50
+    prompts that left more notes held past 4 s than without pairing
+    (BENCHMARKS.md, "Paired notes that keep the model's odds"). Here the
+    model's chance of each event type stays, and only the key is chosen
+    among the legal ones, in the proportions the model gives them. A type
+    with nothing allowed (every time shift past the longest silence, a
+    NOTE_OFF when nothing sounds) loses its share to the others in
+    proportion to theirs, as dropping it would.
+
+    Args:
+        logits: [B, V] scores of the distribution to sample (after the temperature).
+        banned: [B, V] True where a token may not be chosen.
+        vocab: The event table whose ranges are the types.
+
+    Returns:
+        [B, V] float64 log-probabilities, -inf where banned.
+    """
+    starts, sizes, _ = _type_layout(vocab)
+    log_probs = np.where(np.isfinite(logits), logits - _log_sum_exp(logits), -np.inf)
+    allowed = np.where(banned, -np.inf, log_probs)
+    with np.errstate(divide="ignore", invalid="ignore"):  # closed types: log 0, -inf - -inf
+        share = np.log(np.add.reduceat(np.exp(log_probs), starts, axis=1))
+        kept = np.log(np.add.reduceat(np.exp(allowed), starts, axis=1))
+        open_type = np.isfinite(kept)
+        share = np.where(open_type, share, -np.inf)
+        share -= _log_sum_exp(share)
+        moved = allowed + np.repeat(np.where(open_type, share - kept, 0.0), sizes, axis=1)
+    return np.where(np.isfinite(moved), moved, -np.inf)
 
 
 def _per_row(value, dtype, rows: int) -> np.ndarray:

@@ -239,7 +239,8 @@ def test_paired_notes_and_min_p_are_in_the_recipe_and_older_recipes_replay_witho
     assert paired.recipe["paired_notes"] is True and paired.recipe["min_p"] == 0.05
     again = read_recipe(_with_recipe(tmp_path, recipe_text(paired.recipe)))
     assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, paired.notes)
-    (unpaired,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4))
+    (unpaired,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4,
+                                                         paired_notes=False))
     v3 = {k: v for k, v in unpaired.recipe.items() if k not in ("paired_notes", "min_p")}
     recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v3 | {"version": 3})))
     assert recipe["paired_notes"] is False and recipe["min_p"] == 0.0
@@ -250,16 +251,31 @@ def test_keep_timing_is_in_the_recipe_and_older_recipes_replay_without(lstm, tmp
     prompt = prompt_from_example(example_names()[0], 3)
     (timed,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, temperature=0.7,
                                                       keep_timing=True))
-    assert timed.recipe["keep_timing"] is True and timed.recipe["version"] == 5
+    assert timed.recipe["keep_timing"] is True and timed.recipe["version"] == 6
     again = read_recipe(_with_recipe(tmp_path, recipe_text(timed.recipe)))
     assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, timed.notes)
     (plain,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, temperature=0.7,
-                                                      keep_timing=False))
+                                                      keep_timing=False, paired_notes=False))
     assert not _same_notes(plain.notes, timed.notes)
     v4 = {k: v for k, v in plain.recipe.items() if k != "keep_timing"} | {"version": 4}
     recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v4)))
     assert recipe["keep_timing"] is False
     assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, plain.notes)
+
+
+def test_older_recipes_with_paired_notes_replay_with_the_rule_they_were_sampled_with(
+        lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    settings = Settings(seconds=4, seed=5, temperature=1.2, paired_notes=True)
+    (kept,) = compose.compose(lstm, prompt, settings)
+    (spread,) = compose.compose(lstm, prompt, settings.but(paired_keeps_types=False))
+    assert kept.recipe["paired_keeps_types"] is True and not _same_notes(kept.notes, spread.notes)
+    v5 = {k: v for k, v in spread.recipe.items() if k != "paired_keeps_types"} | {"version": 5}
+    recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v5)))
+    assert recipe["paired_keeps_types"] is False
+    assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, spread.notes)
+    again = read_recipe(_with_recipe(tmp_path, recipe_text(kept.recipe)))
+    assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, kept.notes)
 
 
 def _same_notes(a, b) -> bool:

@@ -7,7 +7,7 @@ from conftest import tiny_checkpoint
 
 from musicgen.checkpoint import load_checkpoint
 from musicgen.events import MAX_NOTE_SECONDS, VOCAB, decode_events
-from musicgen.sample import filter_logits, generate, temper_keeping_timing
+from musicgen.sample import filter_logits, generate, move_within_types, temper_keeping_timing
 
 SHIFT = VOCAB["time_shift"]
 PRIMER = np.array([VOCAB["note_on"].token(60), SHIFT.token(20), VOCAB["note_off"].token(60)])
@@ -208,6 +208,44 @@ def test_paired_notes_follow_the_decoders_cut_of_a_note_held_too_long():
     assert report.restarted_notes == 0 and report.cut_notes == 2
     assert np.allclose(notes.start, [0.0, 6.0, 12.0])  # the first shift past the 5 s cut
     assert np.allclose(notes.end - notes.start, [MAX_NOTE_SECONDS, MAX_NOTE_SECONDS, 1.0])
+
+
+def test_paired_notes_keep_the_models_chance_of_releasing_a_key():
+    # The model means to release a key often but names 61, which never
+    # sounds; 60 is what sounds. Keeping the NOTE_OFF's share releases 60 as
+    # often as the model releases anything; dropping the banned 61 outright
+    # (the rule of recipes up to version 5) leaves 60 sounding far longer.
+    model = Restrikes({ON.token(60): 1.0, OFF.token(61): 2.0, OFF.token(60): -1.0,
+                       SHIFT.token(10): 2.0})
+    def mean_length(**controls):
+        tokens = generate(model, [], seconds=60, seed=2, paired_notes=True, **controls).tokens[0]
+        notes, report = decode_events(tokens)
+        assert report.restarted_notes == report.ignored_note_offs == 0
+        return float(np.mean(notes.end - notes.start))
+    kept, spread = mean_length(), mean_length(paired_keeps_types=False)
+    assert kept < 0.5 * spread
+    assert kept == pytest.approx(mean_length(keep_timing=True, temperature=0.7), rel=0.3)
+
+
+def test_moving_within_types_keeps_each_types_share_and_the_allowed_proportions():
+    logits = np.random.default_rng(1).normal(0, 2, (2, VOCAB.size))
+    banned = np.zeros_like(logits, dtype=bool)
+    banned[:, ON.offset:ON.offset + 60] = True        # some keys of a type
+    banned[1, OFF.offset:OFF.stop] = True             # row 1: every NOTE_OFF
+    model_own = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    moved = move_within_types(logits, banned)
+    np.testing.assert_allclose(np.exp(moved).sum(-1), 1.0)
+    assert np.isneginf(moved[banned]).all() and np.isfinite(moved[~banned]).all()
+    shares, own = _type_shares(moved), _type_shares(model_own)
+    np.testing.assert_allclose(shares[0], own[0], atol=1e-12)
+    # A type with nothing allowed gives its share to the others in proportion.
+    off = [r.name for r in VOCAB.ranges].index("note_off")
+    rest = np.delete(own[1], off)
+    np.testing.assert_allclose(np.delete(shares[1], off), rest / rest.sum(), atol=1e-12)
+    # Within a type the allowed tokens keep the model's proportions.
+    allowed = slice(ON.offset + 60, ON.stop)
+    np.testing.assert_allclose(moved[:, allowed] - moved[:, allowed][:, :1],
+                               model_own[:, allowed] - model_own[:, allowed][:, :1], atol=1e-9)
 
 
 def _type_shares(log_probs: np.ndarray) -> np.ndarray:
