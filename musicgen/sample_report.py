@@ -52,10 +52,11 @@ DEFAULT_N = 50
 DEFAULT_SECONDS = 30.0
 PROMPT_SECONDS = 10.0
 PROMPT_POSITION = 0.3  # of the way through a performance: past the opening, not the coda
-# The app's default (T 0.85, top-p 1, timing kept) and T 1: with greedy, three conditions per
-# model, which is what fits 15 minutes for N = 50 on 2 cores (a 30 s clip takes
-# about 2.6 s of one core for the LSTM, 5 s for the Transformer). Each further
-# condition costs 3-4 minutes of the 2 cores; docs/evaluation ran 7 per model.
+# The app's default (T 0.85, top-p 1, paired notes, timing kept) and T 1: with
+# greedy, three conditions per model, which is what fits 15 minutes for N = 50 on
+# 2 cores (a 30 s clip takes about 2.6 s of one core for the LSTM, 5 s for the
+# Transformer). Each further condition costs 3-4 minutes of the 2 cores;
+# docs/evaluation ran 7 per model.
 DEFAULT_TEMPERATURES = (Settings.temperature, 1.0)
 DEFAULT_TOP_PS = (1.0,)
 MIN_N = 4  # the real-vs-real ceiling needs two halves of at least two prompts

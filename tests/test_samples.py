@@ -203,9 +203,10 @@ def test_the_index_reads_token_pieces_as_it_reads_their_notes():
 
 
 def test_conditions_start_with_greedy_and_refuse_settings_out_of_range():
-    # The app's default keeps the model's timing; greedy has no temperature to keep it from.
+    # The app's defaults pair notes and keep the model's timing; greedy, the reference
+    # without sampling, does neither.
     assert [c.label for c in sampling_conditions((1.0,), (0.95, 1.0))] == [
-        "greedy", "T=1 top-p=0.95 keep-timing", "T=1 top-p=1 keep-timing"]
+        "greedy", "T=1 top-p=0.95 paired keep-timing", "T=1 top-p=1 paired keep-timing"]
     from musicgen.errors import SettingsError
 
     with pytest.raises(SettingsError, match="Temperature must be between"):
@@ -243,9 +244,9 @@ def test_the_command_on_a_tiny_corpus(corpus, tmp_path, capsys):
                  "--workers", "1", "--report", str(report), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["sets"]) == {"real", "real (other half)", "lstm-tiny greedy",
-                                    "lstm-tiny T=1 top-p=0.9 keep-timing",
+                                    "lstm-tiny T=1 top-p=0.9 paired keep-timing",
                                     "transformer-tiny greedy",
-                                    "transformer-tiny T=1 top-p=0.9 keep-timing"}
+                                    "transformer-tiny T=1 top-p=0.9 paired keep-timing"}
     assert len(summary["prompts"]) == 4
     assert all(p["start"] == int(p["start"]) for p in summary["prompts"])
     for name in ("README.md", "results.json", "features.png", "pitch_classes.png",
@@ -261,8 +262,8 @@ def test_the_same_seed_gives_the_same_continuations(corpus):
     cache, lstm, _ = corpus
     runs = [evaluate_samples([lstm], cache, n=4, seconds=2, temperatures=(1.0,),
                              top_ps=(0.95,), resamples=10, workers=1) for _ in range(2)]
-    for a, b in zip(runs[0].clips["lstm-tiny T=1 top-p=0.95 keep-timing"],
-                    runs[1].clips["lstm-tiny T=1 top-p=0.95 keep-timing"], strict=True):
+    for a, b in zip(runs[0].clips["lstm-tiny T=1 top-p=0.95 paired keep-timing"],
+                    runs[1].clips["lstm-tiny T=1 top-p=0.95 paired keep-timing"], strict=True):
         np.testing.assert_array_equal(a.pitch, b.pitch)
 
 
