@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=Settings.temperature)
     parser.add_argument("--keep-timing", choices=("yes", "no"),
                         default="yes" if Settings.keep_timing else "no")
+    parser.add_argument("--paired-keeps-types", choices=("yes", "no"),
+                        default="yes" if Settings.paired_keeps_types else "no",
+                        help="the pairing rule: no is that of recipes up to version 5")
     args = parser.parse_args()
     print(cpu_line(cpu_details()) + " (counts of notes, not timings)")
     excerpts = prompt_excerpts(args.data, n=args.n, seconds=SECONDS)
@@ -104,7 +107,8 @@ def main() -> None:
                 generation = model.batcher.generate(SamplingRequest(
                     excerpt.prompt.tokens, seconds=SECONDS, temperature=args.temperature,
                     seed=i, max_silence=Settings.max_silence, paired_notes=paired,
-                    keep_timing=args.keep_timing == "yes"))
+                    keep_timing=args.keep_timing == "yes",
+                    paired_keeps_types=args.paired_keeps_types == "yes"))
                 tokens = generation.tokens[0]
                 # As compose decodes it (the prompt's last velocity carried over).
                 notes, report = compose.decode_continuation(excerpt.prompt, tokens)

@@ -103,9 +103,11 @@ def main() -> None:
         prompt = np.asarray(excerpt.prompt.tokens)
         for name, paired in (("unpaired", False), ("paired", True)):
             run = generate(model, prompt, seconds=defaults.seconds,
-                           temperature=defaults.temperature, top_p=defaults.top_p,
-                           seed=args.seed + i, paired_notes=paired,
-                           keep_timing=defaults.keep_timing, max_silence=defaults.max_silence)
+                           temperature=defaults.temperature, top_k=defaults.top_k,
+                           top_p=defaults.top_p, min_p=defaults.min_p, seed=args.seed + i,
+                           max_silence=defaults.max_silence, paired_notes=paired,
+                           keep_timing=defaults.keep_timing,
+                           paired_keeps_types=defaults.paired_keeps_types)
             sets[name].append(score(model, prompt, np.asarray(run.tokens[0])))
     print(f"{args.checkpoint}, {args.n} prompts; age buckets (s): "
           f"{(AGE_EDGES[:-1] / 100).tolist()}")

@@ -100,7 +100,10 @@ def _checked(text: str, source) -> dict:
     if version <= 4:
         recipe.setdefault("keep_timing", False)
     if version <= 5:
-        recipe.setdefault("paired_keeps_types", False)
+        # A paired recipe replays with the rule it was sampled with. An unpaired
+        # one never used either rule, so a replay that turns pairing on gets
+        # today's, the only one a person can ask for.
+        recipe.setdefault("paired_keeps_types", not recipe["paired_notes"])
     missing = [key for key in REQUIRED if recipe.get(key) is None]
     if missing:
         raise RecipeError(f"the recipe in {source} is incomplete: it lacks "

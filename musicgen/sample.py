@@ -131,10 +131,7 @@ def temper_keeping_timing(logits: np.ndarray, temperature: float | np.ndarray,
     # dozens of small numpy calls cost 0.16 ms a token, half a step's time.
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.log(np.add.reduceat(np.exp(log_probs), starts, axis=1))
-        peak = np.maximum.reduceat(scaled, starts, axis=1)
-        peak = np.where(np.isfinite(peak), peak, 0.0)
-        norm = peak + np.log(np.add.reduceat(np.exp(scaled - np.repeat(peak, sizes, axis=1)),
-                                             starts, axis=1))
+        norm = _log_sum_exp_per_type(scaled, starts, sizes)
         tempered = scaled + np.repeat(share - norm, sizes, axis=1)
     return np.where(np.isfinite(tempered), tempered, -np.inf)
 
@@ -146,6 +143,18 @@ def _type_layout(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     sizes = np.array([r.size for r in vocab.ranges])
     tempered = np.array([r.size > 1 and r.name != "time_shift" for r in vocab.ranges])
     return starts, sizes, tempered
+
+
+def _log_sum_exp_per_type(logits: np.ndarray, starts: np.ndarray,
+                          sizes: np.ndarray) -> np.ndarray:
+    """log(sum(exp)) of each event type's tokens, [B, types]; -inf for a type with
+    nothing finite. Each type is shifted by its own peak: a type whose tokens all
+    lie hundreds of nats down (a low temperature) would otherwise sum to 0."""
+    peak = np.maximum.reduceat(logits, starts, axis=1)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return peak + np.log(np.add.reduceat(np.exp(logits - np.repeat(peak, sizes, axis=1)),
+                                             starts, axis=1))
 
 
 def _log_sum_exp(logits: np.ndarray) -> np.ndarray:
@@ -249,7 +258,9 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
         paired_notes: Sample only note events that pair up as in the
             training data: a NOTE_ON only for a silent pitch, a NOTE_OFF only
             for a sounding one (as `decode_events` plays them), so nothing is
-            restarted or ignored. The diagnostics stay unmasked.
+            restarted or ignored. The diagnostics stay unmasked. Off here,
+            as every control is, so that a bare call samples the model as
+            it is; `Settings` (the app's and the CLI's defaults) turns it on.
         keep_timing: Let the temperature choose which pitch and velocity
             come next but not when: time shifts and the mix of event types
             stay the model's own (`temper_keeping_timing`).
@@ -571,15 +582,16 @@ def _steps_since_last_note_on(tokens: np.ndarray, vocab: Vocabulary) -> int:
 def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np.ndarray,
             top_p: float | np.ndarray, min_p: float | np.ndarray,
             generators: list[TorchUniforms], banned: np.ndarray | None = None,
-            keep_timing: np.ndarray | None = None, keeps_types: np.ndarray | None = None,
+            keep_timing: np.ndarray | None = None, moves_within_types: np.ndarray | None = None,
             vocab: Vocabulary = VOCAB) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
 
     `temperature`, `top_k`, `top_p` and `min_p` hold each row's own value (temperature
     0: argmax). `banned` [B, V] marks tokens that may not be chosen; the
     entropy and the chosen probability are still those of the unmasked
-    distribution. A row marked in `keeps_types` has its bans applied after
-    the temperature by `move_within_types`; the others' banned tokens are
+    distribution. A row marked in `moves_within_types` has its bans applied after
+    the temperature by `move_within_types` (a greedy one takes the argmax of
+    that distribution at temperature 1); the others' banned tokens are
     dropped before it, which spreads their probability over every event.
     Rows marked in `keep_timing` keep the model's timing
     (`temper_keeping_timing`); the others divide every logit. Only sampled
@@ -596,28 +608,28 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     log_probs = shifted - log_norm
     probabilities = np.exp(log_probs)
     step_entropy = -(probabilities * log_probs).sum(-1)
-    unbanned = logits
-    late = np.zeros(len(logits), bool)  # rows whose bans come after the temperature
+    unbanned_logits = logits
+    moved = np.zeros(len(logits), bool)  # rows whose bans come after the temperature
     if banned is not None:
         logits = np.where(banned, -np.inf, logits)
-        if keeps_types is not None:
-            late = keeps_types
+        if moves_within_types is not None:
+            moved = moves_within_types
     chosen = logits.argmax(-1)
-    greedy_late = late & (temperature == 0)
-    if greedy_late.any():
-        chosen[greedy_late] = move_within_types(unbanned[greedy_late], banned[greedy_late],
-                                                vocab).argmax(-1)
+    greedy_moved = moved & (temperature == 0)
+    if greedy_moved.any():
+        chosen[greedy_moved] = move_within_types(unbanned_logits[greedy_moved],
+                                                 banned[greedy_moved], vocab).argmax(-1)
     sampled = np.nonzero(temperature > 0)[0]
     if len(sampled):
-        late = late[sampled]
-        before = np.where(late[:, None], unbanned[sampled], logits[sampled])
-        tempered = before / temperature[sampled, None]
+        moved = moved[sampled]
+        to_temper = np.where(moved[:, None], unbanned_logits[sampled], logits[sampled])
+        tempered = to_temper / temperature[sampled, None]
         if keep_timing is not None and keep_timing[sampled].any():
             timed = keep_timing[sampled]
-            tempered[timed] = temper_keeping_timing(before[timed], temperature[sampled][timed],
-                                                    vocab)
-        if late.any():
-            tempered[late] = move_within_types(tempered[late], banned[sampled][late], vocab)
+            tempered[timed] = temper_keeping_timing(to_temper[timed],
+                                                    temperature[sampled][timed], vocab)
+        if moved.any():
+            tempered[moved] = move_within_types(tempered[moved], banned[sampled][moved], vocab)
         sampling = _softmax(filter_logits(tempered, top_k[sampled], top_p[sampled],
                                           min_p[sampled]))
         cumulative = np.cumsum(sampling, -1)
@@ -662,8 +674,8 @@ def move_within_types(logits: np.ndarray, banned: np.ndarray,
     log_probs = np.where(np.isfinite(logits), logits - _log_sum_exp(logits), -np.inf)
     allowed = np.where(banned, -np.inf, log_probs)
     with np.errstate(divide="ignore", invalid="ignore"):  # closed types: log 0, -inf - -inf
-        share = np.log(np.add.reduceat(np.exp(log_probs), starts, axis=1))
-        kept = np.log(np.add.reduceat(np.exp(allowed), starts, axis=1))
+        share = _log_sum_exp_per_type(log_probs, starts, sizes)
+        kept = _log_sum_exp_per_type(allowed, starts, sizes)
         open_type = np.isfinite(kept)
         share = np.where(open_type, share, -np.inf)
         share -= _log_sum_exp(share)

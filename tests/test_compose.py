@@ -278,6 +278,17 @@ def test_older_recipes_with_paired_notes_replay_with_the_rule_they_were_sampled_
     assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, kept.notes)
 
 
+def test_an_older_unpaired_recipe_paired_on_replay_gets_todays_rule(lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    (plain,) = compose.compose(lstm, prompt, Settings(seconds=4, seed=5, temperature=1.2,
+                                                      paired_notes=False))
+    v5 = {k: v for k, v in plain.recipe.items() if k != "paired_keeps_types"} | {"version": 5}
+    recipe = read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v5)))
+    assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, plain.notes)
+    _, settings = replay(recipe, paired_notes=True)
+    assert settings.paired_notes and settings.paired_keeps_types
+
+
 def _same_notes(a, b) -> bool:
     return all(np.array_equal(getattr(a, f), getattr(b, f))
                for f in ("pitch", "velocity", "start", "end"))
