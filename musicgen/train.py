@@ -137,13 +137,14 @@ def load_train_config(path: str | os.PathLike | None, **overrides) -> TrainConfi
 RESUME_OVERRIDES = ("max_steps",)
 
 
-def resume_config(out: str | os.PathLike, **overrides) -> TrainConfig:
+def resume_config(out: str | os.PathLike, /, **overrides) -> TrainConfig:
     """The settings stored in `out`/last, for `train(..., resume=True)`.
 
     Args:
         out: The run folder.
         **overrides: Settings asked for (None values are ignored). Only
-            `RESUME_OVERRIDES` may differ from the stored ones.
+            `RESUME_OVERRIDES` may differ from the stored ones; an `out`
+            among them (a settings file names its run) yields to `out`.
 
     Raises:
         SettingsError: No resumable run in `out`, or a setting that cannot change.

@@ -172,6 +172,9 @@ def test_resume_refuses_settings_that_disagree_with_the_stored_run(tmp_path):
     ok = _cli("train", "--resume", "--config", settings, "--out", tmp_path / "run",
               "--until-step", 4)
     assert ok.returncode == 0, ok.stderr
+    settings.write_text(json.dumps({"lr": config.lr, "out": str(tmp_path / "run")}))
+    named = _cli("train", "--resume", "--config", settings, "--until-step", 6)  # as configs/ do
+    assert named.returncode == 0, named.stderr
     settings.write_text(json.dumps({"lr": 0.5}))
     refused = _cli("train", "--resume", "--config", settings, "--out", tmp_path / "run")
     assert refused.returncode == 1 and "not lr" in refused.stderr
