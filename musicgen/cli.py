@@ -34,6 +34,7 @@ def _train(args) -> int:
                  "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr,
                  "seed": args.seed, "eval_interval": args.eval_interval,
                  "precision": args.precision, "init_from": args.init_from,
+                 "token_masking": args.token_masking,
                  "augment": False if args.no_augment else None}
     if args.resume:  # what the file or the options ask for must agree with the stored run
         out = args.out or load_train_config(args.config, model=args.model).out
@@ -375,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-interval", type=int)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"))
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--token-masking", type=float,
+                   help="share of input tokens whose embedding is withheld (default 0)")
     p.set_defaults(run=_train)
 
     from musicgen.listening import CLIP_SECONDS, PROMPTS

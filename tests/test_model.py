@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from musicgen.checkpoint import load_checkpoint, read_card, save_weights
+from musicgen.events import VOCAB
 from musicgen.model import (
     LSTMConfig,
     TransformerConfig,
@@ -177,6 +178,33 @@ def test_a_held_note_input_starts_as_the_model_without_it_and_carries_its_state(
         sounding = torch.full((3, 128), -1)
         sounding[:, 60] = 150
         assert not torch.allclose(held(tokens, held.start_state(sounding))[0], full)
+
+
+@pytest.mark.parametrize("kind", TINY)
+def test_a_hidden_token_is_not_seen_but_the_held_note_input_still_follows_it(kind):
+    torch.manual_seed(0)
+    config = TINY[kind]
+    if kind == "lstm":
+        config = LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2, dropout=0.0,
+                            held_notes_input=True)
+    model = build_model(config).eval()
+    one = torch.randint(3, 391, (1, 40), generator=torch.Generator().manual_seed(3))
+    other = one.clone()
+    one[0, 10], other[0, 10] = VOCAB["note_on"].token(60), VOCAB["note_on"].token(72)
+    hidden = torch.zeros_like(one, dtype=torch.bool)
+    hidden[0, 10] = True
+    with torch.no_grad():
+        assert not torch.allclose(model(one)[0][:, 10:], model(other)[0][:, 10:])
+        if kind == "lstm":  # the held-note input starts at zero: the token is unseen
+            torch.testing.assert_close(model(one, hidden=hidden)[0],
+                                       model(other, hidden=hidden)[0])
+            torch.nn.init.normal_(model.held.weight, std=0.5)
+            # ... until it is trained: then it tells which key went down.
+            assert not torch.allclose(model(one, hidden=hidden)[0][:, 10:],
+                                      model(other, hidden=hidden)[0][:, 10:])
+        else:
+            torch.testing.assert_close(model(one, hidden=hidden)[0],
+                                       model(other, hidden=hidden)[0])
 
 
 def test_weights_that_do_not_fit_apart_from_the_held_note_input_are_refused(tmp_path):

@@ -212,3 +212,15 @@ def test_a_held_note_input_trains_from_weights_without_it(tmp_path):
                 tmp_path / "first" / "best" / "model.safetensors")
     train(learning("resumed"), resume=True, progress=False)
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
+
+
+def test_token_masking_resumes_exactly_and_is_refused_out_of_range(tmp_path):
+    masked = {"token_masking": 0.3, "model_config": {**TINY_LSTM, "held_notes_input": True}}
+    train(_config(tmp_path, out="straight", **masked), progress=False)
+    train(_config(tmp_path, out="resumed", **masked), progress=False, until_step=4)
+    train(_config(tmp_path, out="resumed", **masked), resume=True, progress=False)
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
+    train(_config(tmp_path, out="unmasked", model_config=masked["model_config"]), progress=False)
+    assert _losses(tmp_path / "unmasked") != _losses(tmp_path / "straight")  # the mask is applied
+    with pytest.raises(SettingsError, match="token_masking"):
+        train(_config(tmp_path, out="bad", token_masking=1.0), progress=False)
