@@ -29,7 +29,7 @@ import numpy as np
 from musicgen.checkpoint import SERVING, checked_weights, file_sha256
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
 from musicgen.errors import UserError
-from musicgen.events import PITCHES, held_ages, held_features
+from musicgen.events import PITCHES, advance_held_ages, held_features
 
 # One thread per session: a step's products are too small to share between
 # threads, and when the cores are busy the threads wait on each other
@@ -118,7 +118,7 @@ class LSTMStepper:
     """The LSTM's step: (h, c) per layer kept here, the graph does the rest.
 
     With a held-note input, the stepper also follows which pitches sound in
-    the tokens it is fed (`events.held_ages`) and hands them to the graph.
+    the tokens it is fed (`events.advance_held_ages`) and hands them to the graph.
     """
 
     def __init__(self, config: LSTMConfig, session):
@@ -135,7 +135,7 @@ class LSTMStepper:
         tokens = np.asarray(tokens, np.int64)
         feed = {"tokens": tokens, **self.state}
         if self.held_ages is not None:
-            self.held_ages = held_ages(tokens[:, None], self.held_ages)[:, 0]
+            self.held_ages = advance_held_ages(self.held_ages, tokens)
             feed["held"] = held_features(self.held_ages)
         names = list(self.state)
         logits, *state = self.session.run(

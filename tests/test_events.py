@@ -8,6 +8,7 @@ from musicgen import VOCAB, read_midi
 from musicgen.events import (
     HELD_FEATURES,
     Vocabulary,
+    advance_held_ages,
     bin_to_velocity,
     decode_events,
     encode_notes,
@@ -198,6 +199,16 @@ def test_held_ages_carry_across_calls_and_rows():
     rows = held_ages(np.stack([tokens[250:400], tokens[400:550]]),
                      before=np.stack([whole[249], whole[399]]))
     assert np.array_equal(rows[0], whole[250:400]) and np.array_equal(rows[1], whole[400:550])
+
+
+def test_held_ages_advance_one_token_per_row_as_the_whole_rule_does():
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(3, VOCAB.size, (2, 400))  # two rows, in any order
+    whole = np.stack([_held_by_hand(row) for row in tokens])
+    ages = np.full((2, 128), -1)
+    for t in range(tokens.shape[1]):
+        ages = advance_held_ages(ages, tokens[:, t])
+        assert np.array_equal(ages, whole[:, t]), t
 
 
 def test_held_features_say_which_pitches_sound_and_how_long_up_to_the_cap():
