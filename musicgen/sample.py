@@ -519,6 +519,8 @@ class SamplingRun:
 
     def _report_progress(self, going: np.ndarray) -> None:
         """Each unfinished request's progress, every 32 of its tokens: its least advanced row."""
+        if not ((self.steps[going] - 1) % 32 == 0).any():  # np.unique below costs 14 us a step
+            return
         for key in np.unique(self.owner[going]):
             request = self._requests[int(key)]
             rows = going & (self.owner == key)
@@ -603,10 +605,11 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     logits = logits.astype(np.float64)
     temperature, top_k, top_p, min_p = (_per_row(value, dtype, len(logits)) for value, dtype in (
         (temperature, np.float64), (top_k, np.int64), (top_p, np.float64), (min_p, np.float64)))
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_norm = np.log(np.exp(shifted).sum(-1, keepdims=True))
-    log_probs = shifted - log_norm
-    probabilities = np.exp(log_probs)
+    peak = logits.max(-1, keepdims=True)
+    exponentials = np.exp(logits - peak)
+    total = exponentials.sum(-1, keepdims=True)
+    log_probs = logits - peak - np.log(total)
+    probabilities = exponentials / total
     step_entropy = -(probabilities * log_probs).sum(-1)
     unbanned_logits = logits
     moved = np.zeros(len(logits), bool)  # rows whose bans come after the temperature
@@ -621,27 +624,47 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
                                                  banned[greedy_moved], vocab).argmax(-1)
     sampled = np.nonzero(temperature > 0)[0]
     if len(sampled):
-        moved = moved[sampled]
-        to_temper = np.where(moved[:, None], unbanned_logits[sampled], logits[sampled])
-        tempered = to_temper / temperature[sampled, None]
-        if keep_timing is not None and keep_timing[sampled].any():
-            timed = keep_timing[sampled]
-            tempered[timed] = temper_keeping_timing(to_temper[timed],
-                                                    temperature[sampled][timed], vocab)
-        if moved.any():
-            tempered[moved] = move_within_types(tempered[moved], banned[sampled][moved], vocab)
-        sampling = _softmax(filter_logits(tempered, top_k[sampled], top_p[sampled],
-                                          min_p[sampled]))
+        sampling = np.empty((len(sampled), logits.shape[-1]))
+        # The app's default (paired, timing kept, no cut) in probability space;
+        # the rest through the functions it equals.
+        direct = moved[sampled] & (top_k[sampled] == 0) & (top_p[sampled] >= 1) & (
+            min_p[sampled] == 0)
+        if keep_timing is not None:
+            direct &= keep_timing[sampled]
+        else:
+            direct[:] = False
+        if direct.any():
+            rows = sampled[direct]
+            sampling[direct] = paired_keeping_timing(log_probs[rows], probabilities[rows],
+                                                     banned[rows], temperature[rows], vocab)
+        if not direct.all():
+            rows = sampled[~direct]
+            row_moved = moved[rows]
+            to_temper = np.where(row_moved[:, None], unbanned_logits[rows], logits[rows])
+            tempered = to_temper / temperature[rows, None]
+            if keep_timing is not None and keep_timing[rows].any():
+                timed = keep_timing[rows]
+                tempered[timed] = temper_keeping_timing(to_temper[timed],
+                                                        temperature[rows][timed], vocab)
+            if row_moved.any():
+                tempered[row_moved] = move_within_types(tempered[row_moved],
+                                                        banned[rows][row_moved], vocab)
+            sampling[~direct] = _softmax(filter_logits(tempered, top_k[rows], top_p[rows],
+                                                       min_p[rows]))
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
         uniforms = np.array([generators[i].next() for i in sampled])
         # The first token whose cumulative probability passes u * total (what
         # searchsorted(side="right") finds, for all rows at once): never a
         # zero-probability token, except past the end when u * total rounds up
-        # to total; then the last kept token.
-        last_kept = (sampling.shape[-1] - 1) - np.argmax(sampling[:, ::-1] > 0, axis=-1)
+        # to total; then the last kept token. Only then is every token passed,
+        # so only those rows look for it.
         passed = (cumulative <= (uniforms * cumulative[:, -1])[:, None]).sum(-1)
-        chosen[sampled] = np.minimum(passed, last_kept)
+        past_end = passed == sampling.shape[-1]
+        if past_end.any():
+            passed[past_end] = ((sampling.shape[-1] - 1)
+                                - np.argmax(sampling[past_end, ::-1] > 0, axis=-1))
+        chosen[sampled] = passed
     picked = probabilities[np.arange(len(chosen)), chosen]
     return chosen.astype(np.int64), step_entropy, picked
 
@@ -681,6 +704,41 @@ def move_within_types(logits: np.ndarray, banned: np.ndarray,
         share -= _log_sum_exp(share)
         moved = allowed + np.repeat(np.where(open_type, share - kept, 0.0), sizes, axis=1)
     return np.where(np.isfinite(moved), moved, -np.inf)
+
+
+def paired_keeping_timing(log_probs: np.ndarray, probabilities: np.ndarray,
+                          banned: np.ndarray, temperature: np.ndarray,
+                          vocab: Vocabulary = VOCAB) -> np.ndarray:
+    """`move_within_types` after `temper_keeping_timing`, as probabilities, in fewer steps.
+
+    The app's default samples every token this way. Composed, the two
+    functions normalise in the log domain four times over (0.07 ms a token of
+    the 0.2 ms that choosing one took); here each type's share and its
+    tempered, allowed values are summed once. tests/test_sample.py checks that
+    the two give the same distribution.
+
+    Args:
+        log_probs: [B, V] the model's log-probabilities at temperature 1.
+        probabilities: [B, V] their exponentials.
+        banned: [B, V] True where a token may not be chosen.
+        temperature: [B], above 0.
+        vocab: The event table whose ranges are the types.
+
+    Returns:
+        [B, V] float64 probabilities that sum to 1, 0 where banned.
+    """
+    starts, sizes, tempered_types = _type_layout(vocab)
+    # Each type's values relative to its likeliest: no underflow at a low temperature.
+    peak = np.repeat(np.maximum.reduceat(log_probs, starts, axis=1), sizes, axis=1)
+    weights = np.where(np.repeat(tempered_types, sizes),
+                       np.exp((log_probs - peak) / temperature[:, None]), probabilities)
+    weights[banned] = 0.0
+    within = np.add.reduceat(weights, starts, axis=1)  # [B, types]
+    open_type = within > 0
+    share = np.where(open_type, np.add.reduceat(probabilities, starts, axis=1), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(open_type, share / (share.sum(-1, keepdims=True) * within), 0.0)
+    return weights * np.repeat(scale, sizes, axis=1)
 
 
 def _per_row(value, dtype, rows: int) -> np.ndarray:

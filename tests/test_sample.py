@@ -7,7 +7,13 @@ from conftest import tiny_checkpoint
 
 from musicgen.checkpoint import load_checkpoint
 from musicgen.events import MAX_NOTE_SECONDS, VOCAB, decode_events
-from musicgen.sample import filter_logits, generate, move_within_types, temper_keeping_timing
+from musicgen.sample import (
+    filter_logits,
+    generate,
+    move_within_types,
+    paired_keeping_timing,
+    temper_keeping_timing,
+)
 
 SHIFT = VOCAB["time_shift"]
 PRIMER = np.array([VOCAB["note_on"].token(60), SHIFT.token(20), VOCAB["note_off"].token(60)])
@@ -85,6 +91,37 @@ def test_sampling_follows_the_filtered_distribution():
     counts = np.bincount(draws, minlength=5) / len(draws)
     assert counts[0] == counts[4] == 0  # outside the nucleus: never drawn
     np.testing.assert_allclose(counts[1:4], np.array([0.5, 0.3, 0.1]) / 0.9, atol=0.03)
+
+
+def test_a_draw_past_the_end_takes_the_last_token_that_may_be_chosen():
+    from musicgen.sample import _choose
+
+    class Highest:  # u * total rounding up to total: every token's cumulative sum is passed
+        def next(self) -> float:
+            return 1.0
+
+    logits = np.log([[0.2, 0.3, 0.4, 0.1, 1e-3, 1e-3]])
+    banned = np.array([[False, False, True, False, True, True]])
+    rows = np.concatenate((logits, logits))
+    chosen = _choose(rows, 1.0, 0, 1.0, 0.0, [Highest(), Highest()],
+                     np.concatenate((banned, ~banned)))[0]
+    assert chosen.tolist() == [3, 5]  # not a banned (zero-probability) token after it
+
+
+def test_the_default_distribution_in_one_pass_equals_the_two_functions_composed():
+    rng = np.random.default_rng(5)
+    off = VOCAB["note_off"]
+    for scale, banned_share, temperature in ((1, 0.0, 1.0), (3, 0.3, 0.85), (10, 0.5, 0.05),
+                                             (3, 0.9, 1.5)):
+        logits = rng.normal(0, scale, (4, VOCAB.size))
+        banned = rng.random(logits.shape) < banned_share
+        banned[1, off.offset:off.stop] = True  # a type with nothing allowed gives up its share
+        temperatures = np.full(4, temperature)
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        one_pass = paired_keeping_timing(log_probs, np.exp(log_probs), banned, temperatures)
+        composed = np.exp(move_within_types(temper_keeping_timing(logits, temperatures), banned))
+        np.testing.assert_allclose(one_pass, composed, rtol=1e-9, atol=1e-200)
+        assert np.all(one_pass[banned] == 0) and np.allclose(one_pass.sum(-1), 1)
 
 
 def test_batch_of_four_equals_four_single_runs(model):
