@@ -44,7 +44,12 @@ QUIETEST_DBFS = -90.0
 SOUNDFONT_ENV = "MUSICGEN_SOUNDFONT"
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
 SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
-COMPRESSED_FORMATS = {"mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS")}
+COMPRESSED_FORMATS = ("mp3", "ogg")
+# 48 kbit/s a channel: a 39 s mono clip is 229 KiB, with an SNR of 19.9 dB
+# against the render where libsndfile's variable rate (186 KiB) had 17.0 dB.
+# LAME's quality 5 is its default; 7 encoded in half the time (73 ms).
+MP3_KBPS_PER_CHANNEL = 48
+MP3_QUALITY = 5
 
 # FluidSynth's default gain (0.2) is quiet, about -38 dBFS for one piano note,
 # but its int16 output clips irreversibly while quietness is undone by
@@ -561,21 +566,25 @@ def _to_pcm16(audio: np.ndarray) -> bytes:
 
 
 def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "mp3",
-                     constant_bitrate: bool = False, mono: bool = False) -> Path:
-    """Encode a rendering to MP3 or Ogg Vorbis (libsndfile, through `soundfile`).
+                     mono: bool = False) -> Path:
+    """Encode a rendering to MP3 (LAME, through `lameenc`) or Ogg Vorbis (libsndfile).
 
-    A 30 s WAV is 5.3 MB; the same clip as MP3 is about 0.5 MB, which is what
+    A 30 s WAV is 5.3 MB; the same clip as MP3 is about 0.2 MB, which is what
     a browser should download per clip.
+
+    MP3 is at a constant bitrate: a browser knows a constant-rate file's
+    length from its size (a variable-rate one needs a header that a streaming
+    encoder cannot write first), and the file's size says nothing about the
+    music (the listening test's clips). LAME through `lameenc` rather than
+    libsndfile, whose encoder was 3x slower on the app's clips: a 39 s mono
+    clip took 343 ms there and 133-162 ms here (BENCHMARKS.md, "Fewer numpy
+    calls per token").
 
     Args:
         path: Where to write; an existing file is replaced.
         rendering: The audio.
         fmt: "mp3" or "ogg".
-        constant_bitrate: MP3 at a constant rate, so that the file's size says
-            nothing about the music (the listening test's clips); else variable.
-        mono: Mix down to one channel, at a higher compression level: what the
-            app sends to browsers (a 40 s clip: 0.19 MB, encoded in 0.6 s, where
-            stereo at level 0.5 took 0.6 MB and 1.2 s, in one run beside another job).
+        mono: Mix down to one channel: what the app sends to browsers.
 
     Returns:
         The path written.
@@ -585,19 +594,26 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "
     """
     if fmt not in COMPRESSED_FORMATS:
         raise ValueError(f"Unknown format {fmt!r}; use one of {list(COMPRESSED_FORMATS)}")
-    import soundfile  # noqa: PLC0415 - loads libsndfile; only needed when encoding
-
-    container, subtype = COMPRESSED_FORMATS[fmt]
     path = Path(path)
-    # Variable bitrate at level 0.5: measured on a 20 s piano clip, 0.26 MB against
-    # 0.39 MB at libsndfile's default (constant rate), so a 30 s clip stays near 0.4 MB.
-    extra = ({"bitrate_mode": "CONSTANT" if constant_bitrate else "VARIABLE"}
-             if fmt == "mp3" else {})
     audio = np.clip(rendering.audio, -1.0, 1.0)
     if mono and audio.ndim == 2:
         audio = audio.mean(axis=1)
-    soundfile.write(path, audio, rendering.sample_rate, format=container, subtype=subtype,
-                    compression_level=0.7 if mono else 0.5, **extra)
+    if fmt == "ogg":
+        import soundfile  # noqa: PLC0415 - loads libsndfile; only needed when encoding
+
+        soundfile.write(path, audio, rendering.sample_rate, format="OGG", subtype="VORBIS")
+        return path
+    import lameenc  # noqa: PLC0415 - only needed when encoding
+
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    encoder = lameenc.Encoder()
+    encoder.set_in_sample_rate(rendering.sample_rate)
+    encoder.set_out_sample_rate(rendering.sample_rate)  # LAME resamples at low rates otherwise
+    encoder.set_channels(channels)
+    encoder.set_bit_rate(MP3_KBPS_PER_CHANNEL * channels)
+    encoder.set_quality(MP3_QUALITY)
+    samples = np.round(audio * 32767).astype("<i2")  # interleaved when stereo
+    path.write_bytes(encoder.encode(samples.tobytes()) + encoder.flush())
     return path
 
 

@@ -48,7 +48,7 @@ CLIP_SECONDS = 20.0
 PROMPTS = 20
 REAL = "real"
 ANCHOR_PREFIX = "greedy-"
-AUDIO_SUFFIX = ".mp3"  # what every browser plays; 20 s is ~0.3 MB
+AUDIO_SUFFIX = ".mp3"  # what every browser plays; 20 s is ~0.24 MB
 PROMPT_FADE_SECONDS = 0.3
 POOL_FILE_TIME = 1_000_000_000  # every pool file's mtime: hides the order of writing
 
@@ -220,8 +220,7 @@ def _rendered(renderer: Renderer, notes: Notes, seconds: float,
 def _written(rendering: Rendering, folder: Path) -> Path:
     """A rendering as an MP3 that says nothing of its condition: a random name, a
     constant bitrate (equal sizes for equal lengths) and one modification time."""
-    path = write_compressed(folder / f"{secrets.token_hex(16)}{AUDIO_SUFFIX}", rendering,
-                            "mp3", constant_bitrate=True)
+    path = write_compressed(folder / f"{secrets.token_hex(16)}{AUDIO_SUFFIX}", rendering, "mp3")
     os.utime(path, (POOL_FILE_TIME, POOL_FILE_TIME))
     return path
 

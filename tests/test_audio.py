@@ -256,6 +256,17 @@ def test_compressed_output_plays_back(tmp_path):
         audio.write_compressed(tmp_path / "clip.flac", rendering, fmt="flac")
 
 
+def test_mp3_size_depends_on_length_only(tmp_path):
+    renderer = audio.Renderer()
+    sparse = audio.fitted(renderer.render(make_midi([(60, 40, 0.0, 0.5)])), 4.0)
+    busy = audio.fitted(renderer.render(make_midi(
+        [(48 + t % 24, 110, t / 8, t / 8 + 0.4) for t in range(30)])), 4.0)
+    for mono in (True, False):
+        sizes = {audio.write_compressed(tmp_path / f"{name}.mp3", clip, mono=mono).stat().st_size
+                 for name, clip in (("sparse", sparse), ("busy", busy))}
+        assert len(sizes) == 1  # a listener's browser cannot tell the music by its size
+
+
 def test_fitted_clips_have_one_length_and_loudness():
     renderer = audio.Renderer()
     quiet = renderer.render(make_midi([(60 + t % 5, 30, t / 4, t / 4 + 0.3) for t in range(16)]))
