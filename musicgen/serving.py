@@ -125,6 +125,10 @@ class LSTMStepper:
         self.config, self.session = config, session
         self.state: dict[str, np.ndarray] | None = None
         self.held_ages: np.ndarray | None = None  # [n, 128], with a held-note input
+        self._state_names = [f"{kind}_{k}" for k in range(config.num_layers)
+                             for kind in ("h", "c")]
+        self._outputs = ["logits", *(f"{kind}_out_{k}" for k in range(config.num_layers)
+                                     for kind in ("h", "c"))]
 
     def start(self, tokens: np.ndarray) -> np.ndarray:
         """Run the prompt [n, T] token by token; return the logits [n, V] for the next one."""
@@ -137,10 +141,8 @@ class LSTMStepper:
         if self.held_ages is not None:
             self.held_ages = advance_held_ages(self.held_ages, tokens)
             feed["held"] = held_features(self.held_ages)
-        names = list(self.state)
-        logits, *state = self.session.run(
-            ["logits", *(name.replace("_", "_out_") for name in names)], feed)
-        self.state = dict(zip(names, state, strict=True))
+        logits, *state = self.session.run(self._outputs, feed)
+        self.state = dict(zip(self._state_names, state, strict=True))
         return logits
 
     def start_rows(self, prompts: list[np.ndarray]) -> np.ndarray:
@@ -179,8 +181,7 @@ class LSTMStepper:
 
     def _empty(self, rows: int) -> None:
         zeros = np.zeros((rows, self.config.hidden_size), np.float32)
-        self.state = {f"{kind}_{k}": zeros for k in range(self.config.num_layers)
-                      for kind in ("h", "c")}
+        self.state = dict.fromkeys(self._state_names, zeros)
         if self.config.held_notes_input:
             self.held_ages = np.full((rows, PITCHES), -1, np.int64)
 
