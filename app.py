@@ -221,12 +221,14 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
 
 
 def _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-              max_silence, paired_notes, keep_timing, new_variation) -> Settings:
+              max_silence, paired_notes, keep_timing, release_held_keys,
+              new_variation) -> Settings:
     return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
                               top_p=top_p, min_p=min_p, seed=variation, n=n,
                               include_prompt=include_seed,
                               max_silence=max_silence, paired_notes=paired_notes,
-                              keep_timing=keep_timing, new_seed=new_variation)
+                              keep_timing=keep_timing, release_held_keys=release_held_keys,
+                              new_seed=new_variation)
 
 
 def _slider(name: str, step: float, **kwargs) -> gr.Slider:
@@ -327,6 +329,10 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
             ui["paired_notes"] = gr.Checkbox(DEFAULTS.paired_notes, min_width=220,
                                              label=LIMITS["paired_notes"].label,
                                              info=LIMITS["paired_notes"].help)
+        with gr.Row():
+            ui["release_held_keys"] = gr.Checkbox(DEFAULTS.release_held_keys, min_width=220,
+                                                  label=LIMITS["release_held_keys"].label,
+                                                  info=LIMITS["release_held_keys"].help)
     for row in range(0, SLOTS, 2):
         with gr.Row(equal_height=False):
             for i in (row, row + 1):
@@ -413,14 +419,16 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
 
 def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
                 soundfont, seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-                max_silence, paired_notes, keep_timing, new_variation, session,
+                max_silence, paired_notes, keep_timing, release_held_keys, new_variation,
+                session,
                 progress=gr.Progress()):
     """Validate, sample, and show each candidate as soon as its audio is ready."""
     session = _new_session(session)
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-                         max_silence, paired_notes, keep_timing, new_variation)
+                         max_silence, paired_notes, keep_timing, release_held_keys,
+                         new_variation)
     pairs = []
     for clip, candidate in studio.generate_each(
             model, prompt, settings, soundfont,
@@ -559,11 +567,13 @@ def build_compare_tab(studio: Studio, ui: dict) -> None:
 
 def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, soundfont,
                seconds, temperature, top_k, top_p, min_p, variation, include_seed, max_silence,
-               paired_notes, keep_timing, new_variation, use_maestro, maestro_piece,
+               paired_notes, keep_timing, release_held_keys, new_variation, use_maestro,
+               maestro_piece,
                maestro_start, progress=gr.Progress()):
     """Every model on the same seed MIDI (or a MAESTRO excerpt, with the pianist's version)."""
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1,
-                         include_seed, max_silence, paired_notes, keep_timing, new_variation)
+                         include_seed, max_silence, paired_notes, keep_timing,
+                         release_held_keys, new_variation)
     human = None
     if use_maestro:
         prompt, clip, notes = studio.reference(maestro_piece, maestro_start, seed_seconds,
@@ -617,11 +627,12 @@ def on_plot(studio: Studio, session):
 
 def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
               soundfont, seconds, temperature, top_k, top_p, min_p, variation, include_seed,
-              max_silence, paired_notes, keep_timing, new_variation):
+              max_silence, paired_notes, keep_timing, release_held_keys, new_variation):
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1, include_seed,
-                         max_silence, paired_notes, keep_timing, new_variation)
+                         max_silence, paired_notes, keep_timing, release_held_keys,
+                         new_variation)
     values = {"versus_status": f"Variation {settings.seed}."}
     for i, (clip, plot) in enumerate(studio.greedy_and_sampled(model, prompt, settings,
                                                                soundfont)):

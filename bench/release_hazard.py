@@ -4,10 +4,11 @@ Three sets of music are scored teacher-forced by the model: real playing
 (2,000 tokens of each of --real test pieces, after 700 tokens of context),
 and the model's own 30 s continuations of the `evaluate-samples` prompts
 (MAESTRO test split, 10 s prompts) at the app's settings, with paired
-notes off and on. After every token of a continuation, each sounding
-key is put in a bucket by how long it has sounded; the *predicted* hazard of
-a bucket is the mean probability the model gives to that key's NOTE_OFF as
-the next token, the *seen* hazard how often the next token is that NOTE_OFF.
+notes off and on, and without releasing held keys (so the releases are the
+model's own). After every token of a continuation, each sounding key is put
+in a bucket by how long it has sounded; the *predicted* hazard of a bucket
+is the mean probability the model gives to that key's NOTE_OFF as the next
+token, the *seen* hazard how often the next token is that NOTE_OFF.
 On real playing the two should agree; on the model's own music the predicted
 hazard shows whether the model still knows a key is down (exposure bias: it
 was trained only on real pasts).

@@ -9,6 +9,7 @@ one, gives longer time shifts and so fewer tokens).
 
     .venv/bin/python bench/setting_cost.py --setting keep_timing --repeats 9
     .venv/bin/python bench/setting_cost.py --setting paired_notes --repeats 9
+    .venv/bin/python bench/setting_cost.py --setting release_held_keys --repeats 9
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from musicgen.prompt import prompt_from_example  # noqa: E402
 from musicgen.settings import Settings  # noqa: E402
 
 # The yes/no fields of Settings that change how each token is chosen.
-SWITCHES = ("keep_timing", "paired_notes", "paired_keeps_types")
+SWITCHES = ("keep_timing", "paired_notes", "paired_keeps_types", "release_held_keys")
 
 
 def main() -> None:

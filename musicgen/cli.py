@@ -83,7 +83,7 @@ def _evaluate_samples(args) -> int:
 
     options = {"n": args.n, "seconds": args.seconds, "temperatures": args.temperature,
                "top_ps": args.top_p, "min_ps": args.min_p, "pairings": args.paired_notes,
-               "timings": args.keep_timing,
+               "timings": args.keep_timing, "releases": args.release_held_keys,
                "resamples": args.bootstrap, "seed": args.seed, "workers": args.workers}
     evaluation = evaluate_samples(args.checkpoint, args.data,
                                   on_progress=None if args.json else progress,
@@ -124,7 +124,7 @@ def _generate(args) -> int:
     changes = {"seconds": args.seconds, "temperature": args.temperature, "top_k": args.top_k,
                "top_p": args.top_p, "min_p": args.min_p, "seed": args.seed, "n": args.n,
                "max_silence": args.max_silence, "paired_notes": args.paired_notes,
-               "keep_timing": args.keep_timing,
+               "keep_timing": args.keep_timing, "release_held_keys": args.release_held_keys,
                "include_prompt": False if args.continuation_only else None}
     if args.recipe_from is not None:
         request = compose.request_from_recipe(args.recipe_from, args.checkpoint,
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-silence", type=float, help=_setting_help("max_silence"))
     p.add_argument("--paired-notes", metavar="yes|no", help=_setting_help("paired_notes"))
     p.add_argument("--keep-timing", metavar="yes|no", help=_setting_help("keep_timing"))
+    p.add_argument("--release-held-keys", metavar="yes|no",
+                   help=_setting_help("release_held_keys"))
     p.add_argument("--continuation-only", action="store_true",
                    help="write only the continuation, without the seed MIDI's excerpt")
     p.add_argument("--out", default="out.mid", help="MIDI file (several: out-1.mid, ...)")
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paired-notes values of the grid (default: the app's default)")
     p.add_argument("--keep-timing", nargs="+", metavar="yes|no",
                    help="keep-timing values of the grid (default: the app's default)")
+    p.add_argument("--release-held-keys", nargs="+", metavar="yes|no",
+                   help="release-held-keys values of the grid (default: the app's default)")
     p.add_argument("--bootstrap", type=int, help="resamples for the 95%% CIs (default 1000)")
     p.add_argument("--seed", type=int, help="prompt i is sampled with seed + i (default 0)")
     p.add_argument("--workers", type=int, help="processes sampling at once (default: one per "

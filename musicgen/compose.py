@@ -128,7 +128,8 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
         top_k=settings.top_k, top_p=settings.top_p, min_p=settings.min_p, seed=settings.seed,
         n=settings.n, max_silence=settings.max_silence, paired_notes=settings.paired_notes,
         keep_timing=settings.keep_timing, on_progress=on_progress,
-        paired_keeps_types=settings.paired_keeps_types))
+        paired_keeps_types=settings.paired_keeps_types,
+        release_held_keys=settings.release_held_keys))
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):

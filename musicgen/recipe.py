@@ -10,8 +10,9 @@ Older recipes are read too: version 1's `primer_*` keys (before the seed MIDI
 was called the prompt in the code) are renamed, versions 1 and 2, sampled
 before there was a longest-silence limit, replay without one, and versions
 1 to 3 without min-p or paired notes, versions 1 to 4 without keeping the
-model's timing, and versions 1 to 5 with paired notes that spread a banned
-key's probability over every event (`Settings.paired_keeps_types` False).
+model's timing, versions 1 to 5 with paired notes that spread a banned
+key's probability over every event (`Settings.paired_keeps_types` False),
+and versions 1 to 6 without releasing held keys.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from musicgen.prompt import Prompt, prompt_from_tokens
 from musicgen.settings import Settings
 
 RECIPE_PREFIX = "musicgen-recipe:"
-RECIPE_VERSION = 6
+RECIPE_VERSION = 7
 _V1_NAMES = {"primer_source": "prompt_source", "primer_sha256": "prompt_sha256",
              "primer_seconds": "prompt_seconds", "primer_tokens": "prompt_tokens",
              "include_primer": "include_prompt"}
@@ -104,6 +105,8 @@ def _checked(text: str, source) -> dict:
         # one never used either rule, so a replay that turns pairing on gets
         # today's, the only one a person can ask for.
         recipe.setdefault("paired_keeps_types", not recipe["paired_notes"])
+    if version <= 6:
+        recipe.setdefault("release_held_keys", False)
     missing = [key for key in REQUIRED if recipe.get(key) is None]
     if missing:
         raise RecipeError(f"the recipe in {source} is incomplete: it lacks "

@@ -26,6 +26,17 @@ from musicgen.serving import merged
 TOKENS_PER_SECOND_CAP = 200
 PITCHES = 128
 MAX_NOTE_STEPS = round(MAX_NOTE_SECONDS * STEPS_PER_SECOND)  # decode_events' cut
+# With release_held_keys, a key held RELEASE_AFTER_SECONDS or more is released
+# with at least RELEASE_FLOOR probability per token. Pianists release a key held
+# 2-4 s at 0.035-0.037 a token and one held 4 s or more at 0.024; the LSTM, on
+# its own music, at 0.0066 and 0.0029 (bench/release_hazard.py). Chosen on 150
+# prompts (BENCHMARKS.md, "Releasing held keys"): from 2 s at 0.03, notes held
+# 4 s or more went below the pianists' share (d -0.36) and the median note got
+# too short (-0.34); from 3 s at 0.02 the share matched (-0.04).
+RELEASE_AFTER_STEPS = round(3.0 * STEPS_PER_SECOND)
+RELEASE_FLOOR = 0.02
+# However many keys are old, at most this share of a step goes to their releases.
+MAX_RELEASE_SHARE = 0.5
 
 
 @dataclass
@@ -224,6 +235,7 @@ class SamplingRequest:
     keep_timing: bool = False
     on_progress: Callable[[float], None] | None = None
     paired_keeps_types: bool = True
+    release_held_keys: bool = False
 
 
 def generate(model, prompt_tokens, *, seconds: float | None = None,
@@ -231,7 +243,8 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
              top_p: float = 1.0, min_p: float = 0.0, seed: int = 0, n: int = 1,
              max_silence: float = 0.0, paired_notes: bool = False,
              keep_timing: bool = False, on_progress: Callable[[float], None] | None = None,
-             paired_keeps_types: bool = True, vocab: Vocabulary = VOCAB) -> Generation:
+             paired_keeps_types: bool = True, release_held_keys: bool = False,
+             vocab: Vocabulary = VOCAB) -> Generation:
     """Continue a prompt by sampling from the model.
 
     Args:
@@ -270,6 +283,10 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             chance of striking or releasing a key now is kept, and only the
             key becomes a legal one (`move_within_types`). False spreads it
             over every event, as recipes of version 5 and older sampled.
+        release_held_keys: A key that has sounded `RELEASE_AFTER_STEPS` or
+            more is released with at least `RELEASE_FLOOR` probability per
+            token (sampled rows; `raised_to_floor`): trained on real pasts
+            only, a model forgets keys it left down in its own music.
         vocab: The event table.
 
     Returns:
@@ -277,7 +294,7 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
     """
     request = SamplingRequest(prompt_tokens, seconds, max_tokens, temperature, top_k, top_p,
                               min_p, seed, n, max_silence, paired_notes, keep_timing,
-                              on_progress, paired_keeps_types)
+                              on_progress, paired_keeps_types, release_held_keys)
     return generate_batch(model, [request], vocab)[0]
 
 
@@ -330,7 +347,8 @@ class SamplingRun:
                   "temperature": np.float64, "top_k": np.int64, "top_p": np.float64,
                   "min_p": np.float64, "silence_cap": np.int64, "silent": np.int64,
                   "elapsed": np.int64, "steps": np.int64, "index": np.int64, "retired": bool,
-                  "paired_notes": bool, "keep_timing": bool, "paired_keeps_types": bool}
+                  "paired_notes": bool, "keep_timing": bool, "paired_keeps_types": bool,
+                  "release_held_keys": bool}
 
     def __init__(self, model, vocab: Vocabulary = VOCAB):
         self.model, self.vocab = model, vocab
@@ -395,7 +413,8 @@ class SamplingRun:
                    "silent": _steps_since_last_note_on(prompt, self.vocab), "elapsed": 0,
                    "steps": 0, "retired": False, "paired_notes": request.paired_notes,
                    "keep_timing": request.keep_timing,
-                   "paired_keeps_types": request.paired_keeps_types}
+                   "paired_keeps_types": request.paired_keeps_types,
+                   "release_held_keys": request.release_held_keys}
             for index in range(request.n):
                 for name, value in {**row, "index": index}.items():
                     joining[name].append(value)
@@ -424,7 +443,8 @@ class SamplingRun:
             banned[paired, note_off.offset:note_off.stop] = (~sounding | just_struck)[paired]
         chosen, step_entropy, step_probability = _choose(
             self.logits, self.temperature, self.top_k, self.top_p, self.min_p, self.generators,
-            banned, self.keep_timing, self.paired_notes & self.paired_keeps_types, vocab)
+            banned, self.keep_timing, self.paired_notes & self.paired_keeps_types, vocab,
+            self._release_floor(banned))
         live = ~self.retired
         for row in np.nonzero(live)[0]:
             self.buffers[row][:, self.steps[row]] = (chosen[row], step_entropy[row],
@@ -475,6 +495,23 @@ class SamplingRun:
         self.sounding_since = np.zeros((0, PITCHES), np.int64)
         self.generators: list[TorchUniforms] = []
         self.buffers: list[np.ndarray] = []  # per row [3, budget]: token, entropy, p(chosen)
+
+    def _release_floor(self, banned: np.ndarray | None) -> np.ndarray | None:
+        """[rows, V] the least probability of each old key's NOTE_OFF (None: no row has one)."""
+        if not self.release_held_keys.any():
+            return None
+        old = ((self.sounding_since >= 0) & self.release_held_keys[:, None]
+               & (self.elapsed[:, None] - self.sounding_since >= RELEASE_AFTER_STEPS))
+        if not old.any():
+            return None
+        per_key = np.minimum(RELEASE_FLOOR,
+                             MAX_RELEASE_SHARE / np.maximum(old.sum(-1, keepdims=True), 1))
+        note_off = self.vocab["note_off"]
+        floor = np.zeros((len(old), self.vocab.size))
+        floor[:, note_off.offset:note_off.stop] = np.where(old, per_key, 0.0)
+        if banned is not None:
+            floor[banned] = 0.0
+        return floor
 
     def _follow_notes(self, chosen: np.ndarray, is_note_on: np.ndarray) -> None:
         """Which pitches sound after `chosen`, as `decode_events` will play them."""
@@ -585,7 +622,8 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
             top_p: float | np.ndarray, min_p: float | np.ndarray,
             generators: list[TorchUniforms], banned: np.ndarray | None = None,
             keep_timing: np.ndarray | None = None, moves_within_types: np.ndarray | None = None,
-            vocab: Vocabulary = VOCAB) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            vocab: Vocabulary = VOCAB, floor: np.ndarray | None = None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One token per row, with the entropy and chosen probability of the model's distribution.
 
     `temperature`, `top_k`, `top_p` and `min_p` hold each row's own value (temperature
@@ -596,8 +634,10 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     that distribution at temperature 1); the others' banned tokens are
     dropped before it, which spreads their probability over every event.
     Rows marked in `keep_timing` keep the model's timing
-    (`temper_keeping_timing`); the others divide every logit. Only sampled
-    rows draw a uniform, each from its own generator.
+    (`temper_keeping_timing`); the others divide every logit. `floor` [B, V]
+    is the least probability each token gets in a sampled row, after all of
+    that (`raised_to_floor`). Only sampled rows draw a uniform, each from its
+    own generator.
 
     Numpy rather than torch: on a 391-long row each torch call costs more in
     overhead than in arithmetic, and this runs once per generated token.
@@ -651,6 +691,8 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
                                                         banned[rows][row_moved], vocab)
             sampling[~direct] = _softmax(filter_logits(tempered, top_k[rows], top_p[rows],
                                                        min_p[rows]))
+        if floor is not None:
+            sampling = raised_to_floor(sampling, floor[sampled])
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
         uniforms = np.array([generators[i].next() for i in sampled])
@@ -739,6 +781,22 @@ def paired_keeping_timing(log_probs: np.ndarray, probabilities: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(open_type, share / (share.sum(-1, keepdims=True) * within), 0.0)
     return weights * np.repeat(scale, sizes, axis=1)
+
+
+def raised_to_floor(probabilities: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Every token at least as likely as its floor; the others scaled down in proportion.
+
+    Args:
+        probabilities: [B, V], each row summing to 1.
+        floor: [B, V], 0 where a token has none; each row summing to less than 1.
+
+    Returns:
+        [B, V] float64, each row summing to 1.
+    """
+    raised = floor > probabilities
+    others = np.where(raised, 0.0, probabilities)
+    room = 1.0 - np.where(raised, floor, 0.0).sum(-1, keepdims=True)
+    return np.where(raised, floor, others * (room / others.sum(-1, keepdims=True)))
 
 
 def _per_row(value, dtype, rows: int) -> np.ndarray:

@@ -84,13 +84,14 @@ class Excerpt:
 @dataclass(frozen=True)
 class Condition:
     """How to sample: greedy (temperature 0), or a temperature, top-p and min-p, and the
-    `Settings` yes/no controls paired_notes and keep_timing."""
+    `Settings` yes/no controls paired_notes, keep_timing and release_held_keys."""
 
     temperature: float
     top_p: float
     min_p: float = 0.0
     paired_notes: bool = False
     keep_timing: bool = False
+    release_held_keys: bool = False
 
     @property
     def label(self) -> str:
@@ -100,21 +101,25 @@ class Condition:
             label = f"T={self.temperature:g} top-p={self.top_p:g}"
             label += f" min-p={self.min_p:g}" if self.min_p else ""
         return (label + (" paired" if self.paired_notes else "")
-                + (" keep-timing" if self.keep_timing else ""))
+                + (" keep-timing" if self.keep_timing else "")
+                + (" release-held" if self.release_held_keys else ""))
 
     @staticmethod
     def default() -> Condition:
         """The app's default."""
         return Condition(Settings.temperature, Settings.top_p, Settings.min_p,
-                         Settings.paired_notes, Settings.keep_timing)
+                         Settings.paired_notes, Settings.keep_timing, Settings.release_held_keys)
 
 
 def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
                         top_ps: Sequence[float] = DEFAULT_TOP_PS,
                         min_ps: Sequence[float] = (Settings.min_p,),
                         pairings: Sequence[bool] = (Settings.paired_notes,),
-                        timings: Sequence[bool] = (Settings.keep_timing,)) -> list[Condition]:
-    """Greedy, then every temperature x top-p x min-p x pairing x timing, checked by `Settings`.
+                        timings: Sequence[bool] = (Settings.keep_timing,),
+                        releases: Sequence[bool] = (Settings.release_held_keys,),
+                        ) -> list[Condition]:
+    """Greedy, then every temperature x top-p x min-p x pairing x timing x release, checked
+    by `Settings`.
 
     Args:
         temperatures: Sampling temperatures (0 is greedy and is always included).
@@ -124,6 +129,8 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
             as "yes" (greedy, the reference without sampling, is unpaired).
         timings: Values of `Settings.keep_timing`, likewise (greedy has no
             temperature to keep the timing from).
+        releases: Values of `Settings.release_held_keys`, likewise (greedy,
+            which draws nothing, has none).
 
     Returns:
         The conditions, greedy first, without repeats.
@@ -133,11 +140,13 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     """
     pairings = [to_bool("paired notes", value) for value in pairings]
     timings = [to_bool("keep timing", value) for value in timings]
+    releases = [to_bool("release held keys", value) for value in releases]
     conditions = [Condition(0.0, Settings.top_p)]
-    for temperature, top_p, min_p, paired, timed in itertools.product(
-            temperatures, top_ps, min_ps, pairings, timings):
+    for temperature, top_p, min_p, paired, timed, released in itertools.product(
+            temperatures, top_ps, min_ps, pairings, timings, releases):
         Settings(temperature=temperature, top_p=top_p, min_p=min_p)
-        condition = Condition(float(temperature), float(top_p), float(min_p), paired, timed)
+        condition = Condition(float(temperature), float(top_p), float(min_p), paired, timed,
+                              released)
         if temperature != 0 and condition not in conditions:
             conditions.append(condition)
     return conditions
@@ -216,6 +225,7 @@ def continue_excerpts(model: LoadedModel, excerpts: Sequence[Excerpt], condition
                             top_p=condition.top_p, min_p=condition.min_p,
                             paired_notes=condition.paired_notes,
                             keep_timing=condition.keep_timing,
+                            release_held_keys=condition.release_held_keys,
                             seed=seed + i, include_prompt=False)
         clips.append(compose(model, excerpt.prompt, settings)[0].notes)
         if on_clip is not None:
@@ -270,7 +280,9 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
                      top_ps: Sequence[float] = DEFAULT_TOP_PS,
                      min_ps: Sequence[float] = (Settings.min_p,),
                      pairings: Sequence[bool] = (Settings.paired_notes,),
-                     timings: Sequence[bool] = (Settings.keep_timing,), resamples: int = 1000,
+                     timings: Sequence[bool] = (Settings.keep_timing,),
+                     releases: Sequence[bool] = (Settings.release_held_keys,),
+                     resamples: int = 1000,
                      seed: int = 0, workers: int | None = None,
                      on_progress: Callable[[str, int, int], None] | None = None,
                      ) -> SampleEvaluation:
@@ -281,9 +293,10 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
         data: A MAESTRO folder or token cache with train and test splits.
         n: Prompts.
         seconds: Continuation length.
-        temperatures, top_ps, min_ps, pairings, timings: The sampling grid
-            (greedy is always added); pairings are values of
-            `Settings.paired_notes`, timings of `Settings.keep_timing`.
+        temperatures, top_ps, min_ps, pairings, timings, releases: The
+            sampling grid (greedy is always added); pairings are values of
+            `Settings.paired_notes`, timings of `Settings.keep_timing`,
+            releases of `Settings.release_held_keys`.
         resamples: Bootstrap draws for the intervals.
         seed: Prompt i is sampled with seed + i; also seeds the bootstrap.
         workers: Processes sampling at once (None: one per CPU core); the
@@ -298,7 +311,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
             train split, or too few long performances (all before any sampling).
     """
     began = time.perf_counter()
-    conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings, timings)
+    conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings, timings, releases)
     if not checkpoints:
         raise UserError("give at least one checkpoint with --checkpoint")
     models = [load_model(path) for path in checkpoints]
@@ -315,7 +328,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
             meta[name] = {"model": model.name, "temperature": condition.temperature,
                           "top_p": condition.top_p, "min_p": condition.min_p,
                           "paired_notes": condition.paired_notes,
-                          "keep_timing": condition.keep_timing}
+                          "keep_timing": condition.keep_timing,
+                          "release_held_keys": condition.release_held_keys}
             clips[name] = [None] * len(excerpts)
             for first in range(0, len(excerpts), PROMPTS_PER_JOB):
                 jobs.append(_Job(name, str(path), condition, first,

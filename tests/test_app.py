@@ -79,7 +79,8 @@ def _generate(client, upload=None, seed_kind="upload", n=2, seconds=5, variation
         upload=handle_file(str(upload)) if upload else None, seed_seconds=5, seed_start=None,
         model="lstm", soundfont=None, seconds=seconds, temperature=0.8, top_k=0, top_p=0.95,
         min_p=0.05, variation=variation, n=n, include_seed=True, max_silence=4, paired_notes=True,
-        keep_timing=False, new_variation=new_variation, api_name="/generate")
+        keep_timing=False, release_held_keys=False, new_variation=new_variation,
+        api_name="/generate")
     # gradio_client leaves out layout blocks (the slot columns) and session state.
     names = [name for name in [*app.GENERATE_OUTPUTS, "status"]
              if not name.startswith("slot") and name != "session"]
@@ -98,6 +99,7 @@ def test_upload_generate_two_candidates_that_decode(client, tmp_path):
         assert len(read_midi(midi)) > 0
         recipe = read_recipe(midi)  # the Advanced settings, none at its default, reached it
         assert recipe["paired_notes"] is True and recipe["keep_timing"] is False
+        assert recipe["release_held_keys"] is False
         assert recipe["min_p"] == 0.05 and recipe["temperature"] == 0.8
         assert "<svg" in out[f"player{i}"] and "mg-cursor" in out[f"player{i}"]
         assert f"variation {1 + i}," in out[f"info{i}"]
@@ -350,7 +352,8 @@ def test_compare_and_greedy_versus_sampled_through_the_api(client):
     common = dict(seed_kind="example", example="Slow waltz in D", upload=None, seed_seconds=4,
                   seed_start=None, soundfont=None, seconds=3, temperature=0.0, top_k=0,
                   top_p=0.95, min_p=0.0, variation=7, include_seed=True, max_silence=4,
-                  paired_notes=False, keep_timing=False, new_variation=False)
+                  paired_notes=False, keep_timing=False, release_held_keys=False,
+                  new_variation=False)
     compared = client.predict(**common, use_maestro=False, maestro_piece=0, maestro_start=0,
                               api_name="/compare")
     html = [value for value in compared if isinstance(value, str) and "mg-player" in value]

@@ -22,6 +22,7 @@ from musicgen.prompt import (
 )
 from musicgen.recipe import (
     RECIPE_PREFIX,
+    RECIPE_VERSION,
     read_recipe,
     recipe_prompt,
     recipe_settings,
@@ -251,7 +252,7 @@ def test_keep_timing_is_in_the_recipe_and_older_recipes_replay_without(lstm, tmp
     prompt = prompt_from_example(example_names()[0], 3)
     (timed,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, temperature=0.7,
                                                       keep_timing=True))
-    assert timed.recipe["keep_timing"] is True and timed.recipe["version"] == 6
+    assert timed.recipe["keep_timing"] is True and timed.recipe["version"] == RECIPE_VERSION
     again = read_recipe(_with_recipe(tmp_path, recipe_text(timed.recipe)))
     assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, timed.notes)
     (plain,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=4, temperature=0.7,
@@ -276,6 +277,17 @@ def test_older_recipes_with_paired_notes_replay_with_the_rule_they_were_sampled_
     assert _same_notes(compose.compose(lstm, *replay(recipe))[0].notes, spread.notes)
     again = read_recipe(_with_recipe(tmp_path, recipe_text(kept.recipe)))
     assert _same_notes(compose.compose(lstm, *replay(again))[0].notes, kept.notes)
+
+
+def test_recipes_before_released_held_keys_replay_without(lstm, tmp_path):
+    prompt = prompt_from_example(example_names()[0], 3)
+    (today,) = compose.compose(lstm, prompt, Settings(seconds=2, seed=6))
+    assert today.recipe["release_held_keys"] is True
+    assert replay(read_recipe(_with_recipe(tmp_path, recipe_text(today.recipe))))[1] \
+        .release_held_keys
+    v6 = {k: v for k, v in today.recipe.items() if k != "release_held_keys"} | {"version": 6}
+    _, settings = replay(read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v6))))
+    assert settings.release_held_keys is False  # what the sampler did then (sample.py tests it)
 
 
 def test_an_older_unpaired_recipe_paired_on_replay_gets_todays_rule(lstm, tmp_path):

@@ -12,6 +12,7 @@ from musicgen.sample import (
     generate,
     move_within_types,
     paired_keeping_timing,
+    raised_to_floor,
     temper_keeping_timing,
 )
 
@@ -266,6 +267,34 @@ def test_paired_notes_keep_the_models_chance_of_releasing_a_key():
     # NOTE_OFF over the time shift and releases sooner.
     assert mean_length(keep_timing=True, temperature=0.5) == pytest.approx(kept, rel=0.05)
     assert mean_length(temperature=0.5) < 0.85 * kept
+
+
+def test_released_held_keys_end_soon_after_the_age_where_pianists_let_go():
+    # Struck, 60 is next to never released: only the decoder's 5 s cut ends it.
+    model = Restrikes({ON.token(60): 1.0, SHIFT.token(1): 2.0, OFF.token(60): -12.0})
+
+    def lengths(**controls) -> np.ndarray:
+        tokens = generate(model, [], seconds=60, seed=4, paired_notes=True, **controls).tokens[0]
+        notes, _ = decode_events(tokens)
+        ended = notes.start < 60 - MAX_NOTE_SECONDS  # not closed by the clip's end
+        return (notes.end - notes.start)[ended]
+
+    assert np.allclose(lengths(), MAX_NOTE_SECONDS)
+    released = lengths(release_held_keys=True)
+    # Not before 3 s; after it at 2% a token, with 100 or more tokens a second
+    # here (a few reach the cut: with many keys old, each gets less).
+    assert np.mean(released >= 3.0) > 0.99 and np.mean(released < MAX_NOTE_SECONDS) > 0.95
+    assert released.mean() < 3.6 and len(released) > 100
+
+
+def test_a_floor_lifts_the_tokens_below_it_and_scales_the_rest():
+    probabilities = np.array([[0.5, 0.3, 0.19, 0.01], [0.25, 0.25, 0.25, 0.25]])
+    floor = np.array([[0.0, 0.0, 0.0, 0.1], [0.0, 0.0, 0.0, 0.1]])
+    raised = raised_to_floor(probabilities, floor)
+    np.testing.assert_allclose(raised[0], [0.5 * 0.9 / 0.99, 0.3 * 0.9 / 0.99, 0.19 * 0.9 / 0.99,
+                                           0.1])
+    np.testing.assert_allclose(raised[1], probabilities[1])  # already above its floor
+    np.testing.assert_allclose(raised.sum(-1), 1.0)
 
 
 def test_moving_within_types_keeps_each_types_share_and_the_allowed_proportions():

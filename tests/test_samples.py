@@ -203,23 +203,27 @@ def test_the_index_reads_token_pieces_as_it_reads_their_notes():
 
 
 def test_conditions_start_with_greedy_and_refuse_settings_out_of_range():
-    # The app's defaults pair notes and keep the model's timing; greedy, the reference
-    # without sampling, does neither.
+    # The app's defaults pair notes, keep the model's timing and release held keys;
+    # greedy, the reference without sampling, does none of these.
     assert [c.label for c in sampling_conditions((1.0,), (0.95, 1.0))] == [
-        "greedy", "T=1 top-p=0.95 paired keep-timing", "T=1 top-p=1 paired keep-timing"]
+        "greedy", "T=1 top-p=0.95 paired keep-timing release-held",
+        "T=1 top-p=1 paired keep-timing release-held"]
     from musicgen.errors import SettingsError
 
     with pytest.raises(SettingsError, match="Temperature must be between"):
         sampling_conditions((5.0,), (0.95,))
-    grid = sampling_conditions((0.9,), (1.0,), (0.0, 0.05), ("no", "yes"), (False,))
+    grid = sampling_conditions((0.9,), (1.0,), (0.0, 0.05), ("no", "yes"), (False,), (False,))
     assert [c.label for c in grid] == [
         "greedy", "T=0.9 top-p=1", "T=0.9 top-p=1 paired", "T=0.9 top-p=1 min-p=0.05",
         "T=0.9 top-p=1 min-p=0.05 paired"]
     with pytest.raises(SettingsError, match="paired notes must be yes or no"):
         sampling_conditions((0.9,), (1.0,), (0.0,), ("maybe",))
-    timed = sampling_conditions((0.9,), (1.0,), (0.0,), (False,), ("no", "yes"))
+    timed = sampling_conditions((0.9,), (1.0,), (0.0,), (False,), ("no", "yes"), (False,))
     assert [(c.label, c.keep_timing) for c in timed] == [
         ("greedy", False), ("T=0.9 top-p=1", False), ("T=0.9 top-p=1 keep-timing", True)]
+    released = sampling_conditions((0.9,), (1.0,), (0.0,), (False,), (False,), ("no", "yes"))
+    assert [(c.label, c.release_held_keys) for c in released] == [
+        ("greedy", False), ("T=0.9 top-p=1", False), ("T=0.9 top-p=1 release-held", True)]
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +248,10 @@ def test_the_command_on_a_tiny_corpus(corpus, tmp_path, capsys):
                  "--workers", "1", "--report", str(report), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["sets"]) == {"real", "real (other half)", "lstm-tiny greedy",
-                                    "lstm-tiny T=1 top-p=0.9 paired keep-timing",
+                                    "lstm-tiny T=1 top-p=0.9 paired keep-timing release-held",
                                     "transformer-tiny greedy",
-                                    "transformer-tiny T=1 top-p=0.9 paired keep-timing"}
+                                    "transformer-tiny T=1 top-p=0.9 paired keep-timing "
+                                    "release-held"}
     assert len(summary["prompts"]) == 4
     assert all(p["start"] == int(p["start"]) for p in summary["prompts"])
     for name in ("README.md", "results.json", "features.png", "pitch_classes.png",
@@ -262,8 +267,8 @@ def test_the_same_seed_gives_the_same_continuations(corpus):
     cache, lstm, _ = corpus
     runs = [evaluate_samples([lstm], cache, n=4, seconds=2, temperatures=(1.0,),
                              top_ps=(0.95,), resamples=10, workers=1) for _ in range(2)]
-    for a, b in zip(runs[0].clips["lstm-tiny T=1 top-p=0.95 paired keep-timing"],
-                    runs[1].clips["lstm-tiny T=1 top-p=0.95 paired keep-timing"], strict=True):
+    name = "lstm-tiny T=1 top-p=0.95 paired keep-timing release-held"
+    for a, b in zip(runs[0].clips[name], runs[1].clips[name], strict=True):
         np.testing.assert_array_equal(a.pitch, b.pitch)
 
 

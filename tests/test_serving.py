@@ -78,7 +78,9 @@ def test_a_request_gets_the_same_notes_alone_or_batched_with_others(tmp_path, ki
                     keep_timing=True, paired_notes=True),
                 ask(np.array([62, 290]), max_tokens=40, temperature=1.3, seed=5, n=2,
                     paired_notes=True, paired_keeps_types=False),
-                ask(np.array([62, 290]), max_tokens=40, temperature=0.0, paired_notes=True)]
+                ask(np.array([62, 290]), max_tokens=40, temperature=0.0, paired_notes=True),
+                ask(np.array([62, 290]), seconds=12.0, temperature=1.0, seed=8, n=2,
+                    keep_timing=True, paired_notes=True, release_held_keys=True)]
     together = generate_batch(serving, requests)
     for request, batched in zip(requests, together, strict=True):
         alone = generate_batch(serving, [request])[0]
