@@ -162,9 +162,10 @@ the model's own timing ("Keep the model's timing"). That came closest for both m
 Notes are also paired by default, as a pianist's are: a key is struck only when it is up
 and released only when it is down. On 150 prompts that halved the LSTM's excess of notes
 left hanging and brought it closer to real playing; for the Transformer it did not help.
-The models still forgot keys they had held down for a while, so a key held 3 s or more is
-now let go at least as readily as pianists let go of such keys ("Release held keys"): with
-it, notes held 4 s or more are as rare as in the pianists' playing, for both models.
+The models still forgot keys they had held down for a while, so a key held 3 s or more now
+gets at least a 2% chance of being let go at each event, about what pianists give such keys
+("Release held keys"): with it, notes held 4 s or more are as rare as in the pianists'
+playing, for both models.
 
 Greedy decoding repeats itself, and about half of its runs of 8 intervals also occur in
 the training data (of the pianists' own continuations: 3%). Accuracy cannot show any of
@@ -793,7 +794,8 @@ def build_about_tab(studio: Studio, ui: dict) -> None:
                     f"{card.get('parameters', 0):,} | "
                     f"{tokens_seen(card):,} | {nll} | {bigram} | "
                     f"{accuracy} |")
-    gr.Markdown("### Models\n" + "\n".join(rows) + "\n\n" + ABOUT)
+    gr.Markdown("### Models\n" + "\n".join(rows) + "\n\n" + studio.samples_against_real()
+                + ABOUT)
 
 
 def build_app(studio: Studio) -> gr.Blocks:

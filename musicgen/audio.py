@@ -576,7 +576,7 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "
     length from its size (a variable-rate one needs a header that a streaming
     encoder cannot write first), and the file's size says nothing about the
     music (the listening test's clips). LAME through `lameenc` rather than
-    libsndfile, whose encoder was 3x slower on the app's clips: a 39 s mono
+    libsndfile, whose encoder was 2-2.5x slower on the app's clips: a 39 s mono
     clip took 343 ms there and 133-162 ms here (BENCHMARKS.md, "Fewer numpy
     calls per token").
 
@@ -601,7 +601,9 @@ def write_compressed(path: str | os.PathLike, rendering: Rendering, fmt: str = "
     if fmt == "ogg":
         import soundfile  # noqa: PLC0415 - loads libsndfile; only needed when encoding
 
-        soundfile.write(path, audio, rendering.sample_rate, format="OGG", subtype="VORBIS")
+        # Mono at a higher compression level, as the app's clips were before MP3.
+        soundfile.write(path, audio, rendering.sample_rate, format="OGG", subtype="VORBIS",
+                        compression_level=0.7 if mono else 0.5)
         return path
     import lameenc  # noqa: PLC0415 - only needed when encoding
 

@@ -245,11 +245,16 @@ def update_card(directory: str | os.PathLike, **entries) -> dict:
     return card
 
 
-def record_evaluation(directory: str | os.PathLike, split: str, result: dict) -> dict:
-    """Store an evaluation result in the card under evaluation.<split>, keeping the others.
+def record_evaluation(directory: str | os.PathLike, entry: str, result: dict) -> dict:
+    """Store an evaluation result in the card under evaluation.<entry>, keeping the others.
+
+    Args:
+        directory: The checkpoint folder.
+        entry: Its name: "test" or "test_int8" (`evaluate`), "samples" (`evaluate-samples`).
+        result: JSON-ready numbers.
 
     Returns:
         The updated card.
     """
     evaluation = read_card(directory).get("evaluation", {})
-    return update_card(directory, evaluation={**evaluation, split: result})
+    return update_card(directory, evaluation={**evaluation, entry: result})

@@ -34,7 +34,7 @@ def _train(args) -> int:
                  "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr,
                  "seed": args.seed, "eval_interval": args.eval_interval,
                  "precision": args.precision, "init_from": args.init_from,
-                 "token_masking": args.token_masking,
+                 "token_mask_share": args.token_mask_share,
                  "augment": False if args.no_augment else None}
     if args.resume:  # what the file or the options ask for must agree with the stored run
         out = args.out or load_train_config(args.config, model=args.model).out
@@ -70,7 +70,12 @@ def _evaluate_samples(args) -> int:
 
     from tqdm import tqdm
 
-    from musicgen.sample_report import evaluate_samples, format_summary, write_report
+    from musicgen.sample_report import (
+        evaluate_samples,
+        format_summary,
+        record_in_cards,
+        write_report,
+    )
 
     bars = {}
 
@@ -87,10 +92,14 @@ def _evaluate_samples(args) -> int:
                "resamples": args.bootstrap, "seed": args.seed, "workers": args.workers}
     evaluation = evaluate_samples(args.checkpoint, args.data,
                                   on_progress=None if args.json else progress,
+                                  for_cards=args.write_card,
                                   **{k: v for k, v in options.items() if v is not None})
+    command = "python -m musicgen " + shlex.join(map(str, args.argv))
     if args.report:
-        command = "python -m musicgen " + shlex.join(sys.argv[1:])
         print(f"report: {write_report(evaluation, args.report, command)}", file=sys.stderr)
+    if args.write_card:
+        for folder in record_in_cards(evaluation, command):
+            print(f"card: {folder}", file=sys.stderr)
     print(json.dumps(evaluation.summary(), allow_nan=False) if args.json
           else format_summary(evaluation))
     return 0
@@ -176,7 +185,7 @@ def _setting_help(name: str, text: str = "") -> str:
 
     limit = LIMITS[name]
     default = getattr(Settings(), name)
-    text = text or limit.help or limit.label
+    text = (text or limit.help or limit.label).replace("%", "%%")  # argparse formats help
     if isinstance(default, bool):
         return f"{text} (yes or no, default {'yes' if default else 'no'})"
     return f"{text} ({limit.low:g}-{limit.high:g}, default {default:g})"
@@ -342,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes sampling at once (default: one per "
                    "core; the notes do not depend on it)")
     p.add_argument("--report", help="write README.md, results.json and PNG plots here")
+    p.add_argument("--write-card", action="store_true",
+                   help="store each model's numbers at the app's default setting in its "
+                        "checkpoint's card.json under evaluation.samples")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(run=_evaluate_samples)
 
@@ -380,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-interval", type=int)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"))
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--token-masking", type=float,
+    p.add_argument("--token-mask-share", type=float,
                    help="share of input tokens whose embedding is withheld (default 0)")
     p.set_defaults(run=_train)
 
@@ -428,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     from musicgen.errors import UserError
 
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what a report records to repeat
     try:
         return args.run(args)
     except UserError as error:

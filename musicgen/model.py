@@ -71,15 +71,15 @@ class LSTMModel(nn.Module):
         # picks rows of a state treats its three parts alike.
         return zeros, zeros, held.to(zeros.device)[None]
 
-    def forward(self, tokens: torch.Tensor, state=None, hidden: torch.Tensor | None = None):
+    def forward(self, tokens: torch.Tensor, state=None, withheld: torch.Tensor | None = None):
         """Logits [B, T, V] for tokens [B, T], and the state after the last token.
 
-        `hidden` (bool [B, T], training only) withholds those tokens' embeddings;
-        the held-note input still follows every token (`train.TrainConfig.token_masking`).
+        `withheld` (bool [B, T], training only) marks tokens whose embeddings it is not shown;
+        the held-note input still follows every token (`train.TrainConfig.token_mask_share`).
         """
         x = self.embed(tokens)
-        if hidden is not None:
-            x = x.masked_fill(hidden[..., None], 0.0)
+        if withheld is not None:
+            x = x.masked_fill(withheld[..., None], 0.0)
         if self.held is not None:
             if state is None:
                 state = self.start_state(rows=len(tokens))
@@ -185,10 +185,10 @@ class TransformerModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: torch.Tensor, state=None, hidden: torch.Tensor | None = None):
+    def forward(self, tokens: torch.Tensor, state=None, withheld: torch.Tensor | None = None):
         """Logits [B, T, V]; `state` is (caches, next position) or None.
 
-        `hidden` (bool [B, T], training only) withholds those tokens' embeddings.
+        `withheld` (bool [B, T], training only) marks tokens whose embeddings it is not shown.
         """
         caches, position = state if state is not None else (None, 0)
         time = tokens.shape[1]
@@ -196,8 +196,8 @@ class TransformerModel(nn.Module):
         cos, sin = rope_tables(positions, self.config.d_model // self.config.n_heads,
                                self.config.rope_base)
         x = self.embed(tokens)
-        if hidden is not None:
-            x = x.masked_fill(hidden[..., None], 0.0)
+        if withheld is not None:
+            x = x.masked_fill(withheld[..., None], 0.0)
         x = self.drop(x)
         new_caches = []
         for i, block in enumerate(self.blocks):

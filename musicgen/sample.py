@@ -26,16 +26,17 @@ from musicgen.serving import merged
 TOKENS_PER_SECOND_CAP = 200
 PITCHES = 128
 MAX_NOTE_STEPS = round(MAX_NOTE_SECONDS * STEPS_PER_SECOND)  # decode_events' cut
-# With release_held_keys, a key held RELEASE_AFTER_SECONDS or more is released
-# with at least RELEASE_FLOOR probability per token. Pianists release a key held
-# 2-4 s at 0.035-0.037 a token and one held 4 s or more at 0.024; the LSTM, on
-# its own music, at 0.0066 and 0.0029 (bench/release_hazard.py). Chosen on 150
-# prompts (BENCHMARKS.md, "Releasing held keys"): from 2 s at 0.03, notes held
-# 4 s or more went below the pianists' share (d -0.36) and the median note got
-# too short (-0.34); from 3 s at 0.02 the share matched (-0.04).
+# With release_held_keys, the NOTE_OFF of a key held RELEASE_AFTER_STEPS or more
+# is raised to RELEASE_FLOOR a token where the model gives it less. Pianists
+# release a key held 3-4 s at 0.037 a token and one held 4 s or more at 0.024;
+# the LSTM, in its own paired music, at 0.017 and 0.0085 (bench/release_hazard.py).
+# Chosen on 150 prompts (BENCHMARKS.md, "Releasing held keys"): from 2 s at 0.03,
+# notes held 4 s or more went below the pianists' share (d -0.36) and the median
+# note got too short (-0.34); from 3 s at 0.02 the share matched (-0.04).
+# Recipes do not store these numbers: changing them needs a new RECIPE_VERSION.
 RELEASE_AFTER_STEPS = round(3.0 * STEPS_PER_SECOND)
 RELEASE_FLOOR = 0.02
-# However many keys are old, at most this share of a step goes to their releases.
+# However many keys are old, their floors add up to at most this share of a step.
 MAX_RELEASE_SHARE = 0.5
 
 
@@ -283,10 +284,11 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             chance of striking or releasing a key now is kept, and only the
             key becomes a legal one (`move_within_types`). False spreads it
             over every event, as recipes of version 5 and older sampled.
-        release_held_keys: A key that has sounded `RELEASE_AFTER_STEPS` or
-            more is released with at least `RELEASE_FLOOR` probability per
-            token (sampled rows; `raised_to_floor`): trained on real pasts
-            only, a model forgets keys it left down in its own music.
+        release_held_keys: The NOTE_OFF of a key that has sounded
+            `RELEASE_AFTER_STEPS` or more is raised to `RELEASE_FLOOR` a token
+            where the model gives it less (sampled rows; `raised_to_floor`):
+            trained on real pasts only, a model forgets keys it left down in
+            its own music.
         vocab: The event table.
 
     Returns:
@@ -444,7 +446,7 @@ class SamplingRun:
         chosen, step_entropy, step_probability = _choose(
             self.logits, self.temperature, self.top_k, self.top_p, self.min_p, self.generators,
             banned, self.keep_timing, self.paired_notes & self.paired_keeps_types, vocab,
-            self._release_floor(banned))
+            release_floor(self.sounding_since, self.elapsed, self.release_held_keys, vocab))
         live = ~self.retired
         for row in np.nonzero(live)[0]:
             self.buffers[row][:, self.steps[row]] = (chosen[row], step_entropy[row],
@@ -495,23 +497,6 @@ class SamplingRun:
         self.sounding_since = np.zeros((0, PITCHES), np.int64)
         self.generators: list[TorchUniforms] = []
         self.buffers: list[np.ndarray] = []  # per row [3, budget]: token, entropy, p(chosen)
-
-    def _release_floor(self, banned: np.ndarray | None) -> np.ndarray | None:
-        """[rows, V] the least probability of each old key's NOTE_OFF (None: no row has one)."""
-        if not self.release_held_keys.any():
-            return None
-        old = ((self.sounding_since >= 0) & self.release_held_keys[:, None]
-               & (self.elapsed[:, None] - self.sounding_since >= RELEASE_AFTER_STEPS))
-        if not old.any():
-            return None
-        per_key = np.minimum(RELEASE_FLOOR,
-                             MAX_RELEASE_SHARE / np.maximum(old.sum(-1, keepdims=True), 1))
-        note_off = self.vocab["note_off"]
-        floor = np.zeros((len(old), self.vocab.size))
-        floor[:, note_off.offset:note_off.stop] = np.where(old, per_key, 0.0)
-        if banned is not None:
-            floor[banned] = 0.0
-        return floor
 
     def _follow_notes(self, chosen: np.ndarray, is_note_on: np.ndarray) -> None:
         """Which pitches sound after `chosen`, as `decode_events` will play them."""
@@ -634,10 +619,10 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
     that distribution at temperature 1); the others' banned tokens are
     dropped before it, which spreads their probability over every event.
     Rows marked in `keep_timing` keep the model's timing
-    (`temper_keeping_timing`); the others divide every logit. `floor` [B, V]
-    is the least probability each token gets in a sampled row, after all of
-    that (`raised_to_floor`). Only sampled rows draw a uniform, each from its
-    own generator.
+    (`temper_keeping_timing`); the others divide every logit. After all of
+    that, a sampled row's tokens below their `floor` [B, V] are raised to it
+    (`raised_to_floor`). Only sampled rows draw a uniform, each from its own
+    generator.
 
     Numpy rather than torch: on a 391-long row each torch call costs more in
     overhead than in arithmetic, and this runs once per generated token.
@@ -691,8 +676,9 @@ def _choose(logits: np.ndarray, temperature: float | np.ndarray, top_k: int | np
                                                         banned[rows][row_moved], vocab)
             sampling[~direct] = _softmax(filter_logits(tempered, top_k[rows], top_p[rows],
                                                        min_p[rows]))
-        if floor is not None:
-            sampling = raised_to_floor(sampling, floor[sampled])
+        if floor is not None:  # only rows with a floor: the others stay bit for bit
+            floored = floor[sampled].any(-1)
+            sampling[floored] = raised_to_floor(sampling[floored], floor[sampled][floored])
         cumulative = np.cumsum(sampling, -1)
         # Inverse-CDF sampling with each row's own seeded generator.
         uniforms = np.array([generators[i].next() for i in sampled])
@@ -783,8 +769,44 @@ def paired_keeping_timing(log_probs: np.ndarray, probabilities: np.ndarray,
     return weights * np.repeat(scale, sizes, axis=1)
 
 
+def release_floor(sounding_since: np.ndarray, elapsed: np.ndarray, releasing: np.ndarray,
+                  vocab: Vocabulary = VOCAB) -> np.ndarray | None:
+    """The floor of each old key's NOTE_OFF, for `raised_to_floor` (release_held_keys).
+
+    A key is old once it has sounded `RELEASE_AFTER_STEPS`; each old key's
+    NOTE_OFF gets `RELEASE_FLOOR`, or less where that many old keys would
+    together pass `MAX_RELEASE_SHARE`. Pairing never bans these tokens: an
+    old key sounds and was not just struck.
+
+    Args:
+        sounding_since: int [B, 128], the step each pitch began sounding at, -1 where silent.
+        elapsed: int [B], each row's steps so far.
+        releasing: bool [B], the rows with release_held_keys.
+        vocab: The event table.
+
+    Returns:
+        float64 [B, V], 0 but for old keys' NOTE_OFFs; None where no row has an old key.
+    """
+    if not releasing.any():
+        return None
+    old = ((sounding_since >= 0) & releasing[:, None]
+           & (elapsed[:, None] - sounding_since >= RELEASE_AFTER_STEPS))
+    if not old.any():
+        return None
+    per_key = np.minimum(RELEASE_FLOOR,
+                         MAX_RELEASE_SHARE / np.maximum(old.sum(-1, keepdims=True), 1))
+    note_off = vocab["note_off"]
+    floor = np.zeros((len(old), vocab.size))
+    floor[:, note_off.offset:note_off.stop] = np.where(old, per_key, 0.0)
+    return floor
+
+
 def raised_to_floor(probabilities: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """Every token at least as likely as its floor; the others scaled down in proportion.
+    """Tokens less likely than their floor raised to it; the others scaled down in proportion.
+
+    The others keep their odds among themselves, so a token just above its
+    floor can end a little below it: by the same factor as the rest, at least
+    1 - floor.sum() (0.98 for one old key at the sampler's floor).
 
     Args:
         probabilities: [B, V], each row summing to 1.

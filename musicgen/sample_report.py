@@ -24,12 +24,13 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from musicgen.checkpoint import CARD, record_evaluation
 from musicgen.compose import LoadedModel, compose, load_model
 from musicgen.data import TokenCache, open_cache, open_split
 from musicgen.errors import UserError
@@ -285,7 +286,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
                      resamples: int = 1000,
                      seed: int = 0, workers: int | None = None,
                      on_progress: Callable[[str, int, int], None] | None = None,
-                     ) -> SampleEvaluation:
+                     for_cards: bool = False) -> SampleEvaluation:
     """Sample every checkpoint on the test prompts and compare with the real continuations.
 
     Args:
@@ -302,16 +303,25 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
         workers: Processes sampling at once (None: one per CPU core); the
             notes do not depend on it.
         on_progress: Called with (set name, clips done, clips in the set).
+        for_cards: The result is for `record_in_cards`, so the grid must hold
+            the app's default setting, which is what a card keeps.
 
     Returns:
         The evaluation.
 
     Raises:
         UserError: A bad setting, a missing folder or checkpoint, no test or
-            train split, or too few long performances (all before any sampling).
+            train split, too few long performances, or (for cards) a grid
+            without the app's default (all before any sampling).
     """
     began = time.perf_counter()
     conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings, timings, releases)
+    if for_cards and Condition.default() not in conditions:
+        raise UserError(f"a card keeps the numbers of the app's default setting "
+                        f"({Condition.default().label}); add it to the grid")
+    for path in checkpoints if for_cards else ():
+        if not (Path(path) / CARD).is_file():
+            raise UserError(f"{path} has no {CARD} to write to (give checkpoint folders)")
     if not checkpoints:
         raise UserError("give at least one checkpoint with --checkpoint")
     models = [load_model(path) for path in checkpoints]
@@ -414,6 +424,67 @@ def _card_accuracy(model: LoadedModel, path: str | os.PathLike) -> dict:
 
 
 # --------------------------------------------------------------------------- reading the numbers
+
+# What a card keeps per feature: the issue's targets for samples (density, note
+# length, loudness, stuck notes), the rest stays in the report.
+CARD_FEATURES = ("notes_per_second", "duration_median", "velocity_mean", "long_note_share")
+
+
+def card_entry(evaluation: SampleEvaluation, model: str, command: str | None = None) -> dict:
+    """What a model's card keeps of an evaluation: its samples at the app's default.
+
+    Args:
+        evaluation: An evaluation whose grid held the app's default setting.
+        model: The model's name, as in `evaluation.models`.
+        command: How the evaluation was made, to repeat it.
+
+    Returns:
+        JSON-ready: the setting (its label, and its `Settings` fields by
+        name), prompts (test split), Fréchet distance with
+        its interval and the real-against-real ceiling, mean |d|, d with its
+        interval and both means for each of `CARD_FEATURES`, and the copied
+        shares.
+
+    Raises:
+        UserError: The evaluation has no set of this model at the app's default.
+    """
+    setting = Condition.default().label
+    rows = {row["name"]: row for row in ranking(evaluation)}
+    name = f"{model} {setting}"
+    if name not in rows:
+        raise UserError(f"the evaluation has no {model} samples at the app's default ({setting})")
+    row, measured = rows[name], evaluation.comparison["sets"][name]["features"]
+    real = evaluation.comparison["sets"][REAL]["features"]
+    return _finite({
+        "command": command, "prompts": len(evaluation.excerpts), "seconds": evaluation.seconds,
+        "setting": setting, "settings": asdict(Condition.default()),
+        "frechet": row["frechet"], "frechet_ci": row["frechet_ci"],
+        "ceiling_frechet": rows[CEILING]["frechet"], "mean_abs_d": row["mean_abs_smd"],
+        "features": {feature: {"d": measured[feature]["smd"], "d_ci": measured[feature]["smd_ci"],
+                               "mean": measured[feature]["mean"],
+                               "real_mean": real[feature]["mean"]}
+                     for feature in CARD_FEATURES},
+        "copied_share": row["copied_share"],
+        "real_copied_share": evaluation.copying[REAL]["mean_share"]})
+
+
+def record_in_cards(evaluation: SampleEvaluation, command: str | None = None) -> list[Path]:
+    """Store each model's `card_entry` in its checkpoint's card, under evaluation.samples.
+
+    Args:
+        evaluation: An evaluation made with `for_cards`.
+        command: How it was made, to repeat it.
+
+    Returns:
+        The checkpoint folders whose cards were updated.
+    """
+    entries = {model: card_entry(evaluation, model, command) for model in evaluation.models}
+    folders = []
+    for model, entry in entries.items():
+        folder = Path(evaluation.models[model]["checkpoint"])
+        record_evaluation(folder, "samples", entry)
+        folders.append(folder)
+    return folders
 
 
 def ranking(evaluation: SampleEvaluation) -> list[dict]:

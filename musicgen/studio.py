@@ -35,6 +35,7 @@ from musicgen.prompt import Prompt, choose_prompt, default_start, prompt_from_no
 from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
+from musicgen.samples import FEATURES
 from musicgen.settings import Settings, to_number
 
 OUTPUT_TTL_S = 3600.0
@@ -170,6 +171,41 @@ class Studio:
     def cards(self) -> list[dict]:
         """The model cards, for the About tab."""
         return [model.card for model in self.models.values()]
+
+    def samples_against_real(self) -> str:
+        """Markdown for the About tab: each model's samples at today's default against real playing.
+
+        From the cards' `evaluation.samples` (`evaluate-samples --write-card`).
+        A card without it, or measured at another default setting, is left
+        out: its numbers would not be this page's. "" when none is left.
+        """
+        defaults = dataclasses.asdict(Settings())
+        rows = []
+        for card in self.cards():
+            kept = card.get("evaluation", {}).get("samples") or {}
+            settings = kept.get("settings") or {}
+            if not settings or any(defaults.get(k) != v for k, v in settings.items()):
+                continue
+            try:
+                features = kept["features"]
+                differences = " | ".join(f"{features[name]['d']:+.2f}" for name in
+                                         ("notes_per_second", "duration_median", "velocity_mean"))
+                held = features["long_note_share"]
+                rows.append(f"| {card.get('name', '?')} | {kept['prompts']} | "
+                            f"{kept['frechet']:.1f} ({kept['ceiling_frechet']:.1f}) | "
+                            f"{differences} | {held['mean']:.2%} ({held['real_mean']:.2%}) |")
+            except (KeyError, TypeError, ValueError):  # a card written by hand, or a NaN
+                continue
+        if not rows:
+            return ""
+        return (f"Continuations of MAESTRO test-split prompts at this page's default setting, "
+                f"against what the pianists played next: the Fréchet distance over "
+                f"{len(FEATURES)} features (real playing against itself in brackets; lower is "
+                f"closer), and the difference in standard deviations of the pianists' (0 = the "
+                f"same) for three of them.\n\n"
+                "| model | prompts | Fréchet distance (real) | notes per second | median note "
+                "length | loudness | notes held 4 s or more (pianists) |\n"
+                "|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n")
 
     # --- the seed MIDI ---
 

@@ -72,7 +72,7 @@ class TrainConfig:
     # and leaves them down (BENCHMARKS.md, "Why the LSTM still holds keys").
     # With some tokens unseen its state is unreliable, and the held-note input,
     # which still follows every token, is what tells it which keys sound.
-    token_masking: float = 0.0
+    token_mask_share: float = 0.0
     eval_interval: int = 250
     eval_windows: int = 128
     seed: int = 0
@@ -208,14 +208,15 @@ def autocast_for(device: torch.device, precision: str):
     return nullcontext()
 
 
-def sequence_loss(model, batch: torch.Tensor, state=None, hidden: torch.Tensor | None = None):
+def sequence_loss(model, batch: torch.Tensor, state=None,
+                  withheld: torch.Tensor | None = None):
     """Mean next-token cross-entropy (nats) over non-PAD targets, and accuracy.
 
     `state` is the model's state before the batch's first tokens (None: empty);
-    `hidden` (bool, the inputs' shape) the inputs whose embeddings it is not shown.
+    `withheld` (bool, the inputs' shape) the inputs whose embeddings it is not shown.
     """
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits, _ = model(inputs, state, hidden)
+    logits, _ = model(inputs, state, withheld)
     logits = logits.float().reshape(-1, logits.shape[-1])
     targets = targets.reshape(-1)
     loss = F.cross_entropy(logits, targets, ignore_index=VOCAB.pad)
@@ -261,9 +262,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         time_limit_s: Likewise, stop at the first evaluation after this many
             seconds of this call (for sessions with a wall-clock limit).
     """
-    if not 0 <= config.token_masking < 1:
-        raise SettingsError(f"token_masking is a share of the input tokens, from 0 up to but "
-                            f"not including 1, not {config.token_masking}")
+    if not 0 <= config.token_mask_share < 1:
+        raise SettingsError(f"token_mask_share is a share of the input tokens, from 0 up to but "
+                            f"not including 1, not {config.token_mask_share}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = pick_device()
     if distributed:
@@ -329,13 +330,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             state = model.start_state(torch.from_numpy(held))
         else:
             batch, state = train_windows.batch(rng, config.batch_size), None
-        hidden = None
-        if config.token_masking > 0:  # no draw otherwise: runs from before it resume exactly
-            hidden = torch.from_numpy(rng.random((len(batch), batch.shape[1] - 1))
-                                      < config.token_masking).to(device)
+        withheld = None
+        if config.token_mask_share > 0:
+            # Its own generator per step, not the batches': the same windows as
+            # without masking, and a resumed run draws the same masks.
+            masks = np.random.default_rng([config.seed, step])
+            withheld = torch.from_numpy(masks.random((len(batch), batch.shape[1] - 1))
+                                        < config.token_mask_share).to(device)
         batch = torch.from_numpy(batch).to(device)
         with autocast_for(device, config.precision):
-            loss, _ = sequence_loss(trainable, batch, state, hidden)
+            loss, _ = sequence_loss(trainable, batch, state, withheld)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -455,3 +455,25 @@ def test_yes_no_settings_are_read_as_people_mean_them():
         Settings.from_user(seconds="")
     with pytest.raises(SettingsError, match="Excerpt length .seconds. must be a number, not abc"):
         choose_prompt("example", seconds="abc")
+
+
+def test_every_command_prints_its_help(capsys):
+    # Help texts come from musicgen.settings too, where a "%" would break argparse.
+    import argparse
+
+    from musicgen.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, path: list[str]):
+        yield path
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, [*path, name])
+
+    paths = list(commands(build_parser(), []))
+    assert ["generate"] in paths and ["listening", "build"] in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args([*path, "--help"])
+        assert exit_.value.code == 0, path
+        assert "usage:" in capsys.readouterr().out

@@ -191,20 +191,20 @@ def test_a_hidden_token_is_not_seen_but_the_held_note_input_still_follows_it(kin
     one = torch.randint(3, 391, (1, 40), generator=torch.Generator().manual_seed(3))
     other = one.clone()
     one[0, 10], other[0, 10] = VOCAB["note_on"].token(60), VOCAB["note_on"].token(72)
-    hidden = torch.zeros_like(one, dtype=torch.bool)
-    hidden[0, 10] = True
+    withheld = torch.zeros_like(one, dtype=torch.bool)
+    withheld[0, 10] = True
     with torch.no_grad():
         assert not torch.allclose(model(one)[0][:, 10:], model(other)[0][:, 10:])
         if kind == "lstm":  # the held-note input starts at zero: the token is unseen
-            torch.testing.assert_close(model(one, hidden=hidden)[0],
-                                       model(other, hidden=hidden)[0])
+            torch.testing.assert_close(model(one, withheld=withheld)[0],
+                                       model(other, withheld=withheld)[0])
             torch.nn.init.normal_(model.held.weight, std=0.5)
             # ... until it is trained: then it tells which key went down.
-            assert not torch.allclose(model(one, hidden=hidden)[0][:, 10:],
-                                      model(other, hidden=hidden)[0][:, 10:])
+            assert not torch.allclose(model(one, withheld=withheld)[0][:, 10:],
+                                      model(other, withheld=withheld)[0][:, 10:])
         else:
-            torch.testing.assert_close(model(one, hidden=hidden)[0],
-                                       model(other, hidden=hidden)[0])
+            torch.testing.assert_close(model(one, withheld=withheld)[0],
+                                       model(other, withheld=withheld)[0])
 
 
 def test_weights_that_do_not_fit_apart_from_the_held_note_input_are_refused(tmp_path):

@@ -8,11 +8,15 @@ from conftest import tiny_checkpoint
 from musicgen.checkpoint import load_checkpoint
 from musicgen.events import MAX_NOTE_SECONDS, VOCAB, decode_events
 from musicgen.sample import (
+    MAX_RELEASE_SHARE,
+    RELEASE_AFTER_STEPS,
+    RELEASE_FLOOR,
     filter_logits,
     generate,
     move_within_types,
     paired_keeping_timing,
     raised_to_floor,
+    release_floor,
     temper_keeping_timing,
 )
 
@@ -295,6 +299,29 @@ def test_a_floor_lifts_the_tokens_below_it_and_scales_the_rest():
                                            0.1])
     np.testing.assert_allclose(raised[1], probabilities[1])  # already above its floor
     np.testing.assert_allclose(raised.sum(-1), 1.0)
+
+
+def test_only_keys_held_long_enough_get_a_floor_and_many_share_a_capped_one():
+    since = np.full((3, 128), -1)
+    elapsed = np.array([1000, 1000, 1000])
+    since[0, 60] = 1000 - RELEASE_AFTER_STEPS  # old just now
+    since[0, 61] = 1000 - RELEASE_AFTER_STEPS + 1  # one step short
+    since[1, :40] = 0  # 40 old keys: 40 x RELEASE_FLOOR would pass the cap
+    since[2, 60] = 0  # old, but its row does not release held keys
+    floor = release_floor(since, elapsed, np.array([True, True, False]))
+    assert floor[0, OFF.token(60)] == RELEASE_FLOOR and floor[0].sum() == RELEASE_FLOOR
+    np.testing.assert_allclose(floor[1, OFF.token(0):OFF.token(40)], MAX_RELEASE_SHARE / 40)
+    assert floor[1].sum() == pytest.approx(MAX_RELEASE_SHARE) and not floor[2].any()
+    assert release_floor(since, elapsed, np.array([False, False, False])) is None
+    assert release_floor(np.full((1, 128), -1), elapsed[:1], np.array([True])) is None
+
+
+def test_a_floored_token_just_above_its_floor_keeps_its_odds_against_the_rest():
+    probabilities = np.array([[0.5, 0.479, 0.001, 0.02]])
+    raised = raised_to_floor(probabilities, np.array([[0.0, 0.0, 0.02, 0.02]]))
+    assert raised[0, 2] == 0.02
+    # Scaled with the others, not raised: a little under its floor, by their factor.
+    np.testing.assert_allclose(raised[0, [0, 1, 3]], probabilities[0, [0, 1, 3]] * 0.98 / 0.999)
 
 
 def test_moving_within_types_keeps_each_types_share_and_the_allowed_proportions():

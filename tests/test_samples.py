@@ -1,17 +1,21 @@
 """Sample evaluation: every feature on hand-made MIDI, set comparisons, copying, the command."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from conftest import midi_bytes, tiny_cache, tiny_checkpoint
 
+from musicgen.checkpoint import read_card, record_evaluation
 from musicgen.cli import main
 from musicgen.events import encode_notes
 from musicgen.midi import read_midi
 from musicgen.notes import Notes
 from musicgen.sample_report import (
+    CARD_FEATURES,
     PROMPT_POSITION,
+    Condition,
     prompt_excerpts,
     sampling_conditions,
 )
@@ -32,6 +36,8 @@ from musicgen.samples import (
     overlap_area,
     standardised_mean_difference,
 )
+from musicgen.settings import Settings
+from musicgen.studio import Studio
 
 
 def _midi(notes) -> Notes:
@@ -259,6 +265,54 @@ def test_the_command_on_a_tiny_corpus(corpus, tmp_path, capsys):
         assert (report / name).stat().st_size > 0, name
     text = (report / "README.md").read_text()
     assert "## Findings" in text and "lstm-tiny greedy" in text
+
+
+def test_a_card_keeps_the_app_default_and_a_grid_without_it_is_refused_at_once(
+        corpus, tmp_path, capsys):
+    cache, lstm, _ = corpus
+    own = tmp_path / "lstm-tiny"  # the card is written: not the module's shared checkpoint
+    shutil.copytree(lstm, own)
+    options = ["evaluate-samples", "--checkpoint", str(own), "--data", str(cache), "--n", "4",
+               "--seconds", "3", "--bootstrap", "20", "--workers", "1", "--write-card"]
+    assert main([*options, "--temperature", "1.0"]) == 1
+    assert "a card keeps the numbers of the app's default setting" in capsys.readouterr().err
+    bare = ["--checkpoint", str(own / "model.safetensors")]
+    assert main([*options, *bare, "--temperature", str(Condition.default().temperature)]) == 1
+    assert "has no card.json to write to" in capsys.readouterr().err
+    assert "samples" not in read_card(own).get("evaluation", {})
+
+    assert main([*options, "--temperature", str(Condition.default().temperature), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    entry = read_card(own)["evaluation"]["samples"]
+    measured = summary["sets"][f"lstm-tiny {Condition.default().label}"]
+    assert entry["setting"] == Condition.default().label
+    assert entry["settings"] == {name: getattr(Settings(), name) for name in entry["settings"]}
+    assert entry["prompts"] == 4
+    assert entry["command"].startswith("python -m musicgen evaluate-samples")
+    assert entry["frechet"] == pytest.approx(measured["frechet"])
+    ceiling = summary["sets"]["real (other half)"]
+    assert entry["ceiling_frechet"] == pytest.approx(ceiling["frechet"])
+    assert set(entry["features"]) == set(CARD_FEATURES)
+    for feature in CARD_FEATURES:
+        kept, reported = entry["features"][feature], measured["features"][feature]
+        assert kept["d"] == pytest.approx(reported["smd"])
+        assert kept["real_mean"] == pytest.approx(
+            summary["sets"]["real"]["features"][feature]["mean"])
+
+    # The About tab shows what the card keeps, while it is the page's default.
+    studio = Studio(tmp_path, output_dir=tmp_path / "out", ratings_path=tmp_path / "r.sqlite")
+    long_notes = entry["features"]["long_note_share"]
+    assert (f"| lstm-tiny | 4 | {entry['frechet']:.1f} ({entry['ceiling_frechet']:.1f}) | "
+            f"{entry['features']['notes_per_second']['d']:+.2f} |") in studio.samples_against_real()
+    assert f"{long_notes['mean']:.2%} ({long_notes['real_mean']:.2%}) |" in \
+        studio.samples_against_real()
+    record_evaluation(own, "samples", {**entry, "settings": {**entry["settings"],
+                                                             "temperature": 0.5}})
+    stale = Studio(tmp_path, output_dir=tmp_path / "out", ratings_path=tmp_path / "r.sqlite")
+    assert stale.samples_against_real() == ""  # measured at another default
+    record_evaluation(own, "samples", {"settings": entry["settings"], "frechet": None})
+    broken = Studio(tmp_path, output_dir=tmp_path / "out", ratings_path=tmp_path / "r.sqlite")
+    assert broken.samples_against_real() == ""  # and the page still builds
 
 
 def test_the_same_seed_gives_the_same_continuations(corpus):

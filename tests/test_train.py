@@ -214,13 +214,14 @@ def test_a_held_note_input_trains_from_weights_without_it(tmp_path):
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
 
 
-def test_token_masking_resumes_exactly_and_is_refused_out_of_range(tmp_path):
-    masked = {"token_masking": 0.3, "model_config": {**TINY_LSTM, "held_notes_input": True}}
+def test_token_mask_share_resumes_exactly_and_is_refused_out_of_range(tmp_path):
+    masked = {"token_mask_share": 0.3, "model_config": {**TINY_LSTM, "held_notes_input": True}}
     train(_config(tmp_path, out="straight", **masked), progress=False)
     train(_config(tmp_path, out="resumed", **masked), progress=False, until_step=4)
     train(_config(tmp_path, out="resumed", **masked), resume=True, progress=False)
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
     train(_config(tmp_path, out="unmasked", model_config=masked["model_config"]), progress=False)
-    assert _losses(tmp_path / "unmasked") != _losses(tmp_path / "straight")  # the mask is applied
-    with pytest.raises(SettingsError, match="token_masking"):
-        train(_config(tmp_path, out="bad", token_masking=1.0), progress=False)
+    # The same windows either way (the masks have their own generator): only the mask differs.
+    assert _losses(tmp_path / "unmasked") != _losses(tmp_path / "straight")
+    with pytest.raises(SettingsError, match="token_mask_share"):
+        train(_config(tmp_path, out="bad", token_mask_share=1.0), progress=False)
