@@ -203,8 +203,8 @@ class Studio:
                 f"{len(FEATURES)} features (real playing against itself in brackets; lower is "
                 f"closer), and the difference in standard deviations of the pianists' (0 = the "
                 f"same) for three of them.\n\n"
-                "| model | prompts | Fréchet distance (real) | notes per second | median note "
-                "length | loudness | notes held 4 s or more (pianists) |\n"
+                "| model | prompts | Fréchet distance (real) | notes per second (SD) | median "
+                "note length (SD) | loudness (SD) | notes held 4 s or more (pianists) |\n"
                 "|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n")
 
     # --- the seed MIDI ---
