@@ -163,8 +163,8 @@ Notes are also paired by default, as a pianist's are: a key is struck only when 
 and released only when it is down. On 150 prompts that halved the LSTM's excess of notes
 left hanging and brought it closer to real playing; for the Transformer it did not help.
 The models still forgot keys they had held down for a while, so a key held 3 s or more now
-gets at least a 2% chance of being let go at each event; pianists let go of such keys at
-2-4% ("Release held keys"). With it, notes held 4 s or more are as rare as in the pianists'
+gets about a 2% chance or more of being let go at each event; pianists let go of such keys
+at 2-4% ("Release held keys"). With it, notes held 4 s or more are as rare as in the pianists'
 playing, for both models.
 
 Greedy decoding repeats itself, and about half of its runs of 8 intervals also occur in

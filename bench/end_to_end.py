@@ -48,6 +48,7 @@ def child(tree: Path, model: str, clicks: int) -> None:
 
 
 def main() -> None:
+    """Time every tree's clicks in alternation and print the medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, action="append", required=True,
                         help="a checkout to time (give two or more)")

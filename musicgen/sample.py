@@ -27,9 +27,10 @@ TOKENS_PER_SECOND_CAP = 200
 PITCHES = 128
 MAX_NOTE_STEPS = round(MAX_NOTE_SECONDS * STEPS_PER_SECOND)  # decode_events' cut
 # With release_held_keys, the NOTE_OFF of a key held RELEASE_AFTER_STEPS or more
-# is raised to RELEASE_FLOOR a token where the model gives it less. Pianists
-# release a key held 3-4 s at 0.037 a token and one held 4 s or more at 0.024;
-# the LSTM, in its own paired music, at 0.017 and 0.0085 (bench/release_hazard.py).
+# is raised to RELEASE_FLOOR a token where the sampling distribution gives it
+# less. Pianists release a key held 3-4 s at 0.037 a token and one held 4 s or
+# more at 0.024 (seen); the LSTM, in its own paired music, gives such keys 0.017
+# and 0.0085 (predicted; bench/release_hazard.py).
 # Chosen on 150 prompts (BENCHMARKS.md, "Releasing held keys"): from 2 s at 0.03,
 # notes held 4 s or more went below the pianists' share (d -0.36) and the median
 # note got too short (-0.34); from 3 s at 0.02 the share matched (-0.04).
@@ -286,7 +287,8 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             over every event, as recipes of version 5 and older sampled.
         release_held_keys: The NOTE_OFF of a key that has sounded
             `RELEASE_AFTER_STEPS` or more is raised to `RELEASE_FLOOR` a token
-            where the model gives it less (sampled rows; `raised_to_floor`):
+            where the sampling distribution gives it less (sampled rows;
+            `raised_to_floor`):
             trained on real pasts only, a model forgets keys it left down in
             its own music.
         vocab: The event table.

@@ -37,6 +37,7 @@ from musicgen.errors import UserError
 from musicgen.events import decode_events
 from musicgen.notes import Notes
 from musicgen.prompt import Prompt, prompt_from_notes
+from musicgen.recipe import RECIPE_VERSION
 from musicgen.samples import (
     FEATURES,
     ClipFeatures,
@@ -325,6 +326,11 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
     if not checkpoints:
         raise UserError("give at least one checkpoint with --checkpoint")
     models = [load_model(path) for path in checkpoints]
+    names = [model.name for model in models]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"two checkpoints are both called {repeated[0]}: each set is named after "
+                        "its model, so give each checkpoint a name of its own (export --name)")
     cache = _open_data(data)
     excerpts = prompt_excerpts(cache, n, seconds)
     train, _ = open_split(cache, "train")
@@ -420,13 +426,14 @@ def _sample_job(job: _Job) -> tuple[_Job, list[Notes], float]:
 def _card_accuracy(model: LoadedModel, path: str | os.PathLike) -> dict:
     """The test-split likelihood and accuracy its card records (None where never evaluated)."""
     scored = model.card.get("evaluation", {}).get("test", {}).get("model", {})
-    return {"checkpoint": str(path), "accuracy": scored.get("accuracy"), "nll": scored.get("nll")}
+    return {"checkpoint": str(path), "accuracy": scored.get("accuracy"), "nll": scored.get("nll"),
+            "weights_sha256": model.card.get("weights_sha256")}
 
 
 # --------------------------------------------------------------------------- reading the numbers
 
-# What a card keeps per feature: the issue's targets for samples (density, note
-# length, loudness, stuck notes), the rest stays in the report.
+# What a card keeps per feature, in this order: density, note length, loudness
+# and stuck notes, the four sample targets of the models; the rest stays in the report.
 CARD_FEATURES = ("notes_per_second", "duration_median", "velocity_mean", "long_note_share")
 
 
@@ -439,8 +446,9 @@ def card_entry(evaluation: SampleEvaluation, model: str, command: str | None = N
         command: How the evaluation was made, to repeat it.
 
     Returns:
-        JSON-ready: the setting (its label, and its `Settings` fields by
-        name), prompts (test split), Fréchet distance with
+        JSON-ready: the setting (its label, its `Settings` fields by name,
+        and the recipe version that samples it), the weights' hash, prompts
+        (test split) and seconds, Fréchet distance with
         its interval and the real-against-real ceiling, mean |d|, d with its
         interval and both means for each of `CARD_FEATURES`, and the copied
         shares.
@@ -458,6 +466,8 @@ def card_entry(evaluation: SampleEvaluation, model: str, command: str | None = N
     return _finite({
         "command": command, "prompts": len(evaluation.excerpts), "seconds": evaluation.seconds,
         "setting": setting, "settings": asdict(Condition.default()),
+        "recipe_version": RECIPE_VERSION,
+        "weights_sha256": evaluation.models[model].get("weights_sha256"),
         "frechet": row["frechet"], "frechet_ci": row["frechet_ci"],
         "ceiling_frechet": rows[CEILING]["frechet"], "mean_abs_d": row["mean_abs_smd"],
         "features": {feature: {"d": measured[feature]["smd"], "d_ci": measured[feature]["smd_ci"],
@@ -466,6 +476,28 @@ def card_entry(evaluation: SampleEvaluation, model: str, command: str | None = N
                      for feature in CARD_FEATURES},
         "copied_share": row["copied_share"],
         "real_copied_share": evaluation.copying[REAL]["mean_share"]})
+
+
+def current_samples(card: dict) -> dict | None:
+    """A card's `card_entry`, if it describes these weights as the app samples them today.
+
+    Args:
+        card: A checkpoint's card.
+
+    Returns:
+        Its evaluation.samples, or None: there is none, or it was measured on
+        other weights, at another default setting or length, or with another
+        recipe version (whose sampling rules may differ).
+    """
+    entry = card.get("evaluation", {}).get("samples") or {}
+    defaults = Settings()
+    settings = entry.get("settings") or {}
+    if (not settings or entry.get("recipe_version") != RECIPE_VERSION
+            or entry.get("weights_sha256") != card.get("weights_sha256")
+            or entry.get("seconds") != defaults.seconds
+            or any(getattr(defaults, name, None) != value for name, value in settings.items())):
+        return None
+    return entry
 
 
 def record_in_cards(evaluation: SampleEvaluation, command: str | None = None) -> list[Path]:

@@ -66,8 +66,8 @@ LIMITS = {
                          "temperature changes which notes are played, not when: pauses "
                          "and note lengths stay as the model would play them"),
     "release_held_keys": Limit(0, 1, "Release held keys",
-                               "a key held 3 s or more gets at least a 2% chance of being let "
-                               "go at each event (pianists: 2-4%), so notes do not hang on"),
+                               "a key held 3 s or more gets about a 2% chance or more of being "
+                               "let go at each event (pianists: 2-4%), so notes do not hang on"),
 }
 
 
@@ -100,7 +100,7 @@ class Settings:
             (`musicgen.sample.temper_keeping_timing`). Exactly so only without
             a top-k, top-p or min-p cut, which ranks all events together after it.
         release_held_keys: Raise the chance of releasing a key held 3 s or more
-            to `musicgen.sample.RELEASE_FLOOR` a token where the model's is lower.
+            to `musicgen.sample.RELEASE_FLOOR` a token where the sampler's is lower.
     """
 
     seconds: float = 30.0

@@ -35,6 +35,7 @@ from musicgen.prompt import Prompt, choose_prompt, default_start, prompt_from_no
 from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
+from musicgen.sample_report import CARD_FEATURES, current_samples
 from musicgen.samples import FEATURES
 from musicgen.settings import Settings, to_number
 
@@ -175,26 +176,20 @@ class Studio:
     def samples_against_real(self) -> str:
         """Markdown for the About tab: each model's samples at today's default against real playing.
 
-        From the cards' `evaluation.samples` (`evaluate-samples --write-card`).
-        A card without it, or measured at another default setting, is left
-        out: its numbers would not be this page's. "" when none is left.
+        From the cards' `evaluation.samples` (`evaluate-samples --write-card`),
+        where `sample_report.current_samples` says they describe the page as it
+        is. "" when no card has such numbers.
         """
-        defaults = dataclasses.asdict(Settings())
         rows = []
         for card in self.cards():
-            kept = card.get("evaluation", {}).get("samples") or {}
-            settings = kept.get("settings") or {}
-            if not settings or any(defaults.get(k) != v for k, v in settings.items()):
-                continue
+            kept = current_samples(card)
             try:
-                features = kept["features"]
-                differences = " | ".join(f"{features[name]['d']:+.2f}" for name in
-                                         ("notes_per_second", "duration_median", "velocity_mean"))
-                held = features["long_note_share"]
+                *differences, held = (kept["features"][name] for name in CARD_FEATURES)
                 rows.append(f"| {card.get('name', '?')} | {kept['prompts']} | "
                             f"{kept['frechet']:.1f} ({kept['ceiling_frechet']:.1f}) | "
-                            f"{differences} | {held['mean']:.2%} ({held['real_mean']:.2%}) |")
-            except (KeyError, TypeError, ValueError):  # a card written by hand, or a NaN
+                            + " | ".join(f"{feature['d']:+.2f}" for feature in differences)
+                            + f" | {held['mean']:.2%} ({held['real_mean']:.2%}) |")
+            except (KeyError, TypeError, ValueError):  # none, written by hand, or a NaN
                 continue
         if not rows:
             return ""

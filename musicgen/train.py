@@ -50,6 +50,11 @@ LOG_FIELDS = ("step", "tokens", "lr", "train_loss", "val_loss", "val_accuracy", 
               "elapsed_s")
 
 
+# Masks get a seed sequence of their own (seed, rank, step, this tag), apart
+# from the windows' (seed, rank).
+MASK_STREAM = 0x6D61736B
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run (stored in every checkpoint)."""
@@ -334,7 +339,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         if config.token_mask_share > 0:
             # Its own generator per step, not the batches': the same windows as
             # without masking, and a resumed run draws the same masks.
-            masks = np.random.default_rng([config.seed, step])
+            masks = np.random.default_rng([config.seed, rank, step, MASK_STREAM])
             withheld = torch.from_numpy(masks.random((len(batch), batch.shape[1] - 1))
                                         < config.token_mask_share).to(device)
         batch = torch.from_numpy(batch).to(device)

@@ -181,7 +181,7 @@ def test_a_held_note_input_starts_as_the_model_without_it_and_carries_its_state(
 
 
 @pytest.mark.parametrize("kind", TINY)
-def test_a_hidden_token_is_not_seen_but_the_held_note_input_still_follows_it(kind):
+def test_a_withheld_token_is_not_seen_but_the_held_note_input_still_follows_it(kind):
     torch.manual_seed(0)
     config = TINY[kind]
     if kind == "lstm":

@@ -12,6 +12,7 @@ from musicgen.cli import main
 from musicgen.events import encode_notes
 from musicgen.midi import read_midi
 from musicgen.notes import Notes
+from musicgen.recipe import RECIPE_VERSION
 from musicgen.sample_report import (
     CARD_FEATURES,
     PROMPT_POSITION,
@@ -299,20 +300,33 @@ def test_a_card_keeps_the_app_default_and_a_grid_without_it_is_refused_at_once(
         assert kept["real_mean"] == pytest.approx(
             summary["sets"]["real"]["features"][feature]["mean"])
 
-    # The About tab shows what the card keeps, while it is the page's default.
-    studio = Studio(tmp_path, output_dir=tmp_path / "out", ratings_path=tmp_path / "r.sqlite")
+    assert entry["recipe_version"] == RECIPE_VERSION
+    assert entry["weights_sha256"] == read_card(own)["weights_sha256"]
+
+    # The About tab shows what the card keeps only while it describes the page.
+    def about(**changes) -> str:
+        record_evaluation(own, "samples", {**entry, **changes})
+        studio = Studio(tmp_path, output_dir=tmp_path / "out", ratings_path=tmp_path / "r.sqlite")
+        return studio.samples_against_real()
+
+    assert about() == ""  # 3 s continuations: the page makes 30 s ones
+    shown = about(seconds=Settings().seconds)
     long_notes = entry["features"]["long_note_share"]
     assert (f"| lstm-tiny | 4 | {entry['frechet']:.1f} ({entry['ceiling_frechet']:.1f}) | "
-            f"{entry['features']['notes_per_second']['d']:+.2f} |") in studio.samples_against_real()
-    assert f"{long_notes['mean']:.2%} ({long_notes['real_mean']:.2%}) |" in \
-        studio.samples_against_real()
-    record_evaluation(own, "samples", {**entry, "settings": {**entry["settings"],
-                                                             "temperature": 0.5}})
-    stale = Studio(tmp_path, output_dir=tmp_path / "out", ratings_path=tmp_path / "r.sqlite")
-    assert stale.samples_against_real() == ""  # measured at another default
-    record_evaluation(own, "samples", {"settings": entry["settings"], "frechet": None})
-    broken = Studio(tmp_path, output_dir=tmp_path / "out", ratings_path=tmp_path / "r.sqlite")
-    assert broken.samples_against_real() == ""  # and the page still builds
+            f"{entry['features']['notes_per_second']['d']:+.2f} |") in shown
+    assert f"{long_notes['mean']:.2%} ({long_notes['real_mean']:.2%}) |" in shown
+    current = {"seconds": Settings().seconds}
+    assert about(**current, settings={**entry["settings"], "temperature": 0.5}) == ""
+    assert about(**current, recipe_version=RECIPE_VERSION - 1) == ""
+    assert about(**current, weights_sha256="0" * 64) == ""
+    assert about(**current, frechet=None) == ""  # written by hand: the page still builds
+
+
+def test_two_checkpoints_of_one_name_are_refused_before_sampling(corpus, capsys):
+    cache, lstm, _ = corpus
+    assert main(["evaluate-samples", "--checkpoint", str(lstm), "--checkpoint", str(lstm),
+                 "--data", str(cache), "--n", "4", "--seconds", "3"]) == 1
+    assert "two checkpoints are both called lstm-tiny" in capsys.readouterr().err
 
 
 def test_the_same_seed_gives_the_same_continuations(corpus):
