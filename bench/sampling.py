@@ -189,11 +189,17 @@ def time_refeed(model, primer, tokens, window, seed, onednn) -> float:
 
 def time_end_to_end(loaded: LoadedModel, primer, renderer: Renderer, folder: Path,
                     seed: int) -> dict:
-    """One click's work: compose a 30 s continuation, render it, write the app's audio file."""
+    """One click's work: compose a 30 s continuation, render it, write the app's audio file.
+
+    As the app's first clip is made: rendered while it is sampled (`LiveRender`),
+    so render_s is the part left after sampling.
+    """
     t0 = time.perf_counter()
-    candidate = compose(loaded, primer, Settings(seconds=CLIP_SECONDS, n=1, seed=seed))[0]
-    t1 = time.perf_counter()
-    rendering = renderer.render(candidate.midi)
+    with renderer.live() as live:
+        candidate = compose(loaded, primer, Settings(seconds=CLIP_SECONDS, n=1, seed=seed),
+                            on_music=lambda _, midi, final: live.advance(midi, final))[0]
+        t1 = time.perf_counter()
+        rendering = renderer.render(candidate.midi, live=live)
     t2 = time.perf_counter()
     written = write_audio((folder / "clip").with_suffix(CLIP_SUFFIX), rendering, mono=True)
     t3 = time.perf_counter()

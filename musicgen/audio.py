@@ -199,8 +199,25 @@ class Renderer:
         self._made: dict[str, int] = {}  # resolved path -> synths made
         self._lock = threading.Condition()
 
+    def live(self, soundfont: str | os.PathLike | None = None) -> LiveRender:
+        """Begin a render of music still being written (`LiveRender`); close it when done.
+
+        Args:
+            soundfont: As for `render`, which must be given the same one.
+
+        Raises:
+            UserError: `soundfont` is given but is not a file.
+        """
+        soundfont = self._chosen(soundfont)
+        fluidsynth = _import_fluidsynth()
+        loaded = None
+        if fluidsynth is not None and soundfont is not None:
+            # No waiting for a synth: without one the render is made at the end, as always.
+            loaded = self._take_synth(fluidsynth, soundfont, wait=False)
+        return LiveRender(self, soundfont, loaded)
+
     def render(self, midi: pretty_midi.PrettyMIDI, soundfont: str | os.PathLike | None = None,
-               target_dbfs: float = -18.0) -> Rendering:
+               target_dbfs: float = -18.0, live: LiveRender | None = None) -> Rendering:
         """Render MIDI to audio, with FluidSynth when it can and numpy when not.
 
         Notes, control changes (the sustain pedal among them) and pitch bends
@@ -221,6 +238,8 @@ class Renderer:
             midi: The music. It is not modified.
             soundfont: Path of the soundfont; None or "" uses `self.soundfonts[0]`.
             target_dbfs: RMS loudness to normalise to.
+            live: Where this MIDI was begun while it was written
+                (`LiveRender`): only the rest is played, on its synth.
 
         Returns:
             The `Rendering`. A MIDI without notes gives `SILENCE_SECONDS` of silence.
@@ -229,10 +248,7 @@ class Renderer:
             UserError: `soundfont` is given but is not a file, or the MIDI
                 lasts longer than `MAX_RENDER_SECONDS`.
         """
-        if soundfont:
-            soundfont = str(soundfont_path(soundfont))
-        elif self.soundfonts:
-            soundfont = str(self.soundfonts[0])
+        soundfont = self._chosen(soundfont)
         events = _collect_events(midi)
         end_sample = events[-1][0] if events else 0
         if end_sample > MAX_RENDER_SECONDS * SAMPLE_RATE:
@@ -256,13 +272,17 @@ class Renderer:
         n_samples = end_sample + round((TAIL_SECONDS + FADE_SECONDS) * SAMPLE_RATE)
         n_samples += -n_samples % BLOCK
         audio = None
-        if not reason:
+        if not reason and live is not None and live.soundfont == soundfont:
+            audio = live.finish(midi, events, n_samples)
+        if not reason and audio is None:
             loaded = self._take_synth(fluidsynth, soundfont)
             if loaded is None:
                 reason = f"FluidSynth could not load the soundfont {soundfont}"
             else:
                 try:
-                    audio = _play(*loaded, midi, events, n_samples)
+                    performance = _Performance(*loaded, midi)
+                    performance.play(events, n_samples)
+                    audio = performance.audio()
                 finally:
                     self._give_back(soundfont, loaded)
         if audio is None:
@@ -271,8 +291,20 @@ class Renderer:
                            target_dbfs, reason)
         return _finish(audio, "fluidsynth", soundfont, target_dbfs, "")
 
-    def _take_synth(self, fluidsynth, soundfont: str) -> tuple[object, int] | None:
-        """An idle (Synth, sfont id) for a soundfont, made on first use; None if it cannot load."""
+    def _chosen(self, soundfont: str | os.PathLike | None) -> str | None:
+        """The soundfont to use: the one given (checked), else the first found, else None."""
+        if soundfont:
+            return str(soundfont_path(soundfont))
+        return str(self.soundfonts[0]) if self.soundfonts else None
+
+    def _take_synth(self, fluidsynth, soundfont: str,
+                    wait: bool = True) -> tuple[object, int] | None:
+        """An idle (Synth, sfont id) for a soundfont, made on first use.
+
+        Returns:
+            None if the soundfont cannot load, or if all its synths are busy
+            and `wait` is False.
+        """
         key = str(Path(soundfont).resolve())
         with self._lock:
             while True:
@@ -281,6 +313,8 @@ class Renderer:
                 if self._made.get(key, 0) < self.max_synths:
                     self._made[key] = self._made.get(key, 0) + 1
                     break
+                if not wait:
+                    return None
                 self._lock.wait()
         synth = sfont_id = None
         try:
@@ -300,6 +334,91 @@ class Renderer:
             self._free.setdefault(str(Path(soundfont).resolve()), []).append(loaded)
             # All waiters: they may wait for other soundfonts, and only these can use it.
             self._lock.notify_all()
+
+
+class LiveRender:
+    """A render begun while its music is still being sampled: how the app's first clip is made.
+
+        with renderer.live(soundfont) as live:
+            (candidate,) = compose(model, prompt, settings,
+                                   on_music=lambda _, midi, final: live.advance(midi, final))
+            rendering = renderer.render(candidate.midi, soundfont, live=live)
+
+    `advance` plays the music so far, up to where it is final, on a synth held
+    for this render: in the caller's thread, beside the sampling on the other
+    core. `Renderer.render` then plays only the rest, and the audio is what it
+    makes of the finished MIDI alone: the same events reach the synth at the
+    same samples, from the same reset. If the finished MIDI does not begin
+    with what was played (a caller's bug), it is played again from the start
+    and a warning is logged.
+
+    Without FluidSynth, a soundfont, or a free synth, it does nothing, and
+    `render` renders the whole clip as usual.
+
+    Attributes:
+        soundfont: The soundfont it plays with (`render` must be given the same).
+        restarts: How often the music so far had to be played again.
+    """
+
+    def __init__(self, renderer: Renderer, soundfont: str | None,
+                 loaded: tuple[object, int] | None) -> None:
+        self.soundfont = soundfont
+        self.restarts = 0
+        self._renderer, self._loaded = renderer, loaded
+        self._performance: _Performance | None = None
+
+    def advance(self, midi: pretty_midi.PrettyMIDI, final_seconds: float) -> None:
+        """Play the music so far up to where it is final.
+
+        Args:
+            midi: The music so far.
+            final_seconds: Every event of the finished music before this time
+                is in `midi` as it will be; later ones may still change.
+        """
+        if self._loaded is None:
+            return
+        until = _to_sample(final_seconds)
+        until -= until % BLOCK  # whole blocks, as `render` asks for (BLOCK)
+        if self._performance is not None and until <= self._performance.cursor:
+            return
+        self._play(midi, _collect_events(midi), until)
+
+    def finish(self, midi: pretty_midi.PrettyMIDI,
+               events: list[tuple[int, int, int, int, int]], n_samples: int) -> np.ndarray | None:
+        """The whole clip, going on from what was played (for `Renderer.render`).
+
+        Returns:
+            float32 [n_samples, 2], or None when there is no synth to play on.
+        """
+        if self._loaded is None:
+            return None
+        self._play(midi, events, n_samples)
+        audio = self._performance.audio()
+        self._performance = None  # played out: a second render starts afresh
+        return audio
+
+    def close(self) -> None:
+        """Give the synth back to the renderer."""
+        if self._loaded is not None:
+            self._renderer._give_back(self.soundfont, self._loaded)
+            self._loaded = self._performance = None
+
+    def __enter__(self) -> LiveRender:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _play(self, midi: pretty_midi.PrettyMIDI,
+              events: list[tuple[int, int, int, int, int]], until: int) -> None:
+        if self._performance is not None and not self._performance.follows(midi, events):
+            log.warning("The music changed where it had been played; playing it again "
+                        "from the start")
+            self.restarts += 1
+            self._performance = None
+        if self._performance is None:
+            self._performance = _Performance(*self._loaded, midi)
+        self._performance.play(events, until)
 
 
 _default_renderer: Renderer | None = None
@@ -373,38 +492,80 @@ def _reset(synth) -> None:
             break
 
 
-def _play(synth, sfont_id: int, midi: pretty_midi.PrettyMIDI,
-          events: list[tuple[int, int, int, int, int]], n_samples: int) -> np.ndarray:
-    """Drive the synth through the events; returns float32 [n_samples, 2]."""
-    _reset(synth)
-    for instrument, channel in zip(midi.instruments, _channels(midi), strict=True):
-        bank, preset = (128 if instrument.is_drum else 0), instrument.program
-        if synth.program_select(channel, sfont_id, bank, preset) != 0:
-            # Small soundfonts lack many General MIDI presets: use the bank's first.
-            synth.program_select(channel, sfont_id, bank, 0)
+class _Performance:
+    """One clip played on a synth event by event, in time order; it may be played in parts.
 
-    pcm = np.zeros(2 * n_samples, np.int16)  # interleaved left, right
-    cursor = 0
-    sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> notes holding the key
-    for sample, kind, channel, data1, data2 in events:
-        if sample > cursor:
-            pcm[2 * cursor:2 * sample] = synth.get_samples(sample - cursor)
-            cursor = sample
-        if kind == NOTE_ON:
-            sounding[channel, data1] = sounding.get((channel, data1), 0) + 1
-            synth.noteon(channel, data1, data2)
-        elif kind == NOTE_OFF:
-            # With overlapping notes of one pitch the key is released by the
-            # last of them, not the first, so the later note is not cut short.
-            sounding[channel, data1] -= 1
-            if sounding[channel, data1] == 0:
-                synth.noteoff(channel, data1)
-        elif kind == CONTROL:
-            synth.cc(channel, data1, data2)
-        else:
-            synth.pitch_bend(channel, data1)
-    pcm[2 * cursor:] = synth.get_samples(n_samples - cursor)
-    return (pcm.astype(np.float32) / 32768.0).reshape(-1, 2)
+    Args:
+        synth: A `fluidsynth.Synth`; it is reset first.
+        sfont_id: Its loaded soundfont.
+        midi: The instruments to select programs for.
+    """
+
+    def __init__(self, synth, sfont_id: int, midi: pretty_midi.PrettyMIDI) -> None:
+        self.synth, self.sfont_id = synth, sfont_id
+        self.voices = _voices(midi)
+        _reset(synth)
+        for channel, bank, preset in self.voices:
+            if synth.program_select(channel, sfont_id, bank, preset) != 0:
+                # Small soundfonts lack many General MIDI presets: use the bank's first.
+                synth.program_select(channel, sfont_id, bank, 0)
+        self.played: list[tuple[int, int, int, int, int]] = []
+        self.cursor = 0  # samples rendered
+        self._pcm: list[np.ndarray] = []  # interleaved left, right int16, in parts
+        self._sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> notes holding it
+
+    def follows(self, midi: pretty_midi.PrettyMIDI,
+                events: list[tuple[int, int, int, int, int]]) -> bool:
+        """Whether what was played is the start of this music (same programs, same events)."""
+        played = len(self.played)
+        return (_voices(midi) == self.voices and events[:played] == self.played
+                and (played == len(events) or events[played][0] >= self.cursor))
+
+    def play(self, events: list[tuple[int, int, int, int, int]], until: int) -> None:
+        """Play the events not yet played that come before sample `until`; render up to it.
+
+        Args:
+            events: The clip's events (`_collect_events`), of which those
+                played so far are the start (`follows`).
+            until: The sample to render up to.
+        """
+        synth = self.synth
+        for event in events[len(self.played):]:
+            sample, kind, channel, data1, data2 = event
+            if sample >= until:
+                break
+            self._render_to(sample)
+            if kind == NOTE_ON:
+                self._sounding[channel, data1] = self._sounding.get((channel, data1), 0) + 1
+                synth.noteon(channel, data1, data2)
+            elif kind == NOTE_OFF:
+                # With overlapping notes of one pitch the key is released by the
+                # last of them, not the first, so the later note is not cut short.
+                self._sounding[channel, data1] -= 1
+                if self._sounding[channel, data1] == 0:
+                    synth.noteoff(channel, data1)
+            elif kind == CONTROL:
+                synth.cc(channel, data1, data2)
+            else:
+                synth.pitch_bend(channel, data1)
+            self.played.append(event)
+        self._render_to(until)
+
+    def audio(self) -> np.ndarray:
+        """What was rendered, as float32 [samples, 2]."""
+        pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
+        return (pcm.astype(np.float32) / 32768.0).reshape(-1, 2)
+
+    def _render_to(self, sample: int) -> None:
+        if sample > self.cursor:
+            self._pcm.append(self.synth.get_samples(sample - self.cursor))
+            self.cursor = sample
+
+
+def _voices(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int]]:
+    """(channel, bank, preset) of each instrument: drums in bank 128."""
+    return [(channel, 128 if instrument.is_drum else 0, instrument.program)
+            for instrument, channel in zip(midi.instruments, _channels(midi), strict=True)]
 
 
 def _additive_synth(midi: pretty_midi.PrettyMIDI, n_samples: int) -> np.ndarray:

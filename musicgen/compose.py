@@ -22,7 +22,7 @@ import pretty_midi
 from musicgen.batcher import Batcher
 from musicgen.checkpoint import read_card
 from musicgen.errors import RecipeError, UserError
-from musicgen.events import VOCAB, DecodeReport, decode_events
+from musicgen.events import STEPS_PER_SECOND, VOCAB, DecodeReport, decode_events
 from musicgen.midi import notes_to_pretty_midi
 from musicgen.notes import Notes
 from musicgen.prompt import Prompt
@@ -110,7 +110,9 @@ class Candidate:
 
 
 def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
-            on_progress: Callable[[float], None] | None = None) -> list[Candidate]:
+            on_progress: Callable[[float], None] | None = None,
+            on_music: Callable[[int, pretty_midi.PrettyMIDI, float], None] | None = None,
+            ) -> list[Candidate]:
     """Continue a prompt `settings.n` times.
 
     Args:
@@ -118,10 +120,19 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
         prompt: Where to start.
         settings: Length, sampling controls, seed, number of candidates.
         on_progress: Called with a fraction in [0, 1] while sampling.
+        on_music: Called now and then while sampling, in the caller's thread,
+            with a candidate's index, its MIDI so far and the seconds before
+            which that MIDI is final: every note event before them is in the
+            finished candidate's `midi` too (`musicgen.audio.LiveRender`
+            plays them while the rest is sampled).
 
     Returns:
         One `Candidate` per sequence; candidate i used seed `settings.seed + i`.
     """
+    def pass_on(rows: dict[int, np.ndarray]) -> None:
+        for i, tokens in rows.items():
+            on_music(i, *music_so_far(prompt, tokens, settings.include_prompt))
+
     began = time.perf_counter()
     generation = model.batcher.generate(SamplingRequest(
         prompt.tokens, seconds=settings.seconds, temperature=settings.temperature,
@@ -129,15 +140,13 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
         n=settings.n, max_silence=settings.max_silence, paired_notes=settings.paired_notes,
         keep_timing=settings.keep_timing, on_progress=on_progress,
         paired_keeps_types=settings.paired_keeps_types,
-        release_held_keys=settings.release_held_keys))
+        release_held_keys=settings.release_held_keys,
+        on_tokens=pass_on if on_music is not None else None))
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):
-        new_notes, report = decode_continuation(prompt, continuation)
-        if settings.include_prompt:
-            notes, prompt_end = Notes.concatenate(prompt.notes, new_notes), prompt.seconds
-        else:
-            notes, prompt_end = new_notes.window(prompt.seconds), 0.0
+        notes, prompt_end, report = candidate_notes(prompt, continuation,
+                                                    settings.include_prompt)
         recipe = make_recipe(model.name, model.weights_sha256, prompt, settings, index=i)
         midi = notes_to_pretty_midi(notes)
         midi.text_events.append(pretty_midi.Text(recipe_text(recipe), 0))
@@ -172,6 +181,49 @@ def decode_continuation(prompt: Prompt, continuation: np.ndarray,
     carried = prompt.tokens[is_velocity][-1:]
     notes, report = decode_events(np.concatenate((carried, continuation)))
     return notes.shifted(prompt.seconds), report
+
+
+def candidate_notes(prompt: Prompt, continuation: np.ndarray, include_prompt: bool,
+                    ) -> tuple[Notes, float, DecodeReport]:
+    """A candidate's notes as `compose` plays them: the continuation, after the prompt or alone.
+
+    Args:
+        prompt: The prompt that was continued.
+        continuation: The sampled token ids (without the prompt).
+        include_prompt: Put the prompt's notes first; else the continuation
+            starts at time 0.
+
+    Returns:
+        The notes, the seconds where the continuation starts in them, and the
+        decoder's report (`decode_continuation`).
+    """
+    new_notes, report = decode_continuation(prompt, continuation)
+    if include_prompt:
+        return Notes.concatenate(prompt.notes, new_notes), prompt.seconds, report
+    return new_notes.window(prompt.seconds), 0.0, report
+
+
+def music_so_far(prompt: Prompt, tokens: np.ndarray, include_prompt: bool,
+                 ) -> tuple[pretty_midi.PrettyMIDI, float]:
+    """A candidate still being sampled as MIDI, and the time before which it is final.
+
+    The decoder is causal: a token changes no note that ended before it. Notes
+    still sounding after the last token are closed there for now, and more
+    may start at that instant, so only what comes before it is final.
+
+    Args:
+        prompt: The prompt being continued.
+        tokens: The continuation's tokens so far.
+        include_prompt: As in `Settings`.
+
+    Returns:
+        The MIDI so far (without the recipe), and that time in its seconds.
+    """
+    notes, prompt_end, _ = candidate_notes(prompt, tokens, include_prompt)
+    shift = VOCAB["time_shift"]
+    is_shift = (tokens >= shift.offset) & (tokens < shift.stop)
+    steps = int(shift.value(tokens[is_shift]).sum())
+    return notes_to_pretty_midi(notes), prompt_end + steps / STEPS_PER_SECOND
 
 
 def note_stats(notes: Notes, prompt_end: float = 0.0) -> dict:

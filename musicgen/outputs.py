@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from musicgen.audio import Renderer, Rendering, default_renderer, write_audio
+from musicgen.audio import LiveRender, Renderer, Rendering, default_renderer, write_audio
 from musicgen.compose import Candidate
 from musicgen.errors import UserError
 
@@ -57,7 +57,8 @@ def numbered(path: str | os.PathLike, index: int, count: int) -> Path:
 def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
                     audio_path: str | os.PathLike | None = None, *,
                     renderer: Renderer | None = None,
-                    soundfont: str | None = None, mono: bool = False) -> CandidateFiles:
+                    soundfont: str | None = None, mono: bool = False,
+                    live: LiveRender | None = None) -> CandidateFiles:
     """Write a candidate's MIDI, and its audio where a path is given.
 
     Args:
@@ -67,6 +68,8 @@ def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
         renderer: Renders the audio (default: the process's shared one).
         soundfont: Soundfont path; None or "" for the renderer's default.
         mono: Compressed audio in one channel (`musicgen.audio.write_compressed`).
+        live: Where the audio was begun while the candidate was sampled
+            (`musicgen.audio.LiveRender`, of `renderer`).
 
     Returns:
         The paths written and how the audio was made.
@@ -79,6 +82,7 @@ def write_candidate(candidate: Candidate, midi_path: str | os.PathLike,
     audio = rendering = None
     began = time.perf_counter()
     if audio_path is not None:
-        rendering = (renderer or default_renderer()).render(candidate.midi, soundfont)
+        rendering = (renderer or default_renderer()).render(candidate.midi, soundfont,
+                                                            live=live)
         audio = write_audio(audio_path, rendering, mono=mono)
     return CandidateFiles(midi, audio, rendering, time.perf_counter() - began)

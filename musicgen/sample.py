@@ -220,7 +220,10 @@ class TorchUniforms:
 class SamplingRequest:
     """One call's worth of sampling: a prompt, its controls and n rows.
 
-    The fields are `generate`'s arguments of the same names.
+    The fields are `generate`'s arguments of the same names, and `on_tokens`:
+    called with the tokens so far of each row still sampling, by the row's
+    index in the request, each time progress is reported (copies; for a
+    caller that uses the music while it is sampled: the app renders it).
     """
 
     prompt_tokens: np.ndarray
@@ -238,6 +241,7 @@ class SamplingRequest:
     on_progress: Callable[[float], None] | None = None
     paired_keeps_types: bool = True
     release_held_keys: bool = False
+    on_tokens: Callable[[dict[int, np.ndarray]], None] | None = None
 
 
 def generate(model, prompt_tokens, *, seconds: float | None = None,
@@ -542,14 +546,21 @@ class SamplingRun:
                           stop_reasons=[part[3] for part in parts])
 
     def _report_progress(self, going: np.ndarray) -> None:
-        """Each unfinished request's progress, every 32 of its tokens: its least advanced row."""
+        """Each unfinished request's progress, every 32 of its tokens: its least advanced
+        row, and each row's tokens so far to `on_tokens`."""
         if not ((self.steps[going] - 1) % 32 == 0).any():  # np.unique below costs 14 us a step
             return
         for key in np.unique(self.owner[going]):
             request = self._requests[int(key)]
             rows = going & (self.owner == key)
             steps = int(self.steps[rows][0])  # a request's rows joined together
-            if request.on_progress is None or (steps - 1) % 32:
+            if (steps - 1) % 32:
+                continue
+            if request.on_tokens is not None:
+                request.on_tokens({int(self.index[row]):
+                                   self.buffers[row][0, :steps].astype(np.int64)
+                                   for row in np.nonzero(rows)[0]})
+            if request.on_progress is None:
                 continue
             by_tokens = (steps - 1) / self.budget[rows].max()
             if request.seconds is None:

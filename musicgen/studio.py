@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musicgen import compose
-from musicgen.audio import Renderer, soundfont_path, write_audio
+from musicgen.audio import LiveRender, Renderer, soundfont_path, write_audio
 from musicgen.batcher import MAX_ROWS
 from musicgen.errors import UserError
 from musicgen.examples import example_names
@@ -258,11 +258,17 @@ class Studio:
         # heard after one candidate's time instead of all of them (the rest
         # share their weight reads). Each row keeps its own seed, so the notes
         # are those of one batch of n (tests/test_sample.py).
+        # The first is also rendered while it is sampled (`LiveRender`): on a
+        # second core that hides most of the render (BENCHMARKS.md, "Rendering
+        # while sampling").
         title = self.display_name(model_name)
         share = 1 / settings.n
-        (first,) = compose.compose(model, prompt, settings.but(n=1),
-                                   on_progress=_part(on_progress, 0.0, share))
-        yield self._clip(first, folder, f"{title} #1", soundfont, None), first
+        with self.renderer.live(soundfont) as live:
+            (first,) = compose.compose(model, prompt, settings.but(n=1),
+                                       on_progress=_part(on_progress, 0.0, share),
+                                       on_music=lambda _, midi, final: live.advance(midi, final))
+            clip = self._clip(first, folder, f"{title} #1", soundfont, None, live=live)
+        yield clip, first
         if settings.n == 1:
             return
         rest = compose.compose(model, prompt,
@@ -501,12 +507,12 @@ class Studio:
 
     def _clip(self, candidate: compose.Candidate, folder: Path, title: str,
               soundfont: str | None, pitch_range: tuple[int, int] | None,
-              stem: str = "") -> Clip:
+              stem: str = "", live: LiveRender | None = None) -> Clip:
         stem = folder / (stem or f"candidate-{candidate.index + 1}-variation"
                                  f"{candidate.recipe['seed']}")
         files = write_candidate(candidate, stem.with_suffix(".mid"),
                                 stem.with_suffix(CLIP_SUFFIX), renderer=self.renderer,
-                                soundfont=soundfont, mono=True)
+                                soundfont=soundfont, mono=True, live=live)
         recipe = without_tokens(candidate.recipe)
         note = ("" if files.rendering.engine == "fluidsynth"
                 else f"Audio: {files.rendering.note}")

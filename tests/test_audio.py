@@ -353,3 +353,63 @@ def test_a_soundfont_that_fails_to_load_frees_its_slot(tmp_path):
     with pytest.raises(OSError):
         renderer._take_synth(Raising, str(tmp_path / "c.sf2"))
     assert renderer._take_synth(_FakeFluidsynth, str(tmp_path / "c.sf2")) is not None
+
+
+def _so_far(notes, seconds: float) -> pretty_midi.PrettyMIDI:
+    """The music as known at `seconds`: later notes unknown, notes still sounding closed there."""
+    return make_midi([(p, v, s, min(e, seconds)) for p, v, s, e in notes if s < seconds])
+
+
+# Chords, a restruck key, overlapping notes of one pitch, and notes ending as others begin.
+LIVE_NOTES = [(48 + (7 * i) % 30, 40 + (13 * i) % 80, 0.25 * i, 0.25 * i + 0.1 + 0.4 * (i % 5))
+              for i in range(40)] + [(60, 90, 1.0, 4.0), (60, 70, 2.0, 2.5), (72, 100, 3.0, 3.25)]
+
+
+def test_a_live_render_gives_the_samples_of_a_render_of_the_finished_music(fluid_r3):
+    final = make_midi(LIVE_NOTES)
+    # Fresh renderers: a synth's reverb modulation runs on from one render to
+    # the next, so only two first renders can be compared sample for sample.
+    alone = audio.Renderer().render(final, str(fluid_r3))
+    renderer = audio.Renderer()
+    with renderer.live(fluid_r3) as live:
+        for seconds in (0.0, 0.6, 0.6, 2.05, 2.5, 7.3):
+            live.advance(_so_far(LIVE_NOTES, seconds), seconds)
+        played = live._performance.cursor
+        together = renderer.render(final, str(fluid_r3), live=live)
+
+    assert played >= 7 * audio.SAMPLE_RATE  # most of the clip was played before the end
+    assert live.restarts == 0
+    assert together.seconds == alone.seconds and together.rms_dbfs == alone.rms_dbfs
+    np.testing.assert_array_equal(together.audio, alone.audio)
+    assert renderer._free[str(fluid_r3.resolve())]  # the synth went back to the pool
+
+
+def test_a_live_render_plays_again_what_the_finished_music_changed(fluid_r3, caplog):
+    final = make_midi(LIVE_NOTES)
+    alone = audio.Renderer().render(final, str(fluid_r3))
+    renderer = audio.Renderer()
+    with renderer.live(fluid_r3) as live:
+        # Said to be final up to 3 s, but the note at 1 s ends at 4 s, not 2 s.
+        live.advance(_so_far(LIVE_NOTES, 2.0), 3.0)
+        with caplog.at_level(logging.WARNING, logger="musicgen.audio"):
+            together = renderer.render(final, str(fluid_r3), live=live)
+
+    assert live.restarts == 1 and "playing it again" in caplog.text
+    # Played again on a synth that already played (its reverb modulation ran
+    # on): not the same samples, but the same sound, the long note included.
+    assert together.audio.shape == alone.audio.shape
+    ours, theirs = log_spectrogram(alone.audio), log_spectrogram(together.audio)
+    audible = ours > ours.max() - 60
+    assert np.abs(ours - theirs)[audible].mean() < 3.0
+
+
+def test_without_a_free_synth_a_live_render_waits_for_nothing(fluid_r3):
+    renderer = audio.Renderer(synths=1)
+    final = make_midi(LIVE_NOTES[:8])
+    with renderer.live(fluid_r3) as first, renderer.live(fluid_r3) as second:
+        second.advance(_so_far(LIVE_NOTES[:8], 1.0), 1.0)  # no synth left: nothing to do
+        assert second._performance is None
+        rendering = renderer.render(final, str(fluid_r3), live=first)
+    assert rendering.engine == "fluidsynth" and rendering.seconds > 2.0
+    with pytest.raises(UserError, match="there is no soundfont file"):
+        renderer.live("/nonexistent.sf2")

@@ -477,3 +477,41 @@ def test_every_command_prints_its_help(capsys):
             build_parser().parse_args([*path, "--help"])
         assert exit_.value.code == 0, path
         assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("include_prompt", [True, False])
+def test_the_music_so_far_is_final_before_the_time_it_gives(lstm, include_prompt, monkeypatch):
+    from musicgen import batcher
+    from musicgen.audio import SAMPLE_RATE, _collect_events
+    from musicgen.sample import generate
+
+    prompt = prompt_from_example(example_names()[0], 5.0)
+    # Unpaired, from the untrained tiny model: keys struck again while they
+    # sound, releases of silent keys, keys held past the decoder's cut.
+    settings = Settings(seconds=30, seed=0, temperature=1.0, paired_notes=False,
+                        keep_timing=False, release_held_keys=False,
+                        include_prompt=include_prompt)
+    monkeypatch.setattr(batcher, "TOKENS_POLL_S", 0.0005)  # as many snapshots as can be had
+    snapshots = []
+    (candidate,) = compose.compose(lstm, prompt, settings,
+                                   on_music=lambda *snapshot: snapshots.append(snapshot))
+    tokens = generate(lstm.model, prompt.tokens, seconds=30, temperature=1.0, seed=0).tokens[0]
+    notes = compose.candidate_notes(prompt, tokens, include_prompt)[0]
+    np.testing.assert_array_equal(notes.start, candidate.notes.start)  # its tokens, these
+    np.testing.assert_array_equal(notes.pitch, candidate.notes.pitch)
+
+    report = candidate.report
+    assert report.restarted_notes and report.ignored_note_offs and report.cut_notes
+    finished = _collect_events(candidate.midi)
+    # Every prefix the sampler could hand over, and those compose did hand over.
+    prefixes = [(0, *compose.music_so_far(prompt, tokens[:k], include_prompt))
+                for k in range(1, len(tokens))]
+    assert snapshots and {i for i, _, _ in snapshots} == {0}
+    finals = []
+    for _, midi, final in prefixes + snapshots:
+        until = round(final * SAMPLE_RATE)
+        so_far = [event for event in _collect_events(midi) if event[0] < until]
+        assert so_far == [event for event in finished if event[0] < until]
+        finals.append(final)
+    assert finals[:len(prefixes)] == sorted(finals[:len(prefixes)])
+    assert finals[len(prefixes) - 1] == pytest.approx(candidate.prompt_end + 30, abs=0.5)

@@ -56,6 +56,31 @@ def test_generate_makes_files_for_each_candidate(studio):
         studio.generate("lstm-small", prompt, Settings(seconds=3), soundfont="/no/such.sf2")
 
 
+def test_the_first_clip_is_rendered_while_it_is_sampled(studio, monkeypatch):
+    from musicgen import audio, batcher
+
+    if audio._import_fluidsynth() is None or not studio.renderer.soundfonts:
+        pytest.skip("FluidSynth or a soundfont is missing: there is no live render")
+    monkeypatch.setattr(batcher, "TOKENS_POLL_S", 0.0005)
+    advanced, restarts = [], []
+    original_advance, original_close = audio.LiveRender.advance, audio.LiveRender.close
+
+    def advance(live, midi, final_seconds):
+        advanced.append(final_seconds)
+        original_advance(live, midi, final_seconds)
+
+    def close(live):
+        restarts.append(live.restarts)
+        original_close(live)
+
+    monkeypatch.setattr(audio.LiveRender, "advance", advance)
+    monkeypatch.setattr(audio.LiveRender, "close", close)
+    prompt = studio.prompt("example", studio.examples[0], None, 4)
+    clips, _ = studio.generate("lstm-small", prompt, Settings(seconds=20, n=2, seed=0))
+    assert advanced and restarts == [0]  # the first candidate only
+    assert all(os.path.getsize(clip.audio) > 100 for clip in clips)
+
+
 def test_greedy_and_sampled_never_hides_the_temperature_it_used(studio):
     prompt = studio.prompt("example", studio.examples[0], None, 3)
     pairs = studio.greedy_and_sampled("lstm-small", prompt, Settings(seconds=2, temperature=0))
