@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def child(tree: Path, model: str, clicks: int) -> None:
 
     loaded = sampling.load_model(tree / "checkpoints" / model)
     primer = sampling.prompt_from_example(sampling.EXAMPLE, 10.0)
-    renderer = sampling.Renderer()
+    renderer = sampling.Renderer(synths=os.cpu_count() or 1)  # as the app's Studio
     renderer.render(sampling.notes_to_pretty_midi(sampling.decode_events(primer.tokens)[0]))
     with tempfile.TemporaryDirectory(prefix="musicgen-bench-") as folder:
         runs = [sampling.time_end_to_end(loaded, primer, renderer, Path(folder), seed=0)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -275,7 +276,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     transformer_numpy = (numpy_serving_model(transformer_path) if trained else None)
     lstm_refeed, transformer_refeed = NoEos(lstm_torch), NoEos(transformer_torch)
     context = transformer.model.config.context
-    renderer = Renderer()
+    renderer = Renderer(synths=os.cpu_count() or 1)  # as the app's Studio: room for a live render
     warm_midi = notes_to_pretty_midi(decode_events(primer.tokens)[0])
 
     # Everything once, untimed: allocator, kernels, the soundfont.

@@ -152,7 +152,7 @@ class Rendering:
 
     Attributes:
         audio: float32 samples in [-1, 1], shape [samples, 2] (left, right).
-        sample_rate: Samples per second (44100).
+        sample_rate: Samples per second (`SAMPLE_RATE`).
         engine: "fluidsynth" or "numpy-fallback".
         soundfont: Path of the soundfont used, or None for the fallback.
         seconds: Length of the audio in seconds.
@@ -182,7 +182,9 @@ class Renderer:
     waits for one, or gets a new one if fewer than `synths` exist. FluidSynth
     renders outside Python's lock, so two synths render two clips at once on
     two cores (the app's: measured, 30 clients at once were otherwise served
-    one render after another).
+    one render after another). A `LiveRender` holds a synth while its music
+    is sampled, so it only gets one where another is left for other renders
+    (none with `synths=1`).
 
     Args:
         synths: Most synths per soundfont (each holds the soundfont in memory).
@@ -197,13 +199,18 @@ class Renderer:
         self.max_synths = max(1, synths)
         self._free: dict[str, list[tuple[object, int]]] = {}  # resolved path -> idle synths
         self._made: dict[str, int] = {}  # resolved path -> synths made
+        self._live = 0  # synths held by live renders
         self._lock = threading.Condition()
 
     def live(self, soundfont: str | os.PathLike | None = None) -> LiveRender:
-        """Begin a render of music still being written (`LiveRender`); close it when done.
+        """Begin a render of music still being written; close it when done.
 
         Args:
             soundfont: As for `render`, which must be given the same one.
+
+        Returns:
+            A `LiveRender`. It holds a synth only if one was free and another
+            is left for other renders; without, it does nothing.
 
         Raises:
             UserError: `soundfont` is given but is not a file.
@@ -211,9 +218,17 @@ class Renderer:
         soundfont = self._chosen(soundfont)
         fluidsynth = _import_fluidsynth()
         loaded = None
-        if fluidsynth is not None and soundfont is not None:
+        with self._lock:
+            # A live render holds its synth for the whole sampling (seconds):
+            # others' renders, such as a seed preview, must not wait that long.
+            taking = self._live + 1 < self.max_synths
+            self._live += taking
+        if taking and fluidsynth is not None and soundfont is not None:
             # No waiting for a synth: without one the render is made at the end, as always.
             loaded = self._take_synth(fluidsynth, soundfont, wait=False)
+        if taking and loaded is None:
+            with self._lock:
+                self._live -= 1
         return LiveRender(self, soundfont, loaded)
 
     def render(self, midi: pretty_midi.PrettyMIDI, soundfont: str | os.PathLike | None = None,
@@ -238,8 +253,10 @@ class Renderer:
             midi: The music. It is not modified.
             soundfont: Path of the soundfont; None or "" uses `self.soundfonts[0]`.
             target_dbfs: RMS loudness to normalise to.
-            live: Where this MIDI was begun while it was written
-                (`LiveRender`): only the rest is played, on its synth.
+            live: Where this MIDI was begun while it was written (a
+                `LiveRender` of this renderer, with the same soundfont; else it
+                is not used): only the rest is played, on its synth, which
+                then goes back to the renderer.
 
         Returns:
             The `Rendering`. A MIDI without notes gives `SILENCE_SECONDS` of silence.
@@ -272,8 +289,11 @@ class Renderer:
         n_samples = end_sample + round((TAIL_SECONDS + FADE_SECONDS) * SAMPLE_RATE)
         n_samples += -n_samples % BLOCK
         audio = None
-        if not reason and live is not None and live.soundfont == soundfont:
-            audio = live.finish(midi, events, n_samples)
+        if not reason and live is not None and live.plays_on(self, soundfont):
+            try:
+                audio = live._finish(midi, events, n_samples)
+            finally:
+                live.close()
         if not reason and audio is None:
             loaded = self._take_synth(fluidsynth, soundfont)
             if loaded is None:
@@ -352,20 +372,29 @@ class LiveRender:
     with what was played (a caller's bug), it is played again from the start
     and a warning is logged.
 
-    Without FluidSynth, a soundfont, or a free synth, it does nothing, and
-    `render` renders the whole clip as usual.
+    Without FluidSynth, a soundfont, or a synth to spare, it does nothing, and
+    `render` renders the whole clip as usual; so too if playing the music so
+    far fails (logged as the bug it is). Made by `Renderer.live` only.
 
     Attributes:
         soundfont: The soundfont it plays with (`render` must be given the same).
         restarts: How often the music so far had to be played again.
+        played_samples: How much was played before `render` was called.
     """
 
     def __init__(self, renderer: Renderer, soundfont: str | None,
                  loaded: tuple[object, int] | None) -> None:
         self.soundfont = soundfont
         self.restarts = 0
+        self.played_samples = 0
         self._renderer, self._loaded = renderer, loaded
         self._performance: _Performance | None = None
+
+    def plays_on(self, renderer: Renderer, soundfont: str | None) -> bool:
+        """Whether it holds a synth of this renderer for this soundfont."""
+        return (self._loaded is not None and renderer is self._renderer
+                and soundfont is not None
+                and Path(soundfont).resolve() == Path(self.soundfont).resolve())
 
     def advance(self, midi: pretty_midi.PrettyMIDI, final_seconds: float) -> None:
         """Play the music so far up to where it is final.
@@ -377,31 +406,40 @@ class LiveRender:
         """
         if self._loaded is None:
             return
-        until = _to_sample(final_seconds)
-        until -= until % BLOCK  # whole blocks, as `render` asks for (BLOCK)
+        # A block short of the time given, in whole blocks as `render` asks
+        # for (BLOCK): an event at that time rounds to no earlier sample.
+        until = _to_sample(final_seconds) - BLOCK
+        until -= until % BLOCK
         if self._performance is not None and until <= self._performance.cursor:
             return
-        self._play(midi, _collect_events(midi), until)
+        try:
+            self._play(midi, _collect_events(midi), until)
+            self.played_samples = self._performance.cursor
+        except Exception:  # a bug, but the clip can still be rendered after sampling
+            log.exception("Playing the music so far failed; it is rendered after sampling")
+            self.close()
 
-    def finish(self, midi: pretty_midi.PrettyMIDI,
-               events: list[tuple[int, int, int, int, int]], n_samples: int) -> np.ndarray | None:
+    def _finish(self, midi: pretty_midi.PrettyMIDI,
+                events: list[tuple[int, int, int, int, int]], n_samples: int) -> np.ndarray:
         """The whole clip, going on from what was played (for `Renderer.render`).
 
         Returns:
-            float32 [n_samples, 2], or None when there is no synth to play on.
+            float32 [n_samples, 2]. The music so far may have been played past
+            the finished music's end (it ended in silence): rendering is
+            causal, so the first `n_samples` are the clip.
         """
-        if self._loaded is None:
-            return None
         self._play(midi, events, n_samples)
-        audio = self._performance.audio()
+        audio = self._performance.audio()[:n_samples]
         self._performance = None  # played out: a second render starts afresh
         return audio
 
     def close(self) -> None:
-        """Give the synth back to the renderer."""
+        """Give the synth back to the renderer (`render` does, once it has used it)."""
         if self._loaded is not None:
             self._renderer._give_back(self.soundfont, self._loaded)
             self._loaded = self._performance = None
+            with self._renderer._lock:
+                self._renderer._live -= 1
 
     def __enter__(self) -> LiveRender:
         return self

@@ -124,7 +124,8 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
             with a candidate's index, its MIDI so far and the seconds before
             which that MIDI is final: every note event before them is in the
             finished candidate's `midi` too (`musicgen.audio.LiveRender`
-            plays them while the rest is sampled).
+            plays them while the rest is sampled: one candidate's, so the
+            app passes it n=1). Rows that have finished are not passed on.
 
     Returns:
         One `Candidate` per sequence; candidate i used seed `settings.seed + i`.

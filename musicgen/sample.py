@@ -220,10 +220,12 @@ class TorchUniforms:
 class SamplingRequest:
     """One call's worth of sampling: a prompt, its controls and n rows.
 
-    The fields are `generate`'s arguments of the same names, and `on_tokens`:
-    called with the tokens so far of each row still sampling, by the row's
-    index in the request, each time progress is reported (copies; for a
-    caller that uses the music while it is sampled: the app renders it).
+    The fields are `generate`'s arguments of the same names, and `on_tokens`,
+    for a caller that uses the music while it is sampled (the app renders
+    it): called every 32 tokens with copies of the tokens so far of each row
+    still sampling, by the row's index in the request. Through a
+    `musicgen.batcher.Batcher` it gets only the latest of these, every
+    `TOKENS_POLL_S`, in the caller's thread.
     """
 
     prompt_tokens: np.ndarray

@@ -44,7 +44,7 @@ OUTPUT_TTL_S = 3600.0
 # continuation with its 10 s seed, where the WAV was 7 MB (musicgen.audio).
 CLIP_SUFFIX = ".mp3"
 # How the models answer, in words, by kind (BENCHMARKS.md, 2-core machine: a
-# 30 s clip in about 3 s from the LSTM and 5 s from the Transformer).
+# 30 s clip in about 1 s from the LSTM and 2.5 s from the Transformer).
 MODEL_SPEED = {"lstm": "quickest", "transformer": "a little slower"}
 
 

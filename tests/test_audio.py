@@ -365,29 +365,31 @@ LIVE_NOTES = [(48 + (7 * i) % 30, 40 + (13 * i) % 80, 0.25 * i, 0.25 * i + 0.1 +
               for i in range(40)] + [(60, 90, 1.0, 4.0), (60, 70, 2.0, 2.5), (72, 100, 3.0, 3.25)]
 
 
-def test_a_live_render_gives_the_samples_of_a_render_of_the_finished_music(fluid_r3):
+@pytest.mark.parametrize("known", [(0.0, 0.6, 0.6, 2.05, 2.5, 7.3),
+                                   (1.013, 4.5, 15.0)])  # past the end: it ended in silence
+def test_a_live_render_gives_the_samples_of_a_render_of_the_finished_music(fluid_r3, known):
     final = make_midi(LIVE_NOTES)
     # Fresh renderers: a synth's reverb modulation runs on from one render to
     # the next, so only two first renders can be compared sample for sample.
     alone = audio.Renderer().render(final, str(fluid_r3))
-    renderer = audio.Renderer()
+    renderer = audio.Renderer(synths=2)  # one for live renders, one for the others
     with renderer.live(fluid_r3) as live:
-        for seconds in (0.0, 0.6, 0.6, 2.05, 2.5, 7.3):
+        for seconds in known:
             live.advance(_so_far(LIVE_NOTES, seconds), seconds)
-        played = live._performance.cursor
         together = renderer.render(final, str(fluid_r3), live=live)
+        assert len(renderer._free[str(fluid_r3.resolve())]) == 1  # given back at once
 
-    assert played >= 7 * audio.SAMPLE_RATE  # most of the clip was played before the end
+    assert live.played_samples >= min(known[-1] - 0.01, 7.2) * audio.SAMPLE_RATE
     assert live.restarts == 0
     assert together.seconds == alone.seconds and together.rms_dbfs == alone.rms_dbfs
     np.testing.assert_array_equal(together.audio, alone.audio)
-    assert renderer._free[str(fluid_r3.resolve())]  # the synth went back to the pool
+    assert renderer._live == 0
 
 
 def test_a_live_render_plays_again_what_the_finished_music_changed(fluid_r3, caplog):
     final = make_midi(LIVE_NOTES)
     alone = audio.Renderer().render(final, str(fluid_r3))
-    renderer = audio.Renderer()
+    renderer = audio.Renderer(synths=2)
     with renderer.live(fluid_r3) as live:
         # Said to be final up to 3 s, but the note at 1 s ends at 4 s, not 2 s.
         live.advance(_so_far(LIVE_NOTES, 2.0), 3.0)
@@ -403,13 +405,34 @@ def test_a_live_render_plays_again_what_the_finished_music_changed(fluid_r3, cap
     assert np.abs(ours - theirs)[audible].mean() < 3.0
 
 
-def test_without_a_free_synth_a_live_render_waits_for_nothing(fluid_r3):
-    renderer = audio.Renderer(synths=1)
+def test_a_live_render_leaves_a_synth_for_other_renders(fluid_r3, tmp_path):
     final = make_midi(LIVE_NOTES[:8])
+    renderer = audio.Renderer(synths=2)
     with renderer.live(fluid_r3) as first, renderer.live(fluid_r3) as second:
-        second.advance(_so_far(LIVE_NOTES[:8], 1.0), 1.0)  # no synth left: nothing to do
-        assert second._performance is None
-        rendering = renderer.render(final, str(fluid_r3), live=first)
+        second.advance(_so_far(LIVE_NOTES[:8], 1.0), 1.0)  # no synth to spare: nothing to do
+        assert second.played_samples == 0
+        renderer.render(final, str(fluid_r3))  # does not wait for the live render's synth
+        # Its soundfont spelled another way, as a link: still its synth, not a wait for it.
+        link = tmp_path / "link.sf2"
+        link.symlink_to(fluid_r3)
+        first.advance(_so_far(LIVE_NOTES[:8], 1.0), 1.0)
+        rendering = renderer.render(final, str(link), live=first)
     assert rendering.engine == "fluidsynth" and rendering.seconds > 2.0
+    assert first.played_samples > 0 and first.restarts == 0
+    with audio.Renderer().live(fluid_r3) as alone:  # a single synth is never held live
+        alone.advance(_so_far(LIVE_NOTES[:8], 1.0), 1.0)
+        assert alone.played_samples == 0
     with pytest.raises(UserError, match="there is no soundfont file"):
         renderer.live("/nonexistent.sf2")
+
+
+def test_a_failing_live_render_leaves_the_clip_to_the_render_after(fluid_r3, caplog):
+    renderer = audio.Renderer(synths=2)
+    with renderer.live(fluid_r3) as live:
+        broken = make_midi([(60, 100, 0.0, 1.0)])
+        broken.instruments[0].notes[0].pitch = None  # a bug upstream, say
+        with caplog.at_level(logging.ERROR, logger="musicgen.audio"):
+            live.advance(broken, 2.0)
+        assert "rendered after sampling" in caplog.text and renderer._live == 0
+        rendering = renderer.render(make_midi(LIVE_NOTES[:8]), str(fluid_r3), live=live)
+    assert rendering.engine == "fluidsynth" and rendering.seconds > 2.0
