@@ -291,7 +291,7 @@ class Renderer:
         audio = None
         if not reason and live is not None and live.plays_on(self, soundfont):
             try:
-                audio = live._finish(midi, events, n_samples)
+                audio = live._whole_clip(midi, events, n_samples)
             finally:
                 live.close()
         if not reason and audio is None:
@@ -419,8 +419,8 @@ class LiveRender:
             log.exception("Playing the music so far failed; it is rendered after sampling")
             self.close()
 
-    def _finish(self, midi: pretty_midi.PrettyMIDI,
-                events: list[tuple[int, int, int, int, int]], n_samples: int) -> np.ndarray:
+    def _whole_clip(self, midi: pretty_midi.PrettyMIDI,
+                    events: list[tuple[int, int, int, int, int]], n_samples: int) -> np.ndarray:
         """The whole clip, going on from what was played (for `Renderer.render`).
 
         Returns:
