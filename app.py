@@ -201,7 +201,10 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
     targets = [ui[name] for name in dict.fromkeys([*outputs, status])]
 
     def by_component(values: dict) -> dict:
-        return {ui[name]: value for name, value in values.items()}
+        # Every output the handler leaves out is skipped by name: Gradio reads an
+        # empty dict as one value and puts an "Error" badge on every output.
+        return {**dict.fromkeys(targets, gr.skip()),
+                **{ui[name]: value for name, value in values.items()}}
 
     def problem(error: UserError) -> dict:
         return {ui[status]: f"⚠️ {error}."}

@@ -288,6 +288,60 @@ def test_an_error_keeps_the_last_result_and_every_input_usable(browser, app_url,
     assert "Slow waltz" in page.content()
 
 
+def _no_error_shown(page) -> None:
+    """Neither a Gradio error toast nor an "Error" badge anywhere on the page."""
+    assert not page.locator(".toast-body").count(), page.locator(".toast-body").all_inner_texts()
+    assert not page.locator(".error").count(), page.locator(".error").all_inner_texts()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_advanced_control_can_be_typed_dragged_and_clicked(browser, app_url, viewport):
+    page = _open(browser, app_url, viewport)
+    page.get_by_text("Advanced").first.click()
+    numbers = page.locator("input[data-testid=number-input]")  # each slider's typed value
+    labels = [label.removeprefix("number input for ")
+              for label in numbers.evaluate_all("inputs => inputs.map(i => i.ariaLabel)")]
+    assert {"Temperature", "Top-p", "Top-k", "Min-p", "Candidates"} <= set(labels), labels
+    for label in labels:
+        number = page.get_by_label(f"number input for {label}", exact=True)
+        track = page.get_by_label(f"range slider for {label}", exact=True)
+        if not track.is_visible():
+            continue
+        number.fill(number.get_attribute("min"))
+        number.press("Enter")
+        page.wait_for_timeout(300)
+        _no_error_shown(page)
+        track.scroll_into_view_if_needed()
+        box = track.bounding_box()  # the mouse goes where the page is now
+        middle = box["y"] + box["height"] / 2
+        page.mouse.click(box["x"] + box["width"] * 0.3, middle)
+        page.mouse.move(box["x"] + box["width"] * 0.3, middle)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, middle, steps=5)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        _no_error_shown(page)
+        assert float(number.input_value()) > float(number.get_attribute("min")), label
+    assert not page.get_by_label("Balanced").is_checked()  # moved by hand: no preset now
+    checkboxes = page.locator("input[type=checkbox]")
+    for i in range(checkboxes.count()):
+        if checkboxes.nth(i).is_visible():
+            checkboxes.nth(i).click()
+            page.wait_for_timeout(200)
+            _no_error_shown(page)
+    page.get_by_label("Balanced").check()  # a preset still sets the sliders after all that
+    page.wait_for_timeout(500)
+    _no_error_shown(page)
+    length = page.get_by_label("number input for Length of the continuation (seconds)")
+    length.fill("3")
+    length.press("Enter")
+    _generate_in(page)
+    _no_error_shown(page)
+    status = page.locator(".mg-status").first.inner_text()
+    assert "⚠️" not in status and "Done" in status, status
+    _shot(page, f"advanced-touched-{'phone' if viewport is PHONE else 'desktop'}")
+
+
 def test_continue_from_this_and_undo(browser, app_url):
     page = _open(browser, app_url)
     _generate_in(page)
