@@ -32,7 +32,7 @@ from musicgen.checkpoint import tokens_seen  # noqa: E402
 from musicgen.errors import UserError  # noqa: E402
 from musicgen.listening import ServedPair  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
-from musicgen.settings import DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
+from musicgen.settings import CHOICES, DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
 from musicgen.studio import Clip, Studio  # noqa: E402
 
 SEED_KINDS = [("Built-in example", "example"), ("Your MIDI file", "upload"),
@@ -228,13 +228,14 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
 
 
 def _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-              max_silence, paired_notes, keep_timing, release_held_keys,
-              new_variation) -> Settings:
+              max_silence, paired_notes, keep_timing, release_held_keys, key, register,
+              density, new_variation) -> Settings:
     return Settings.from_user(seconds=seconds, temperature=temperature, top_k=top_k,
                               top_p=top_p, min_p=min_p, seed=variation, n=n,
                               include_prompt=include_seed,
                               max_silence=max_silence, paired_notes=paired_notes,
                               keep_timing=keep_timing, release_held_keys=release_held_keys,
+                              key=key, register=register, density=density,
                               new_seed=new_variation)
 
 
@@ -243,6 +244,13 @@ def _slider(name: str, step: float, **kwargs) -> gr.Slider:
     limit = LIMITS[name]
     return gr.Slider(limit.low, limit.high, value=getattr(DEFAULTS, name), step=step,
                      label=limit.label, info=limit.help or None, **kwargs)
+
+
+def _choice(name: str, helped: bool = True, **kwargs) -> gr.Dropdown:
+    """A dropdown whose options, default, label and help come from `musicgen.settings.CHOICES`."""
+    choice = CHOICES[name]
+    return gr.Dropdown(list(choice.options), value=getattr(DEFAULTS, name), label=choice.label,
+                       info=choice.help if helped else None, **kwargs)
 
 
 def player_html(clip: Clip) -> str:
@@ -284,6 +292,11 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
         with gr.Column(scale=1, min_width=260):
             ui["model"] = gr.Dropdown(models, value=models[0][1], label="Model")
             ui["preset"] = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="How it plays")
+            # Shown where a model reads them: the others would ignore them.
+            with gr.Row(visible=studio.takes_controls()):
+                # Without help lines: above Generate, on a phone, every line counts.
+                ui["key"] = _choice("key", helped=False, min_width=120)
+                ui["density"] = _choice("density", helped=False, min_width=120)
             ui["seconds"] = _slider("seconds", 1)
             ui["generate"] = gr.Button("Generate", variant="primary", elem_id="generate-button")
             ui["status"] = gr.Markdown(elem_classes=["mg-status"])
@@ -337,6 +350,8 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
                                              label=LIMITS["paired_notes"].label,
                                              info=LIMITS["paired_notes"].help)
         with gr.Row():
+            ui["register"] = _choice("register", min_width=220,
+                                     visible=studio.takes_controls())
             ui["release_held_keys"] = gr.Checkbox(DEFAULTS.release_held_keys, min_width=220,
                                                   label=LIMITS["release_held_keys"].label,
                                                   info=LIMITS["release_held_keys"].help)
@@ -426,16 +441,16 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
 
 def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
                 soundfont, seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-                max_silence, paired_notes, keep_timing, release_held_keys, new_variation,
-                session,
+                max_silence, paired_notes, keep_timing, release_held_keys, key, register,
+                density, new_variation, session,
                 progress=gr.Progress()):
     """Validate, sample, and show each candidate as soon as its audio is ready."""
     session = _new_session(session)
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
-                         max_silence, paired_notes, keep_timing, release_held_keys,
-                         new_variation)
+                         max_silence, paired_notes, keep_timing, release_held_keys, key,
+                         register, density, new_variation)
     pairs = []
     for clip, candidate in studio.generate_each(
             model, prompt, settings, soundfont,
@@ -574,13 +589,14 @@ def build_compare_tab(studio: Studio, ui: dict) -> None:
 
 def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, soundfont,
                seconds, temperature, top_k, top_p, min_p, variation, include_seed, max_silence,
-               paired_notes, keep_timing, release_held_keys, new_variation, use_maestro,
+               paired_notes, keep_timing, release_held_keys, key, register, density,
+               new_variation, use_maestro,
                maestro_piece,
                maestro_start, progress=gr.Progress()):
     """Every model on the same seed MIDI (or a MAESTRO excerpt, with the pianist's version)."""
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1,
                          include_seed, max_silence, paired_notes, keep_timing,
-                         release_held_keys, new_variation)
+                         release_held_keys, key, register, density, new_variation)
     human = None
     if use_maestro:
         prompt, clip, notes = studio.reference(maestro_piece, maestro_start, seed_seconds,
@@ -634,12 +650,13 @@ def on_plot(studio: Studio, session):
 
 def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
               soundfont, seconds, temperature, top_k, top_p, min_p, variation, include_seed,
-              max_silence, paired_notes, keep_timing, release_held_keys, new_variation):
+              max_silence, paired_notes, keep_timing, release_held_keys, key, register,
+              density, new_variation):
     prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
                            seed_start if seed_kind == "upload" else None)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1, include_seed,
-                         max_silence, paired_notes, keep_timing, release_held_keys,
-                         new_variation)
+                         max_silence, paired_notes, keep_timing, release_held_keys, key,
+                         register, density, new_variation)
     values = {"versus_status": f"Variation {settings.seed}."}
     for i, (clip, plot) in enumerate(studio.greedy_and_sampled(model, prompt, settings,
                                                                soundfont)):

@@ -95,7 +95,7 @@ class NumpyLSTMStepper:
         self.input_table, self.layers, self.head_weight, self.head_bias, self.held = layout
         self.h = self.c = self.ages = None
 
-    def start(self, tokens: np.ndarray) -> np.ndarray:
+    def start(self, tokens: np.ndarray, controls=None) -> np.ndarray:
         """Run the prompt [n, T]; return the logits [n, V] for the next token.
 
         Layer by layer: the input projections of all T steps are one matrix
@@ -180,7 +180,7 @@ class NumpyTransformerStepper:
         self.keys = self.values = None
         self.position = 0
 
-    def start(self, tokens: np.ndarray) -> np.ndarray:
+    def start(self, tokens: np.ndarray, controls=None) -> np.ndarray:
         """Run the prompt [n, T], T <= context; return the logits [n, V] for the next token."""
         rows, steps = tokens.shape
         if steps > self.context:

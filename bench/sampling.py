@@ -119,8 +119,8 @@ class NoEosStepper:
     def __init__(self, inner):
         self.inner = inner
 
-    def start(self, tokens: np.ndarray) -> np.ndarray:
-        return self._masked(self.inner.start(tokens))
+    def start(self, tokens: np.ndarray, controls: np.ndarray | None = None) -> np.ndarray:
+        return self._masked(self.inner.start(tokens, controls))
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         return self._masked(self.inner.step(tokens))

@@ -56,7 +56,7 @@ def _evaluate(args) -> int:
         torch.set_num_threads(args.threads)
     result = evaluate(args.checkpoint, args.data, split=args.split, window=args.window,
                       bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
-                      serving=args.serving)
+                      serving=args.serving, conditioned=not args.free)
     if args.write_card:
         from musicgen.checkpoint import record_evaluation
 
@@ -134,6 +134,7 @@ def _generate(args) -> int:
                "top_p": args.top_p, "min_p": args.min_p, "seed": args.seed, "n": args.n,
                "max_silence": args.max_silence, "paired_notes": args.paired_notes,
                "keep_timing": args.keep_timing, "release_held_keys": args.release_held_keys,
+               "key": args.key, "register": args.register, "density": args.density,
                "include_prompt": False if args.continuation_only else None}
     if args.recipe_from is not None:
         request = compose.request_from_recipe(args.recipe_from, args.checkpoint,
@@ -181,7 +182,11 @@ def _generate(args) -> int:
 
 def _setting_help(name: str, text: str = "") -> str:
     """Help for a sampling option, with its range and default from `musicgen.settings`."""
-    from musicgen.settings import LIMITS, Settings
+    from musicgen.settings import CHOICES, LIMITS, Settings
+
+    if name in CHOICES:
+        return (f"{CHOICES[name].help} (default '{getattr(Settings(), name)}'; read by "
+                "models with a key/register/density input)")
 
     limit = LIMITS[name]
     default = getattr(Settings(), name)
@@ -297,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-timing", metavar="yes|no", help=_setting_help("keep_timing"))
     p.add_argument("--release-held-keys", metavar="yes|no",
                    help=_setting_help("release_held_keys"))
+    p.add_argument("--key", help=_setting_help("key"))
+    p.add_argument("--register", help=_setting_help("register"))
+    p.add_argument("--density", help=_setting_help("density"))
     p.add_argument("--continuation-only", action="store_true",
                    help="write only the continuation, without the seed MIDI's excerpt")
     p.add_argument("--out", default="out.mid", help="MIDI file (several: out-1.mid, ...)")
@@ -317,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sequences (LSTM) or windows (Transformer) per model call")
     p.add_argument("--serving", action="store_true",
                    help="score the int8 serving form that sampling runs, not the float weights")
+    p.add_argument("--free", action="store_true",
+                   help="a model with key/register/density input: score it without them "
+                        "(default: each window gets those of the real music it predicts)")
     p.add_argument("--write-card", action="store_true",
                    help="store the result in the checkpoint's card.json under evaluation.SPLIT")
     p.add_argument("--json", action="store_true")

@@ -21,6 +21,7 @@ import pretty_midi
 
 from musicgen.batcher import Batcher
 from musicgen.checkpoint import read_card
+from musicgen.controls import target_controls
 from musicgen.errors import RecipeError, UserError
 from musicgen.events import STEPS_PER_SECOND, VOCAB, DecodeReport, decode_events
 from musicgen.midi import notes_to_pretty_midi
@@ -142,7 +143,9 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
         keep_timing=settings.keep_timing, on_progress=on_progress,
         paired_keeps_types=settings.paired_keeps_types,
         release_held_keys=settings.release_held_keys,
-        on_tokens=pass_on if on_music is not None else None))
+        on_tokens=pass_on if on_music is not None else None,
+        controls=target_controls(prompt.tokens, settings.key, settings.register,
+                                 settings.density)))
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):

@@ -25,6 +25,9 @@ class LSTMConfig:
     # (`musicgen.events.held_features`): what the model would otherwise have
     # to remember to end its notes.
     held_notes_input: bool = False
+    # The key, register and density the music should keep, as an input beside
+    # every token (`musicgen.controls`).
+    control_input: bool = False
     kind: str = "lstm"
 
 
@@ -40,6 +43,7 @@ class TransformerConfig:
     context: int = 1024
     dropout: float = 0.1
     rope_base: float = 10000.0
+    control_input: bool = False  # as LSTMConfig's
     kind: str = "transformer"
 
 
@@ -86,9 +90,10 @@ def config_from_dict(values: dict) -> ModelConfig:
 
 def describe(config: ModelConfig) -> str:
     """One line naming the architecture, for logs and model cards."""
+    controls = ", key/register/density input" if config.control_input else ""
     if config.kind == "lstm":
         held = ", held-note input" if config.held_notes_input else ""
         return (f"LSTM {config.num_layers} x {config.hidden_size} "
-                f"(embedding {config.embed_dim}{held})")
+                f"(embedding {config.embed_dim}{held}{controls})")
     return (f"Transformer {config.n_layers} layers x d{config.d_model}, {config.n_heads} heads, "
-            f"RoPE, context {config.context}")
+            f"RoPE, context {config.context}{controls}")

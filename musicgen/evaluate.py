@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from musicgen.controls import control_features
 from musicgen.data import TokenCache, open_cache, open_split  # noqa: F401 - re-exported
 from musicgen.errors import UserError
 from musicgen.events import STEPS_PER_SECOND, VOCAB
-from musicgen.serving import LSTMStepper, ServingModel
+from musicgen.serving import LSTMStepper, ServingModel, row_controls
 
 FIRST_EVENT = VOCAB["note_on"].offset  # tokens below this (PAD, BOS, EOS) are never targets
 EVENT_TYPES = ("note_on", "note_off", "time_shift", "velocity")
@@ -125,7 +126,8 @@ def sliding_windows(length: int, window: int) -> list[tuple[int, int, int]]:
 
 @torch.inference_mode()
 def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | None = None,
-                batch_size: int = 8, device: str | torch.device = "cpu") -> list[PieceScore]:
+                batch_size: int = 8, device: str | torch.device = "cpu",
+                conditioned: bool = True) -> list[PieceScore]:
     """Per-target log-probabilities and top-1 hits of a model on whole pieces.
 
     A model with a `context` (the Transformer) is scored with
@@ -142,6 +144,9 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
             Transformer's window (default, and at most, its context).
         batch_size: Sequences (recurrent) or windows (Transformer) per call.
         device: Where to run.
+        conditioned: For a model with a control input, give each window (chunk)
+            the key, register and density of the real music it predicts, as
+            training does (`musicgen.controls`); False scores it free.
 
     Returns:
         One PieceScore per piece, in the order of `pieces`.
@@ -149,14 +154,16 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
     if not isinstance(model, ServingModel):
         model.float().to(device).eval()
     context = model.context
+    conditioned = conditioned and takes_controls(model)
     if context is None:
-        rows = _score_recurrent(model, pieces, window or RECURRENT_WINDOW, batch_size, device)
+        rows = _score_recurrent(model, pieces, window or RECURRENT_WINDOW, batch_size, device,
+                                conditioned)
     else:
         window = window or context
         if window > context:
             raise UserError(f"a window of {window} tokens is longer than the model's context "
                             f"({context}); give at most {context}")
-        rows = _score_windows(model, pieces, window, batch_size, device)
+        rows = _score_windows(model, pieces, window, batch_size, device, conditioned)
     scores = []
     for piece, (log_probs, top) in zip(pieces, rows, strict=True):
         piece = np.asarray(piece, dtype=np.int64)
@@ -168,24 +175,37 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
 
 
 
-def _predict(model, inputs: np.ndarray, targets: np.ndarray, device, state=None):
-    """One model call: (log p(target) [B, T], argmax [B, T], new state)."""
+def takes_controls(model) -> bool:
+    """Whether a model (torch or serving) has a control input."""
+    return bool(getattr(getattr(model, "config", None), "control_input", False))
+
+
+def _predict(model, inputs: np.ndarray, targets: np.ndarray, device, state=None,
+             conditioned: bool = False):
+    """One model call: (log p(target) [B, T], argmax [B, T], new state).
+
+    Conditioned, the model is told the controls of the music in `targets`.
+    """
+    controls = control_features(targets) if conditioned else None
     if isinstance(model, ServingModel):
-        logits, state = _serving_call(model, inputs, state)
+        logits, state = _serving_call(model, inputs, state, controls)
     else:
-        logits, state = model(torch.as_tensor(inputs, device=device), state)
+        given = {} if controls is None else {"controls": torch.as_tensor(controls, device=device)}
+        logits, state = model(torch.as_tensor(inputs, device=device), state, **given)
     logits = logits.float()
     wanted = torch.as_tensor(targets, device=device)[..., None]
     log_probs = (logits.gather(-1, wanted)[..., 0] - logits.logsumexp(-1))
     return log_probs.double().cpu().numpy(), logits.argmax(-1).cpu().numpy(), state
 
 
-def _serving_call(model: ServingModel, inputs: np.ndarray, state):
+def _serving_call(model: ServingModel, inputs: np.ndarray, state,
+                  controls: np.ndarray | None = None):
     """`model(tokens, state)` for a serving model; its state is the LSTM's stepper."""
     if state is None:
         state = model.stepper()
-        logits = state.sequence_logits(inputs)
-    else:  # the LSTM's next chunk
+        logits = state.sequence_logits(inputs, controls)
+    else:  # the LSTM's next chunk, told its own controls
+        state.controls = row_controls(model.config, len(inputs), controls)
         logits = np.stack([state.step(inputs[:, t]) for t in range(inputs.shape[1])], axis=1)
     return torch.from_numpy(logits), state
 
@@ -209,7 +229,8 @@ def _first_rows(state, rows: int):
     return type(state)(_first_rows(part, rows) for part in state)
 
 
-def _score_recurrent(model, pieces, window: int, batch_size: int, device):
+def _score_recurrent(model, pieces, window: int, batch_size: int, device,
+                     conditioned: bool = False):
     """(log-probs, argmax) over every position of each piece, state carried across chunks."""
     results: list = [None] * len(pieces)
     # Longest first, so that the pieces of a batch are of similar length and
@@ -229,13 +250,15 @@ def _score_recurrent(model, pieces, window: int, batch_size: int, device):
             state = _first_rows(state, active)
             end = begin + window
             log_probs[:active, begin:end], top[:active, begin:end], state = _predict(
-                model, inputs[:active, begin:end], targets[:active, begin:end], device, state)
+                model, inputs[:active, begin:end], targets[:active, begin:end], device, state,
+                conditioned)
         for row, (i, length) in enumerate(zip(group, lengths, strict=True)):
             results[i] = (log_probs[row, :length], top[row, :length])
     return results
 
 
-def _score_windows(model, pieces, window: int, batch_size: int, device):
+def _score_windows(model, pieces, window: int, batch_size: int, device,
+                   conditioned: bool = False):
     """(log-probs, argmax) over every position of each piece, by sliding windows."""
     sequences = [np.asarray(p, dtype=np.int64) for p in pieces]
     results = [(np.zeros(len(s) - 1), np.zeros(len(s) - 1, dtype=np.int64)) for s in sequences]
@@ -247,7 +270,7 @@ def _score_windows(model, pieces, window: int, batch_size: int, device):
         width = max(end - begin for _, begin, end, _ in batch)
         inputs = _padded([sequences[i][begin:end] for i, begin, end, _ in batch], width)
         targets = _padded([sequences[i][begin + 1:end + 1] for i, begin, end, _ in batch], width)
-        log_probs, top, _ = _predict(model, inputs, targets, device)
+        log_probs, top, _ = _predict(model, inputs, targets, device, conditioned=conditioned)
         for row, (i, begin, end, score_from) in enumerate(batch):
             kept = slice(score_from - begin, end - begin)
             results[i][0][score_from:end] = log_probs[row, kept]
@@ -423,7 +446,8 @@ def evaluate_model(model: torch.nn.Module, pieces: list[np.ndarray],
                    train: list[np.ndarray] | None = None,
                    validation: list[np.ndarray] | None = None,
                    window: int | None = None, bootstrap: int = 1000, seed: int = 0,
-                   batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
+                   batch_size: int = 8, device: str | torch.device = "cpu",
+                   conditioned: bool = True) -> dict:
     """Score an in-memory model and the count baselines on the same pieces.
 
     Args:
@@ -437,9 +461,11 @@ def evaluate_model(model: torch.nn.Module, pieces: list[np.ndarray],
         seed: Seed of the resampling.
         batch_size: See `score_model`.
         device: Where to run the model.
+        conditioned: See `score_model`.
 
     Returns:
-        JSON-ready dict: pieces, events, music_seconds, windowing, model
+        JSON-ready dict: pieces, events, music_seconds, windowing, controls
+        ("given", "free" or "none": the model has no control input), model
         (metrics, ci, ratio_to_bigram) and baselines.
     """
     if seconds is None:
@@ -450,12 +476,15 @@ def evaluate_model(model: torch.nn.Module, pieces: list[np.ndarray],
         # Drawing pieces with replacement == multinomial counts per piece.
         resamples = rng.multinomial(len(pieces), np.full(len(pieces), 1 / len(pieces)),
                                     size=bootstrap).astype(np.float64)
-    model_totals = _piece_totals(score_model(model, pieces, window, batch_size, device), seconds)
+    model_totals = _piece_totals(score_model(model, pieces, window, batch_size, device,
+                                             conditioned), seconds)
     result = {
         "pieces": len(pieces),
         "events": int(model_totals["events"].sum()),
         "music_seconds": float(sum(seconds)),
         "windowing": windowing(model, window),
+        "controls": ("none" if not takes_controls(model)
+                     else "given" if conditioned else "free"),
         "model": summarise(model_totals, resamples),
         "baselines": {},
     }
@@ -488,7 +517,7 @@ def evaluate_model(model: torch.nn.Module, pieces: list[np.ndarray],
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
              window: int | None = None, bootstrap: int = 1000, seed: int = 0,
              device: str | torch.device = "cpu", batch_size: int = 8,
-             serving: bool = False) -> dict:
+             serving: bool = False, conditioned: bool = True) -> dict:
     """Score a checkpoint on one split of a cache or MIDI folder, with baselines.
 
     Args:
@@ -502,11 +531,13 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
         batch_size: See `score_model`.
         serving: Score the serving form that sampling runs (int8 weights,
             `musicgen.serving`) instead of the float weights in torch.
+        conditioned: See `score_model`.
 
     Returns:
         JSON-ready dict: checkpoint, name, architecture, weights_sha256, split,
         card_entry (where the card keeps it: the split, "_int8" added for the
-        serving form), data, pieces, events, music_seconds, windowing, model, baselines,
+        serving form, "_free" for a model with controls scored without them), data,
+        pieces, events, music_seconds, windowing, controls, model, baselines,
         seconds (wall time of the evaluation).
     """
     from musicgen.checkpoint import load_checkpoint
@@ -527,7 +558,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     except ValueError:  # a corpus without a validation split: k defaults to 0.1
         validation = []
     scored = evaluate_model(model, pieces, seconds, train, validation, window=window,
-                            bootstrap=bootstrap, seed=seed, batch_size=batch_size, device=device)
+                            bootstrap=bootstrap, seed=seed, batch_size=batch_size, device=device,
+                            conditioned=conditioned)
     return {
         "checkpoint": str(checkpoint),
         "name": card.get("name"),
@@ -535,7 +567,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
         "weights_sha256": card.get("weights_sha256"),
         "weights": "int8 serving form" if serving else "float32",
         "split": split,
-        "card_entry": split + ("_int8" if serving else ""),
+        "card_entry": split + ("_int8" if serving else "") + (
+            "_free" if scored["controls"] == "free" else ""),
         "data": str(data),
         **scored,
         "seconds": round(time.perf_counter() - began, 2),
@@ -552,6 +585,10 @@ def format_report(result: dict) -> str:
     lines.append(f"scored      {result['pieces']} pieces, {result['events']:,} events, "
                  f"{result['music_seconds'] / 3600:.2f} h of music")
     lines.append(f"windowing   {result['windowing']}")
+    if result.get("controls", "none") != "none":
+        given = result["controls"] == "given"
+        lines.append(f"controls    {result['controls']}: key, register and density "
+                     + ("of the real music each window predicts" if given else "all free"))
     lines.append("")
 
     header = (f"{'':<16} {'nats/event [95% CI]':<26} {'ppl':>7} {'bits/note':>9} {'bits/s':>7} "

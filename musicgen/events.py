@@ -397,7 +397,7 @@ def held_ages(tokens: np.ndarray, before: np.ndarray | None = None,
     tokens = np.asarray(tokens, np.int64)
     batch, steps = tokens.shape[:-1], tokens.shape[-1]
     tokens = tokens.reshape(-1, steps)
-    elapsed, is_on, pitch = _note_events(tokens, vocab)
+    elapsed, is_on, pitch = note_events(tokens, vocab)
     row, time = np.nonzero(pitch >= 0)
     pitch = pitch[row, time]
     # The index of each pitch's latest NOTE_ON or NOTE_OFF, carried forward in time.
@@ -454,7 +454,7 @@ def held_after(tokens: np.ndarray, vocab: Vocabulary = VOCAB) -> np.ndarray:
     tokens = np.asarray(tokens, np.int64)
     if not len(tokens):
         return np.full(PITCHES, -1, np.int64)
-    elapsed, is_on, pitch = _note_events(tokens, vocab)
+    elapsed, is_on, pitch = note_events(tokens, vocab)
     time = np.nonzero(pitch >= 0)[0]
     pitch = pitch[time]
     latest = np.full(PITCHES, -1, np.int64)
@@ -463,7 +463,7 @@ def held_after(tokens: np.ndarray, vocab: Vocabulary = VOCAB) -> np.ndarray:
     return np.where((latest >= 0) & is_on[at], elapsed[-1] - elapsed[at], -1)
 
 
-def _note_events(tokens: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, ...]:
+def note_events(tokens: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, ...]:
     """Per token (last axis): steps elapsed after it, NOTE_ON or not, and its pitch (-1: none)."""
     on, off, shift = vocab["note_on"], vocab["note_off"], vocab["time_shift"]
     is_shift = (tokens >= shift.offset) & (tokens < shift.stop)

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from musicgen.model import LSTMModel, TransformerModel
-from musicgen.serving import LSTMStepper, ServingModel, TransformerStepper, session_for
+from musicgen.serving import (
+    LSTMStepper,
+    ServingModel,
+    TransformerStepper,
+    row_controls,
+    session_for,
+)
 from musicgen.serving_graph import serving_graph
 
 
@@ -24,21 +30,34 @@ class TorchStepper:
         self.model = model
         self.device = next(model.parameters()).device
         self.state = None
+        self.controls: torch.Tensor | None = None
         self._was_training = model.training
         model.eval()
 
     @torch.inference_mode()
-    def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the prompt [n, T]; return the logits [n, V] for the next token."""
-        logits, self.state = self.model(torch.from_numpy(tokens).to(self.device))
+    def start(self, tokens: np.ndarray, controls: np.ndarray | None = None) -> np.ndarray:
+        """Run the prompt [n, T]; return the logits [n, V] for the next token.
+
+        `controls` as for `musicgen.serving.LSTMStepper.start`.
+        """
+        config = getattr(self.model, "config", None)  # any module with the interface
+        rows = None if config is None else row_controls(config, len(tokens), controls)
+        self.controls = None if rows is None else torch.from_numpy(rows).to(self.device)
+        logits, self.state = self.model(torch.from_numpy(tokens).to(self.device),
+                                        **self._controls())
         return logits[:, -1].float().cpu().numpy()
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
         logits, self.state = self.model.step(torch.from_numpy(tokens).to(self.device),
-                                             self.state)
+                                             self.state, **self._controls())
         return logits.float().cpu().numpy()
+
+    def _controls(self) -> dict:
+        # Only a model with a control input is given them: the interface of a
+        # model without one is forward(tokens, state) and step(token, state).
+        return {} if self.controls is None else {"controls": self.controls}
 
     def close(self) -> None:
         """Drop the state and give the model back its training mode."""

@@ -28,7 +28,34 @@ from musicgen.configs import (  # noqa: F401 - re-exported: the models' shapes l
     describe,
     make_config,
 )
+from musicgen.controls import CONTROL_FEATURES
 from musicgen.events import HELD_FEATURES, PITCHES, held_ages, held_features
+
+
+def control_layer(config: ModelConfig, width: int) -> nn.Linear | None:
+    """The key/register/density input (`musicgen.controls`), or None without one.
+
+    Zero at first, like the held-note input, so that weights trained without
+    it start as the model they were (`train` loads them with this one fresh).
+    """
+    if not config.control_input:
+        return None
+    layer = nn.Linear(CONTROL_FEATURES, width, bias=False)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
+def with_controls(x: torch.Tensor, layer: nn.Linear | None,
+                  controls: torch.Tensor | None) -> torch.Tensor:
+    """Embeddings x [B, T, D] plus the controls [B, CONTROL_FEATURES] at every step.
+
+    No controls for a model that takes them: every part absent (free).
+    """
+    if layer is None:
+        return x
+    if controls is None:
+        controls = torch.zeros(len(x), CONTROL_FEATURES, device=x.device)
+    return x + layer(controls.to(x.device, x.dtype))[:, None, :]
 
 
 class LSTMModel(nn.Module):
@@ -44,6 +71,7 @@ class LSTMModel(nn.Module):
             # model they were (`train` loads them with this one fresh).
             self.held = nn.Linear(HELD_FEATURES, config.embed_dim, bias=False)
             nn.init.zeros_(self.held.weight)
+        self.control = control_layer(config, config.embed_dim)
         self.lstm = nn.LSTM(config.embed_dim, config.hidden_size, config.num_layers,
                             batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
@@ -71,15 +99,19 @@ class LSTMModel(nn.Module):
         # picks rows of a state treats its three parts alike.
         return zeros, zeros, held.to(zeros.device)[None]
 
-    def forward(self, tokens: torch.Tensor, state=None, withheld: torch.Tensor | None = None):
+    def forward(self, tokens: torch.Tensor, state=None, withheld: torch.Tensor | None = None,
+                controls: torch.Tensor | None = None):
         """Logits [B, T, V] for tokens [B, T], and the state after the last token.
 
         `withheld` (bool [B, T], training only) marks tokens whose embeddings it is not shown;
         the held-note input still follows every token (`train.TrainConfig.token_mask_share`).
+        `controls` [B, CONTROL_FEATURES] is what the music should keep, for a model with
+        `control_input`.
         """
         x = self.embed(tokens)
         if withheld is not None:
             x = x.masked_fill(withheld[..., None], 0.0)
+        x = with_controls(x, self.control, controls)
         if self.held is not None:
             if state is None:
                 state = self.start_state(rows=len(tokens))
@@ -92,9 +124,9 @@ class LSTMModel(nn.Module):
             state = (*state, held_now)
         return self.head(self.drop(hidden)), state
 
-    def step(self, token: torch.Tensor, state=None):
+    def step(self, token: torch.Tensor, state=None, controls: torch.Tensor | None = None):
         """Logits [B, V] after one token [B] per sequence."""
-        logits, state = self(token[:, None], state)
+        logits, state = self(token[:, None], state, controls=controls)
         return logits[:, 0], state
 
 
@@ -172,6 +204,7 @@ class TransformerModel(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied, as in GPT-2
         self.apply(self._init_weights)
+        self.control = control_layer(config, config.d_model)
 
     @property
     def context(self) -> int:
@@ -185,10 +218,12 @@ class TransformerModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: torch.Tensor, state=None, withheld: torch.Tensor | None = None):
+    def forward(self, tokens: torch.Tensor, state=None, withheld: torch.Tensor | None = None,
+                controls: torch.Tensor | None = None):
         """Logits [B, T, V]; `state` is (caches, next position) or None.
 
-        `withheld` (bool [B, T], training only) marks tokens whose embeddings it is not shown.
+        `withheld` (bool [B, T], training only) marks tokens whose embeddings it is not shown;
+        `controls` as for `LSTMModel`.
         """
         caches, position = state if state is not None else (None, 0)
         time = tokens.shape[1]
@@ -198,7 +233,7 @@ class TransformerModel(nn.Module):
         x = self.embed(tokens)
         if withheld is not None:
             x = x.masked_fill(withheld[..., None], 0.0)
-        x = self.drop(x)
+        x = self.drop(with_controls(x, self.control, controls))
         new_caches = []
         for i, block in enumerate(self.blocks):
             x, (k, v) = block(x, cos, sin, None if caches is None else caches[i])
@@ -207,9 +242,9 @@ class TransformerModel(nn.Module):
             new_caches.append((k[:, :, -keep:], v[:, :, -keep:]))
         return self.head(self.norm(x)), (new_caches, position + time)
 
-    def step(self, token: torch.Tensor, state=None):
+    def step(self, token: torch.Tensor, state=None, controls: torch.Tensor | None = None):
         """Logits [B, V] after one token [B] per sequence, using the KV cache."""
-        logits, state = self(token[:, None], state)
+        logits, state = self(token[:, None], state, controls=controls)
         return logits[:, 0], state
 
 

@@ -12,7 +12,8 @@ before there was a longest-silence limit, replay without one, and versions
 1 to 3 without min-p or paired notes, versions 1 to 4 without keeping the
 model's timing, versions 1 to 5 with paired notes that spread a banned
 key's probability over every event (`Settings.paired_keeps_types` False),
-and versions 1 to 6 without releasing held keys.
+versions 1 to 6 without releasing held keys, and versions 1 to 7 with no
+key, register or density to keep ("free").
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from musicgen.prompt import Prompt, prompt_from_tokens
 from musicgen.settings import Settings
 
 RECIPE_PREFIX = "musicgen-recipe:"
-RECIPE_VERSION = 7
+RECIPE_VERSION = 8
 _V1_NAMES = {"primer_source": "prompt_source", "primer_sha256": "prompt_sha256",
              "primer_seconds": "prompt_seconds", "primer_tokens": "prompt_tokens",
              "include_primer": "include_prompt"}
@@ -107,6 +108,9 @@ def _checked(text: str, source) -> dict:
         recipe.setdefault("paired_keeps_types", not recipe["paired_notes"])
     if version <= 6:
         recipe.setdefault("release_held_keys", False)
+    if version <= 7:
+        for name in ("key", "register", "density"):
+            recipe.setdefault(name, "free")
     missing = [key for key in REQUIRED if recipe.get(key) is None]
     if missing:
         raise RecipeError(f"the recipe in {source} is incomplete: it lacks "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from musicgen.controls import CONTROL_FEATURES
 from musicgen.events import MAX_NOTE_SECONDS, STEPS_PER_SECOND, VOCAB, Vocabulary
 from musicgen.serving import merged
 
@@ -218,7 +219,7 @@ class TorchUniforms:
 
 @dataclass
 class SamplingRequest:
-    """One call's worth of sampling: a prompt, its controls and n rows.
+    """One call's worth of sampling: a prompt, its sampling and musical controls, n rows.
 
     The fields are `generate`'s arguments of the same names, and `on_tokens`,
     for a caller that uses the music while it is sampled (the app renders
@@ -244,6 +245,7 @@ class SamplingRequest:
     paired_keeps_types: bool = True
     release_held_keys: bool = False
     on_tokens: Callable[[dict[int, np.ndarray]], None] | None = None
+    controls: np.ndarray | None = None
 
 
 def generate(model, prompt_tokens, *, seconds: float | None = None,
@@ -252,7 +254,7 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
              max_silence: float = 0.0, paired_notes: bool = False,
              keep_timing: bool = False, on_progress: Callable[[float], None] | None = None,
              paired_keeps_types: bool = True, release_held_keys: bool = False,
-             vocab: Vocabulary = VOCAB) -> Generation:
+             controls: np.ndarray | None = None, vocab: Vocabulary = VOCAB) -> Generation:
     """Continue a prompt by sampling from the model.
 
     Args:
@@ -297,6 +299,9 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
             `raised_to_floor`):
             trained on real pasts only, a model forgets keys it left down in
             its own music.
+        controls: The key, register and density the music should keep
+            (`musicgen.controls.target_controls`), for a model with a control
+            input; None plays free. A model without one ignores them.
         vocab: The event table.
 
     Returns:
@@ -304,7 +309,8 @@ def generate(model, prompt_tokens, *, seconds: float | None = None,
     """
     request = SamplingRequest(prompt_tokens, seconds, max_tokens, temperature, top_k, top_p,
                               min_p, seed, n, max_silence, paired_notes, keep_timing,
-                              on_progress, paired_keeps_types, release_held_keys)
+                              on_progress, paired_keeps_types, release_held_keys,
+                              controls=controls)
     return generate_batch(model, [request], vocab)[0]
 
 
@@ -392,13 +398,16 @@ class SamplingRun:
         stepper = _stepper(self.model)
         if len(requests) > 1 and hasattr(stepper, "start_rows"):
             # The LSTM: every new row's prompt in one batch (`LSTMStepper.start_rows`).
-            logits = stepper.start_rows([prompts[k - keys[0]] for k in owner])
+            logits = stepper.start_rows([prompts[k - keys[0]] for k in owner],
+                                        _row_controls([requests[k - keys[0]] for k in owner]))
         else:
             parts = [stepper]
-            logits = [stepper.start(np.repeat(prompts[0][None], requests[0].n, 0))]
+            logits = [stepper.start(np.repeat(prompts[0][None], requests[0].n, 0),
+                                    requests[0].controls)]
             for request, prompt in zip(requests[1:], prompts[1:], strict=True):
                 parts.append(_stepper(self.model))
-                logits.append(parts[-1].start(np.repeat(prompt[None], request.n, 0)))
+                logits.append(parts[-1].start(np.repeat(prompt[None], request.n, 0),
+                                              request.controls))
             logits = np.concatenate(logits)
             stepper = parts[0] if len(parts) == 1 else self._merged(parts)
         if self.stepper is None:
@@ -586,6 +595,11 @@ def check_request(request: SamplingRequest) -> None:
     tokens = np.asarray(request.prompt_tokens)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= VOCAB.size):
         raise ValueError(f"prompt tokens must be ids below {VOCAB.size}")
+    if request.controls is not None and (
+            np.shape(request.controls) != (CONTROL_FEATURES,)
+            or not np.isfinite(request.controls).all()):
+        raise ValueError(f"controls must be {CONTROL_FEATURES} finite numbers "
+                         "(musicgen.controls)")
 
 
 def _prompt(prompt_tokens, context: int | None, vocab: Vocabulary) -> np.ndarray:
@@ -596,6 +610,15 @@ def _prompt(prompt_tokens, context: int | None, vocab: Vocabulary) -> np.ndarray
     if context is not None:
         prompt = prompt[-(context - 1):]  # the next token then sees `context`
     return prompt
+
+
+def _row_controls(requests: list[SamplingRequest]) -> np.ndarray | None:
+    """Each row's controls [rows, CONTROL_FEATURES] (a request without any plays free)."""
+    if all(request.controls is None for request in requests):
+        return None
+    free = np.zeros(CONTROL_FEATURES, np.float32)
+    return np.stack([free if request.controls is None else request.controls
+                     for request in requests])
 
 
 def _stepper(model):

@@ -15,6 +15,10 @@ Its rounding costs at most 0.01 nats/event of test NLL (BENCHMARKS.md).
 Rows are independent (activations are quantized per row), so steppers of one
 model can be merged into one batch (`merged`) and give each row the numbers
 it would have had alone.
+
+A model with a control input takes, per row, what its music should keep
+(`musicgen.controls`): `start(tokens, controls)`; a model without one ignores
+them, and one with it given none plays free.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from musicgen.checkpoint import SERVING, checked_weights, file_sha256
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
+from musicgen.controls import CONTROL_FEATURES
 from musicgen.errors import UserError
 from musicgen.events import PITCHES, advance_held_ages, held_features
 
@@ -103,6 +108,18 @@ def session_for(graph: bytes):
     return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
+def row_controls(config: ModelConfig, rows: int,
+                 controls: np.ndarray | None) -> np.ndarray | None:
+    """Controls [rows, CONTROL_FEATURES] for a model that takes them (None: every part
+    free), or None for one that does not."""
+    if not config.control_input:
+        return None
+    if controls is None:
+        return np.zeros((rows, CONTROL_FEATURES), np.float32)
+    return np.array(np.broadcast_to(
+        np.asarray(controls, np.float32), (rows, CONTROL_FEATURES)))
+
+
 def _graph_in_memory(weights_path: Path, config: ModelConfig) -> bytes:
     try:
         from musicgen.serving_graph import checked_float_weights, serving_graph  # noqa: PLC0415
@@ -125,14 +142,19 @@ class LSTMStepper:
         self.config, self.session = config, session
         self.state: dict[str, np.ndarray] | None = None
         self.held_ages: np.ndarray | None = None  # [n, 128], with a held-note input
+        self.controls: np.ndarray | None = None  # [n, CONTROL_FEATURES], with a control input
         self._state_names = [f"{kind}_{k}" for k in range(config.num_layers)
                              for kind in ("h", "c")]
         self._outputs = ["logits", *(f"{kind}_out_{k}" for k in range(config.num_layers)
                                      for kind in ("h", "c"))]
 
-    def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the prompt [n, T] token by token; return the logits [n, V] for the next one."""
-        return self.start_rows(list(tokens))
+    def start(self, tokens: np.ndarray, controls: np.ndarray | None = None) -> np.ndarray:
+        """Run the prompt [n, T] token by token; return the logits [n, V] for the next one.
+
+        `controls` ([CONTROL_FEATURES] for every row, or [n, CONTROL_FEATURES]) stay with
+        the rows for every later step.
+        """
+        return self.start_rows(list(tokens), controls)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
@@ -141,12 +163,17 @@ class LSTMStepper:
         if self.held_ages is not None:
             self.held_ages = advance_held_ages(self.held_ages, tokens)
             feed["held"] = held_features(self.held_ages)
+        if self.controls is not None:
+            feed["controls"] = self.controls
         logits, *state = self.session.run(self._outputs, feed)
         self.state = dict(zip(self._state_names, state, strict=True))
         return logits
 
-    def start_rows(self, prompts: list[np.ndarray]) -> np.ndarray:
+    def start_rows(self, prompts: list[np.ndarray],
+                   controls: np.ndarray | None = None) -> np.ndarray:
         """Run prompts of different lengths as one batch; the logits [n, V] after each.
+
+        `controls` as for `start`.
 
         The prompts are aligned at their ends: a row whose prompt has not
         begun yet is stepped on a placeholder and its state zeroed again, so
@@ -158,7 +185,7 @@ class LSTMStepper:
         tokens = np.zeros((len(prompts), longest), np.int64)
         for row, prompt in enumerate(prompts):
             tokens[row, begins[row]:] = prompt
-        self._empty(len(prompts))
+        self._empty(len(prompts), controls)
         logits = None
         for t in range(longest):
             logits = self.step(tokens[:, t])
@@ -170,20 +197,22 @@ class LSTMStepper:
                     self.held_ages[waiting] = -1
         return logits
 
-    def sequence_logits(self, tokens: np.ndarray) -> np.ndarray:
+    def sequence_logits(self, tokens: np.ndarray,
+                        controls: np.ndarray | None = None) -> np.ndarray:
         """The logits after every token of [n, T], from an empty state: [n, T, V]."""
         rows, steps = tokens.shape
-        self._empty(rows)
+        self._empty(rows, controls)
         logits = np.empty((rows, steps, self.config.vocab_size), np.float32)
         for t in range(steps):
             logits[:, t] = self.step(tokens[:, t])
         return logits
 
-    def _empty(self, rows: int) -> None:
+    def _empty(self, rows: int, controls: np.ndarray | None = None) -> None:
         zeros = np.zeros((rows, self.config.hidden_size), np.float32)
         self.state = dict.fromkeys(self._state_names, zeros)
         if self.config.held_notes_input:
             self.held_ages = np.full((rows, PITCHES), -1, np.int64)
+        self.controls = row_controls(self.config, rows, controls)
 
     def rows(self, index: np.ndarray) -> LSTMStepper:
         """A stepper holding only the given rows' state."""
@@ -191,11 +220,13 @@ class LSTMStepper:
         kept.state = {name: value[index] for name, value in self.state.items()}
         if self.held_ages is not None:
             kept.held_ages = self.held_ages[index]
+        if self.controls is not None:
+            kept.controls = self.controls[index]
         return kept
 
     def close(self) -> None:
         """Drop the state."""
-        self.state = self.held_ages = None
+        self.state = self.held_ages = self.controls = None
 
 
 class TransformerStepper:
@@ -218,23 +249,28 @@ class TransformerStepper:
         self.keys: list[np.ndarray] = []    # per layer [n, heads, head_dim, context]
         self.values: list[np.ndarray] = []  # per layer [n, heads, context, head_dim]
         self.position = np.zeros(0, np.int64)  # per row: tokens seen so far
+        self.controls: np.ndarray | None = None  # [n, CONTROL_FEATURES], with a control input
 
-    def start(self, tokens: np.ndarray) -> np.ndarray:
-        """Run the prompt [n, T], T <= context; return the logits [n, V] for the next token."""
+    def start(self, tokens: np.ndarray, controls: np.ndarray | None = None) -> np.ndarray:
+        """Run the prompt [n, T], T <= context; return the logits [n, V] for the next token.
+
+        `controls` as for `LSTMStepper.start`.
+        """
         tokens = np.asarray(tokens, np.int64)
         self._refuse_longer_than_context(tokens)
-        self._empty(len(tokens))
+        self._empty(len(tokens), controls)
         return self._forward(tokens)[:, -1]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [n]; return the next logits [n, V]."""
         return self._forward(np.asarray(tokens, np.int64)[:, None])[:, 0]
 
-    def sequence_logits(self, tokens: np.ndarray) -> np.ndarray:
+    def sequence_logits(self, tokens: np.ndarray,
+                        controls: np.ndarray | None = None) -> np.ndarray:
         """The logits after every token of [n, T] (T <= context), from an empty cache."""
         tokens = np.asarray(tokens, np.int64)
         self._refuse_longer_than_context(tokens)
-        self._empty(len(tokens))
+        self._empty(len(tokens), controls)
         return self._forward(tokens)
 
     def _refuse_longer_than_context(self, tokens: np.ndarray) -> None:
@@ -249,19 +285,22 @@ class TransformerStepper:
         kept.keys = [keys[index] for keys in self.keys]
         kept.values = [values[index] for values in self.values]
         kept.position = self.position[index]
+        if self.controls is not None:
+            kept.controls = self.controls[index]
         return kept
 
-    def _empty(self, rows: int) -> None:
+    def _empty(self, rows: int, controls: np.ndarray | None = None) -> None:
         layers = self.config.n_layers
         self.keys = [np.zeros((rows, self.heads, self.head_dim, self.context), np.float32)
                      for _ in range(layers)]
         self.values = [np.zeros((rows, self.heads, self.context, self.head_dim), np.float32)
                        for _ in range(layers)]
         self.position = np.zeros(rows, np.int64)
+        self.controls = row_controls(self.config, rows, controls)
 
     def close(self) -> None:
         """Drop the key/value cache."""
-        self.keys, self.values = [], []
+        self.keys, self.values, self.controls = [], [], None
 
     def _forward(self, tokens: np.ndarray) -> np.ndarray:
         rows, steps = tokens.shape
@@ -272,6 +311,8 @@ class TransformerStepper:
         cos, sin = np.concatenate((cos, cos), -1), np.concatenate((-sin, sin), -1)
         feed = {"tokens": tokens, "cos": cos.astype(np.float32), "sin": sin.astype(np.float32),
                 "new_mask": np.triu(np.full((steps, steps), -np.inf, np.float32), k=1)}
+        if self.controls is not None:
+            feed["controls"] = self.controls
         if not self.position.any():
             # An empty cache: one masked slot stands in for it, so that a
             # prompt's T queries are not scored against `context` empty slots.
@@ -316,10 +357,13 @@ def merged(steppers: list[LSTMStepper | TransformerStepper]) -> LSTMStepper | Tr
                         for name in first.state}
         if first.held_ages is not None:
             joined.held_ages = np.concatenate([s.held_ages for s in steppers])
-        return joined
-    joined = TransformerStepper(first.config, first.session)
-    joined.keys = [np.concatenate([s.keys[k] for s in steppers]) for k in range(len(first.keys))]
-    joined.values = [np.concatenate([s.values[k] for s in steppers])
-                     for k in range(len(first.values))]
-    joined.position = np.concatenate([s.position for s in steppers])
+    else:
+        joined = TransformerStepper(first.config, first.session)
+        joined.keys = [np.concatenate([s.keys[k] for s in steppers])
+                       for k in range(len(first.keys))]
+        joined.values = [np.concatenate([s.values[k] for s in steppers])
+                         for k in range(len(first.values))]
+        joined.position = np.concatenate([s.position for s in steppers])
+    if first.controls is not None:
+        joined.controls = np.concatenate([s.controls for s in steppers])
     return joined

@@ -38,6 +38,9 @@ The graphs' inputs and outputs (n rows, T new tokens, L layers, C cache slots):
 - LSTM: tokens [n] int64, h_k and c_k [n, hidden] per layer (and, with a
   held-note input, held [n, 256]: `events.held_features`) -> logits [n, V],
   h_out_k, c_out_k.
+- Either, with a control input: controls [n, 18] (`musicgen.controls`), what
+  each row's music should keep; its projection stays float32 (18 x width: no
+  bandwidth to save, and it reaches every step of a row alike).
 - Transformer: tokens [n, T]; cos and sin [n, T, head_dim] (RoPE at each
   row's own positions); past_mask [n, 1, 1 or T, C] (0 where a cache slot may be
   seen, -inf elsewhere); new_mask [T, T] (causal); per layer keys_k
@@ -58,6 +61,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from musicgen.checkpoint import SERVING, checked_weights, file_sha256, update_card
 from musicgen.configs import LSTMConfig, ModelConfig, TransformerConfig, config_from_dict
+from musicgen.controls import CONTROL_FEATURES
 from musicgen.errors import UserError
 from musicgen.events import HELD_FEATURES
 
@@ -163,6 +167,10 @@ def _lstm(builder: _Builder, weights: dict[str, np.ndarray], config: LSTMConfig)
             if config.held_notes_input:  # its projection folded into the input weights too
                 preactivation = builder.op("Add", preactivation, builder.linear(
                     "held", weights["held.weight"].T @ weights["lstm.weight_ih_l0"].T))
+            if config.control_input:  # likewise
+                preactivation = builder.op("Add", preactivation, builder.linear(
+                    "controls", weights["control.weight"].T @ weights["lstm.weight_ih_l0"].T,
+                    float32=True))
         else:  # [below, h] @ [input weights; recurrent weights]: one product per layer
             stacked = np.concatenate((weights[f"lstm.weight_ih_l{k}"].T,
                                       weights[f"lstm.weight_hh_l{k}"].T))
@@ -183,6 +191,7 @@ def _lstm(builder: _Builder, weights: dict[str, np.ndarray], config: LSTMConfig)
     inputs = [_value("tokens", TensorProto.INT64, ["n"])]
     if config.held_notes_input:
         inputs.append(_value("held", TensorProto.FLOAT, ["n", HELD_FEATURES]))
+    inputs += _control_inputs(config)
     inputs += [_value(f"{kind}_{k}", TensorProto.FLOAT, state[k])
                for k in range(layers) for kind in ("h", "c")]
     outputs = [_value("logits", TensorProto.FLOAT, ["n", config.vocab_size])]
@@ -206,6 +215,10 @@ def _transformer(builder: _Builder, weights: dict[str, np.ndarray], config: Tran
     cos = builder.op("Unsqueeze", "cos", builder.const(np.array([1])))  # [n, 1, T, D]
     sin = builder.op("Unsqueeze", "sin", builder.const(np.array([1])))
     x = builder.op("Gather", builder.const(layout["embedding"], "embedding"), "tokens", axis=0)
+    if config.control_input:  # [n, width] -> [n, 1, width]: the same at every new token
+        x = builder.op("Add", x, builder.op(
+            "Unsqueeze", builder.linear("controls", weights["control.weight"].T, float32=True),
+            builder.const(np.array([1]))))
     by_heads = builder.const(np.array([0, 0, 3, heads, head_dim]))
     merged = builder.const(np.array([0, 0, width]))
     for k, layer in enumerate(layout["layers"]):
@@ -248,7 +261,7 @@ def _transformer(builder: _Builder, weights: dict[str, np.ndarray], config: Tran
               _value("cos", float_, ["n", "T", head_dim]),
               _value("sin", float_, ["n", "T", head_dim]),
               _value("past_mask", float_, ["n", 1, "Tm", "C"]),
-              _value("new_mask", float_, ["T", "T"])]
+              _value("new_mask", float_, ["T", "T"]), *_control_inputs(config)]
     for k in range(config.n_layers):
         inputs += [_value(f"keys_{k}", float_, ["n", heads, head_dim, "C"]),
                    _value(f"values_{k}", float_, ["n", heads, "C", head_dim])]
@@ -257,6 +270,12 @@ def _transformer(builder: _Builder, weights: dict[str, np.ndarray], config: Tran
         outputs += [_value(f"new_keys_{k}", float_, ["n", heads, "T", head_dim]),
                     _value(f"new_values_{k}", float_, ["n", heads, "T", head_dim])]
     return inputs, outputs
+
+
+def _control_inputs(config: ModelConfig) -> list[onnx.ValueInfoProto]:
+    if not config.control_input:
+        return []
+    return [_value("controls", TensorProto.FLOAT, ["n", CONTROL_FEATURES])]
 
 
 def read_weights(weights_path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -280,9 +299,11 @@ def expected_weights(config: ModelConfig) -> list[str]:
     if isinstance(config, LSTMConfig):
         return ["embed.weight", "head.weight", "head.bias",
                 *(["held.weight"] if config.held_notes_input else []),
+                *(["control.weight"] if config.control_input else []),
                 *(f"lstm.{kind}_l{k}" for k in range(config.num_layers)
                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))]
     return ["embed.weight", "norm.weight", "norm.bias",
+            *(["control.weight"] if config.control_input else []),
             *(f"blocks.{k}.{name}" for k in range(config.n_layers)
               for name in ("norm1.weight", "norm1.bias", "qkv.weight", "qkv.bias",
                            "proj.weight", "proj.bias", "norm2.weight", "norm2.bias",

@@ -12,6 +12,7 @@ import math
 import secrets
 from dataclasses import dataclass, fields, replace
 
+from musicgen.controls import DENSITY_CHOICES, KEY_CHOICES, REGISTER_CHOICES
 from musicgen.errors import SettingsError
 
 MAX_SEED = 2**31 - 1
@@ -72,6 +73,41 @@ LIMITS = {
 
 
 @dataclass(frozen=True)
+class Choice:
+    """A setting picked from named options, and how to name it to people.
+
+    Attributes:
+        options: What may be picked; the first is the default.
+        label: Its name in the UI and in messages.
+        help: One phrase on what it does.
+    """
+
+    options: tuple[str, ...]
+    label: str
+    help: str = ""
+
+    def pick(self, value) -> str:
+        """The option `value` names (any case, spaces around ignored), or SettingsError."""
+        by_name = {option.lower(): option for option in self.options}
+        picked = by_name.get(str(value).strip().lower()) if isinstance(value, str) else None
+        if picked is None:
+            shown = ", ".join(self.options[:4]) + (", ..." if len(self.options) > 4 else "")
+            raise SettingsError(f"{self.label} must be one of {shown}, not {str(value)[:40]!r}")
+        return picked
+
+
+# What the music should keep, for a model with a control input (`musicgen.controls`).
+CHOICES = {
+    "key": Choice(KEY_CHOICES, "Key", "the key the continuation keeps: as the seed, free, "
+                  "or one such as D minor or F# major"),
+    "register": Choice(REGISTER_CHOICES, "Register", "how high it plays: as the seed, "
+                       "lower, higher or free"),
+    "density": Choice(DENSITY_CHOICES, "Density", "how many notes a second: as the seed, "
+                      "sparser, denser or free"),
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     """How to sample; every field goes into the recipe.
 
@@ -101,6 +137,9 @@ class Settings:
             a top-k, top-p or min-p cut, which ranks all events together after it.
         release_held_keys: Raise the chance of releasing a key held 3 s or more
             to `musicgen.sample.RELEASE_FLOOR` a token where the sampler's is lower.
+        key, register, density: What the continuation keeps of the seed, or
+            what it should have instead (`CHOICES`; `musicgen.controls.target_controls`).
+            Only a model with a control input reads them.
     """
 
     seconds: float = 30.0
@@ -133,10 +172,16 @@ class Settings:
     # loudness stay within 0.3 SD, and its Frechet distance within noise
     # (BENCHMARKS.md, "Releasing held keys").
     release_held_keys: bool = True
+    key: str = "as the seed"
+    register: str = "as the seed"
+    density: str = "as the seed"
 
     def __post_init__(self) -> None:
         for name, limit in LIMITS.items():
             limit.check(getattr(self, name))
+        for name, choice in CHOICES.items():
+            if getattr(self, name) not in choice.options:
+                choice.pick(getattr(self, name))  # raises, naming the setting
         if self.seed + self.n - 1 > MAX_SEED:
             raise SettingsError(f"with {self.n} candidates the variation can be at most "
                                 f"{MAX_SEED - self.n + 1}")
@@ -170,7 +215,9 @@ class Settings:
             if value is None and name != "seed":
                 continue
             label = LIMITS[name].label if name in LIMITS else name.replace("_", " ")
-            if name == "seed" and value in (None, ""):
+            if name in CHOICES:
+                given[name] = CHOICES[name].pick(value)
+            elif name == "seed" and value in (None, ""):
                 given[name] = secrets.randbelow(MAX_SEED - LIMITS["n"].high)
             elif known[name].type == "bool":
                 given[name] = to_bool(label, value)

@@ -144,6 +144,10 @@ class Studio:
             name in self.models) else ""
         return {"lstm": "LSTM", "transformer": "Transformer"}.get(kind, name)
 
+    def takes_controls(self) -> bool:
+        """Whether any model reads a key, register and density to keep (`musicgen.controls`)."""
+        return any(model.model.config.control_input for model in self.models.values())
+
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, name) per model: the kind, and its speed and quality in words."""
         scores = {name: model.card.get("evaluation", {}).get("test", {}).get("model", {})

@@ -41,6 +41,7 @@ from musicgen.checkpoint import (
     save_weights,
     tokens_seen,
 )
+from musicgen.controls import control_features, drop_parts
 from musicgen.data import TokenCache, WindowSampler
 from musicgen.errors import SettingsError, UserError
 from musicgen.events import VOCAB
@@ -53,6 +54,7 @@ LOG_FIELDS = ("step", "tokens", "lr", "train_loss", "val_loss", "val_accuracy", 
 # Masks get a seed sequence of their own (seed, rank, step, this tag), apart
 # from the windows' (seed, rank).
 MASK_STREAM = 0x6D61736B
+CONTROL_STREAM = 0x6374726C  # likewise for which control parts a window goes without
 
 
 @dataclass
@@ -78,6 +80,9 @@ class TrainConfig:
     # With some tokens unseen its state is unreliable, and the held-note input,
     # which still follows every token, is what tells it which keys sound.
     token_mask_share: float = 0.0
+    # For a model with `control_input`: the share of windows that go without
+    # each part (key, register, density), so that "free" is something it knows.
+    control_absent_share: float = 0.15
     eval_interval: int = 250
     eval_windows: int = 128
     seed: int = 0
@@ -214,14 +219,15 @@ def autocast_for(device: torch.device, precision: str):
 
 
 def sequence_loss(model, batch: torch.Tensor, state=None,
-                  withheld: torch.Tensor | None = None):
+                  withheld: torch.Tensor | None = None, controls: torch.Tensor | None = None):
     """Mean next-token cross-entropy (nats) over non-PAD targets, and accuracy.
 
     `state` is the model's state before the batch's first tokens (None: empty);
-    `withheld` (bool, the inputs' shape) the inputs whose embeddings it is not shown.
+    `withheld` (bool, the inputs' shape) the inputs whose embeddings it is not shown;
+    `controls` [B, CONTROL_FEATURES] what each window should keep (`control_input`).
     """
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits, _ = model(inputs, state, withheld)
+    logits, _ = model(inputs, state, withheld, controls)
     logits = logits.float().reshape(-1, logits.shape[-1])
     targets = targets.reshape(-1)
     loss = F.cross_entropy(logits, targets, ignore_index=VOCAB.pad)
@@ -232,10 +238,12 @@ def sequence_loss(model, batch: torch.Tensor, state=None,
 
 @torch.no_grad()
 def validate(model, windows: torch.Tensor, device, precision: str,
-             batch_size: int, held: torch.Tensor | None = None) -> tuple[float, float]:
+             batch_size: int, held: torch.Tensor | None = None,
+             controls: torch.Tensor | None = None) -> tuple[float, float]:
     """Mean loss and accuracy over fixed validation windows (token-weighted).
 
-    `held` is what sounds as each window begins, for a model with held-note input.
+    `held` is what sounds as each window begins, for a model with held-note input;
+    `controls` what each window keeps, for a model with control input (all given).
     """
     model.eval()
     total_loss = total_correct = total = 0.0
@@ -243,7 +251,9 @@ def validate(model, windows: torch.Tensor, device, precision: str,
         batch = windows[i:i + batch_size].to(device)
         state = None if held is None else model.start_state(held[i:i + batch_size])
         with autocast_for(device, precision):
-            loss, accuracy = sequence_loss(model, batch, state)
+            loss, accuracy = sequence_loss(
+                model, batch, state,
+                controls=None if controls is None else controls[i:i + batch_size].to(device))
         count = int((batch[:, 1:] != VOCAB.pad).sum())
         total_loss += float(loss) * count
         total_correct += float(accuracy) * count
@@ -267,6 +277,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         time_limit_s: Likewise, stop at the first evaluation after this many
             seconds of this call (for sessions with a wall-clock limit).
     """
+    if not 0 <= config.control_absent_share <= 1:
+        raise SettingsError(f"control_absent_share is a share of the windows, from 0 to 1, "
+                            f"not {config.control_absent_share}")
     if not 0 <= config.token_mask_share < 1:
         raise SettingsError(f"token_mask_share is a share of the input tokens, from 0 up to but "
                             f"not including 1, not {config.token_mask_share}")
@@ -313,6 +326,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         np.random.default_rng(1234), config.eval_windows)
     val_windows = torch.from_numpy(val_windows)
     val_held = torch.from_numpy(val_held) if takes_held else None
+    # A model with control input is told what each window keeps (`musicgen.controls`).
+    takes_controls = getattr(model_config, "control_input", False)
+    val_controls = (torch.from_numpy(control_features(val_windows.numpy()))
+                    if takes_controls else None)
     tokens_per_step = config.batch_size * config.seq_len * world
 
     if rank == 0:
@@ -342,9 +359,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             masks = np.random.default_rng([config.seed, rank, step, MASK_STREAM])
             withheld = torch.from_numpy(masks.random((len(batch), batch.shape[1] - 1))
                                         < config.token_mask_share).to(device)
+        controls = None
+        if takes_controls:
+            # Its own generator per step too, for the same reasons.
+            absent = np.random.default_rng([config.seed, rank, step, CONTROL_STREAM])
+            controls = torch.from_numpy(drop_parts(control_features(batch), absent,
+                                                   config.control_absent_share)).to(device)
         batch = torch.from_numpy(batch).to(device)
         with autocast_for(device, config.precision):
-            loss, _ = sequence_loss(trainable, batch, state, withheld)
+            loss, _ = sequence_loss(trainable, batch, state, withheld, controls)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -369,7 +392,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             states = _gather_rng_states(rng, distributed, world)
             if rank == 0:
                 val_loss, val_accuracy = validate(model, val_windows, device, config.precision,
-                                                  config.batch_size, val_held)
+                                                  config.batch_size, val_held, val_controls)
                 row = {"step": record["step"], "tokens": record["tokens"],
                        "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                        "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -438,9 +461,9 @@ def _load_initial_weights(model: torch.nn.Module, path: Path, device: torch.devi
         UserError: Weights that are not of this model (other than that input).
     """
     missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
-    # The held-note input (`model.LSTMModel`) is zero until trained, so the
-    # model begins as the one whose weights these are.
-    missing = [name for name in missing if not name.startswith("held.")]
+    # The held-note and control inputs (`musicgen.model`) are zero until trained,
+    # so the model begins as the one whose weights these are.
+    missing = [name for name in missing if not name.startswith(("held.", "control."))]
     if missing or unexpected:
         raise UserError(f"{path} does not fit this model: "
                         f"missing {', '.join(missing) or 'nothing'}, "

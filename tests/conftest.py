@@ -79,7 +79,8 @@ def tiny_checkpoint(directory: Path, kind: str = "lstm", seed: int = 0) -> Path:
     """A randomly initialised small model saved as a checkpoint folder.
 
     `kind` "lstm-held" is an LSTM with held-note input, its input weights
-    away from zero so that they change what it samples.
+    away from zero so that they change what it samples; "lstm-controls" has a
+    key/register/density input too, likewise away from zero.
     """
     from dataclasses import asdict
 
@@ -89,11 +90,14 @@ def tiny_checkpoint(directory: Path, kind: str = "lstm", seed: int = 0) -> Path:
     from musicgen.model import LSTMConfig, TransformerConfig, build_model
 
     config = (LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2,
-                         held_notes_input=kind == "lstm-held") if kind.startswith("lstm") else
+                         held_notes_input=kind in ("lstm-held", "lstm-controls"),
+                         control_input=kind == "lstm-controls") if kind.startswith("lstm") else
               TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=128))
     torch.manual_seed(seed)
     model = build_model(config)
     if model.config.kind == "lstm" and model.held is not None:
         torch.nn.init.normal_(model.held.weight, std=0.5)
+    if model.control is not None:
+        torch.nn.init.normal_(model.control.weight, std=0.5)
     save_weights(directory, model, {"config": asdict(config), "name": directory.name})
     return directory

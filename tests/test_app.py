@@ -45,11 +45,12 @@ def serve(studio):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The real app on 127.0.0.1 with a small randomly initialised LSTM."""
+    """The real app on 127.0.0.1 with a small randomly initialised LSTM that reads a key,
+    register and density (so that the page shows those controls)."""
     from musicgen.studio import Studio
 
     root = tmp_path_factory.mktemp("app")
-    tiny_checkpoint(root / "checkpoints" / "lstm", "lstm")
+    tiny_checkpoint(root / "checkpoints" / "lstm", "lstm-controls")
     studio = Studio(root / "checkpoints", output_dir=root / "outputs",
                     ratings_path=root / "var" / "ratings.sqlite")
     url, demo = serve(studio)
@@ -79,8 +80,8 @@ def _generate(client, upload=None, seed_kind="upload", n=2, seconds=5, variation
         upload=handle_file(str(upload)) if upload else None, seed_seconds=5, seed_start=None,
         model="lstm", soundfont=None, seconds=seconds, temperature=0.8, top_k=0, top_p=0.95,
         min_p=0.05, variation=variation, n=n, include_seed=True, max_silence=4, paired_notes=True,
-        keep_timing=False, release_held_keys=False, new_variation=new_variation,
-        api_name="/generate")
+        keep_timing=False, release_held_keys=False, key="E minor", register="free",
+        density="sparser", new_variation=new_variation, api_name="/generate")
     # gradio_client leaves out layout blocks (the slot columns) and session state.
     names = [name for name in [*app.GENERATE_OUTPUTS, "status"]
              if not name.startswith("slot") and name != "session"]
@@ -101,6 +102,8 @@ def test_upload_generate_two_candidates_that_decode(client, tmp_path):
         assert recipe["paired_notes"] is True and recipe["keep_timing"] is False
         assert recipe["release_held_keys"] is False
         assert recipe["min_p"] == 0.05 and recipe["temperature"] == 0.8
+        assert (recipe["key"], recipe["register"], recipe["density"]) == ("E minor", "free",
+                                                                          "sparser")
         assert "<svg" in out[f"player{i}"] and "mg-cursor" in out[f"player{i}"]
         assert f"variation {1 + i}," in out[f"info{i}"]
     assert out["files2"] is None  # the third slot stays empty
@@ -295,8 +298,8 @@ def _no_error_shown(page) -> None:
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_every_advanced_control_can_be_typed_dragged_and_clicked(browser, app_url, viewport):
-    page = _open(browser, app_url, viewport)
+def test_every_advanced_control_can_be_typed_dragged_and_clicked(browser, served, viewport):
+    page = _open(browser, served[0], viewport)
     page.get_by_text("Advanced").first.click()
     numbers = page.locator("input[data-testid=number-input]")  # each slider's typed value
     labels = [label.removeprefix("number input for ")
@@ -332,6 +335,11 @@ def test_every_advanced_control_can_be_typed_dragged_and_clicked(browser, app_ur
     page.get_by_label("Balanced").check()  # a preset still sets the sliders after all that
     page.wait_for_timeout(500)
     _no_error_shown(page)
+    for label, option in (("Key", "D minor"), ("Density", "denser"), ("Register", "higher")):
+        page.get_by_label(label, exact=True).click()
+        page.get_by_role("option", name=option, exact=True).click()
+        page.wait_for_timeout(200)
+        _no_error_shown(page)
     length = page.get_by_label("number input for Length of the continuation (seconds)")
     length.fill("3")
     length.press("Enter")
@@ -339,6 +347,10 @@ def test_every_advanced_control_can_be_typed_dragged_and_clicked(browser, app_ur
     _no_error_shown(page)
     status = page.locator(".mg-status").first.inner_text()
     assert "⚠️" not in status and "Done" in status, status
+    newest = max(served[1].output_dir.rglob("*.mid"), key=os.path.getmtime)
+    recipe = read_recipe(newest)  # what was picked reached the sampler's recipe
+    assert (recipe["key"], recipe["density"], recipe["register"]) == ("D minor", "denser",
+                                                                      "higher")
     _shot(page, f"advanced-touched-{'phone' if viewport is PHONE else 'desktop'}")
 
 

@@ -515,3 +515,24 @@ def test_the_music_so_far_is_final_before_the_time_it_gives(lstm, include_prompt
         finals.append(final)
     assert finals[:len(prefixes)] == sorted(finals[:len(prefixes)])
     assert finals[len(prefixes) - 1] == pytest.approx(candidate.prompt_end + 30, abs=0.5)
+
+
+def test_key_register_and_density_are_in_the_recipe_replay_and_change_the_music(tmp_path):
+    controlled = compose.load_model(tiny_checkpoint(tmp_path / "lstm-controls",
+                                                    "lstm-controls"))
+    prompt = prompt_from_example(example_names()[0], 3)
+    settings = Settings(seconds=6, seed=2, temperature=1.0)
+    (own,) = compose.compose(controlled, prompt, settings)
+    (minor,) = compose.compose(controlled, prompt, settings.but(key="F# minor", register="higher",
+                                                                density="denser"))
+    assert own.recipe["key"] == "as the seed" and minor.recipe["key"] == "F# minor"
+    assert not _same_notes(own.notes, minor.notes)  # the model reads what it is asked
+    again = read_recipe(_with_recipe(tmp_path, recipe_text(minor.recipe)))
+    assert _same_notes(compose.compose(controlled, *replay(again))[0].notes, minor.notes)
+    v7 = {k: v for k, v in own.recipe.items()
+          if k not in ("key", "register", "density")} | {"version": 7}
+    _, older = replay(read_recipe(_with_recipe(tmp_path, RECIPE_PREFIX + json.dumps(v7))))
+    assert (older.key, older.register, older.density) == ("free", "free", "free")
+    with pytest.raises(SettingsError, match="Density must be one of"):
+        Settings.from_user(density="thicker")
+    assert Settings.from_user(key=" d MINOR ").key == "D minor"

@@ -1,6 +1,7 @@
 """Evaluation: baselines against hand counts, model scoring against a plain forward,
 and the whole `evaluate` on a tiny checkpoint and cache."""
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict
@@ -107,10 +108,11 @@ def test_bigram_k_is_chosen_on_validation():
 # --------------------------------------------------------------------------- model scoring
 
 
-def direct_log_probs(model, piece):
+def direct_log_probs(model, piece, controls=None):
     """log p of every event target from one forward over the whole piece."""
+    given = {} if controls is None else {"controls": torch.as_tensor(controls[None])}
     with torch.no_grad():
-        logits, _ = model(torch.as_tensor(piece[None, :-1]))
+        logits, _ = model(torch.as_tensor(piece[None, :-1]), **given)
     log_probs = torch.log_softmax(logits[0].double(), -1)
     targets = torch.as_tensor(piece[1:])
     keep = targets >= 3
@@ -131,6 +133,33 @@ def test_lstm_state_is_carried_across_chunks():
     for piece, score in zip(pieces, scores, strict=True):
         assert len(score.targets) == len(piece) - 2
         assert score.log_probs == pytest.approx(direct_log_probs(model, piece), abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", TINY)
+def test_a_controlled_model_is_told_the_controls_of_what_it_predicts_or_plays_free(kind):
+    from musicgen.controls import control_features
+    from musicgen.serving import ServingModel, session_for
+    from musicgen.serving_graph import serving_graph
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(TINY[kind], control_input=True)).eval()
+    torch.nn.init.normal_(model.control.weight, std=0.5)  # as if trained
+    pieces = random_pieces([14, 9, 5])  # one window (chunk) each
+    given = score_model(model, pieces, window=16, batch_size=2)
+    free = score_model(model, pieces, window=16, batch_size=2, conditioned=False)
+    for piece, conditioned, unconditioned in zip(pieces, given, free, strict=True):
+        expected = direct_log_probs(model, piece, control_features(piece[1:]))
+        assert conditioned.log_probs == pytest.approx(expected, abs=1e-5)
+        assert unconditioned.log_probs == pytest.approx(direct_log_probs(model, piece), abs=1e-5)
+        assert not np.allclose(conditioned.log_probs, unconditioned.log_probs, atol=1e-3)
+    # The serving form, chunk by chunk (the LSTM told each chunk's own), scores as torch does.
+    weights = {name: t.detach().numpy() for name, t in model.state_dict().items()}
+    served = ServingModel(model.config, session_for(
+        serving_graph(weights, model.config, quantized=False).SerializeToString()))
+    long = random_pieces([40, 23], seed=1)
+    for fast, reference in zip(score_model(served, long, window=8, batch_size=2),
+                               score_model(model, long, window=8, batch_size=2), strict=True):
+        assert fast.log_probs == pytest.approx(reference.log_probs, abs=1e-4)
 
 
 def test_transformer_piece_inside_context_equals_forward():

@@ -180,15 +180,20 @@ def test_without_torch_training_says_what_to_install_and_generate_works(tmp_path
     assert generate.returncode == 0, generate.stderr
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_notes(tmp_path):
+@pytest.mark.parametrize("kind", ["lstm", "lstm-controls"])
+def test_concurrent_requests_are_batched_and_each_gets_its_own_notes(tmp_path, kind):
     import threading
 
     from musicgen.batcher import Batcher
+    from musicgen.controls import control_features
     from musicgen.sample import SamplingRequest, SamplingRun, generate_batch
 
-    serving, _ = load_serving(tiny_checkpoint(tmp_path / "lstm"))
+    serving, _ = load_serving(tiny_checkpoint(tmp_path / "lstm", kind))
+    music = np.random.default_rng(0).integers(3, 391, (8, 200))
     requests = [SamplingRequest(np.array([300 + k, 60]), max_tokens=600 + 10 * k,
-                                temperature=0.8 + 0.1 * k, seed=k, n=1 + k % 2)
+                                temperature=0.8 + 0.1 * k, seed=k, n=1 + k % 2,
+                                # each its own key, register and density; some play free
+                                controls=None if k % 3 == 0 else control_features(music[k]))
                 for k in range(8)]
     batcher = Batcher(serving)
     sizes = []

@@ -13,6 +13,7 @@ from conftest import tiny_checkpoint
 
 from musicgen.checkpoint import SERVING, save_weights
 from musicgen.configs import LSTMConfig, TransformerConfig
+from musicgen.controls import control_features
 from musicgen.errors import UserError
 from musicgen.inference import TorchStepper
 from musicgen.model import build_model
@@ -25,7 +26,21 @@ SMALL = {
                             held_notes_input=True),
     "transformer": TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, context=16,
                                      dropout=0.0),
+    "lstm-controls": LSTMConfig(embed_dim=32, hidden_size=64, num_layers=2, dropout=0.0,
+                                held_notes_input=True, control_input=True),
+    "transformer-controls": TransformerConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128,
+                                              context=16, dropout=0.0, control_input=True),
 }
+
+
+def row_controls_for(kind: str, rows: int, seed: int = 0) -> np.ndarray | None:
+    """Different controls for each row, from random music (None for a model without them)."""
+    if not SMALL[kind].control_input:
+        return None
+    music = np.random.default_rng(seed).integers(3, 391, (rows, 300))
+    controls = control_features(music)
+    controls[0] = 0.0  # one row plays free
+    return controls
 
 
 def served(model: torch.nn.Module, quantized: bool) -> ServingModel:
@@ -50,8 +65,10 @@ def test_the_float_graph_steps_as_the_torch_model_past_the_context(kind):
     model = perturbed(SMALL[kind])
     tokens = np.random.default_rng(0).integers(0, 391, (3, 60))
     fast, reference = served(model, quantized=False).stepper(), TorchStepper(model)
+    controls = row_controls_for(kind, len(tokens))
     with torch.no_grad():
-        np.testing.assert_allclose(fast.start(tokens[:, :10]), reference.start(tokens[:, :10]),
+        np.testing.assert_allclose(fast.start(tokens[:, :10], controls),
+                                   reference.start(tokens[:, :10], controls),
                                    atol=1e-4, rtol=1e-4)
         for t in range(10, 60):  # 60 tokens through a 16-token window: the cache slides
             np.testing.assert_allclose(fast.step(tokens[:, t]), reference.step(tokens[:, t]),
@@ -76,7 +93,7 @@ def test_int8_weights_cost_at_most_a_hundredth_of_a_nat_per_event(kind):
     torch.manual_seed(0)
     model = build_model(SMALL[kind])
     train = markov_sequences(128, 16, seed=0)  # within the 16-token window
-    rate = {"lstm": 1e-2, "lstm-held": 1e-2, "transformer": 2e-3}[kind]
+    rate = 2e-3 if kind.startswith("transformer") else 1e-2
     optimizer = torch.optim.AdamW(model.parameters(), lr=rate)
     for _ in range(300):
         logits, _ = model(train[:, :-1])
@@ -105,8 +122,10 @@ def test_a_row_gives_the_same_numbers_alone_or_in_a_batch(kind):
     model = served(perturbed(SMALL[kind]), quantized=True)
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 391, (1, length)) for length in (5, 9, 14)]
-    alone = _started(model, prompts)
-    batch = merged(_started(model, prompts))  # rows at different positions, as requests are
+    controls = row_controls_for(kind, len(prompts))
+    alone = _started(model, prompts, controls)
+    # Rows at different positions, as requests are.
+    batch = merged(_started(model, prompts, controls))
     for _ in range(30):  # past the Transformer's 16-token window
         tokens = rng.integers(3, 391, len(prompts))
         together = batch.step(tokens)
@@ -114,11 +133,33 @@ def test_a_row_gives_the_same_numbers_alone_or_in_a_batch(kind):
             assert np.array_equal(stepper.step(tokens[row:row + 1])[0], together[row])
 
 
-def _started(model: ServingModel, prompts: list[np.ndarray]) -> list:
+def _started(model: ServingModel, prompts: list[np.ndarray],
+             controls: np.ndarray | None = None) -> list:
     steppers = [model.stepper() for _ in prompts]
-    for stepper, prompt in zip(steppers, prompts, strict=True):
-        stepper.start(prompt)
+    for row, (stepper, prompt) in enumerate(zip(steppers, prompts, strict=True)):
+        stepper.start(prompt, None if controls is None else controls[row])
     return steppers
+
+
+@pytest.mark.parametrize("kind", ["lstm-controls", "transformer-controls"])
+def test_the_controls_change_the_music_and_free_is_the_model_without_them(kind):
+    model = perturbed(SMALL[kind])
+    tokens = np.random.default_rng(0).integers(3, 391, (3, 12))
+    stepper = served(model, quantized=True).stepper()
+    controls = row_controls_for(kind, 3)
+    steered = stepper.start(tokens, controls)
+    free = stepper.start(tokens)
+    assert np.array_equal(steered[0], free[0])  # row 0's controls are all free
+    assert not np.allclose(steered[1:], free[1:], atol=1e-3)
+    with torch.no_grad():
+        model.control.weight.zero_()  # as `train --init-from` starts it
+    untaught = served(model, quantized=True).stepper()
+    base = SMALL[kind.removesuffix("-controls") + ("-held" if "lstm" in kind else "")]
+    without = build_model(base).eval()
+    without.load_state_dict({k: v for k, v in model.state_dict().items()
+                             if not k.startswith("control.")})
+    np.testing.assert_array_equal(untaught.start(tokens, controls),
+                                  served(without, quantized=True).stepper().start(tokens))
 
 
 @pytest.mark.parametrize("kind", SMALL)

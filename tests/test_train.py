@@ -225,3 +225,37 @@ def test_token_mask_share_resumes_exactly_and_is_refused_out_of_range(tmp_path):
     assert _losses(tmp_path / "unmasked") != _losses(tmp_path / "straight")
     with pytest.raises(SettingsError, match="token_mask_share"):
         train(_config(tmp_path, out="bad", token_mask_share=1.0), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_a_control_input_trains_from_weights_without_it_and_resumes_exactly(tmp_path, kind):
+    shape = TINY_LSTM if kind == "lstm" else {"d_model": 16, "n_layers": 1, "n_heads": 2,
+                                              "d_ff": 32, "context": 32, "dropout": 0.0}
+    first = _config(tmp_path, out="first", model=kind, max_steps=10, eval_interval=10,
+                    model_config=shape)
+    train(first, progress=False)
+    first_val = _losses(tmp_path / "first")[-1][2]
+    controlled = {**shape, "control_input": True}
+    # Zero at first: with a negligible rate it scores as the model it starts from.
+    warm = _config(tmp_path, out="warm", model=kind, max_steps=2, eval_interval=2, lr=1e-9,
+                   model_config=controlled, init_from=str(tmp_path / "first" / "best"))
+    train(warm, progress=False)
+    assert _losses(tmp_path / "warm")[-1][2] == pytest.approx(first_val, abs=1e-3)
+
+    def learning(out: str, **overrides) -> TrainConfig:
+        return _config(tmp_path, out=out, model=kind, max_steps=6, eval_interval=2,
+                       model_config=controlled, init_from=str(tmp_path / "first" / "best"),
+                       **overrides)
+
+    train(learning("straight"), progress=False)
+    from safetensors.numpy import load_file
+    weights = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    assert abs(weights["control.weight"]).max() > 0  # it is trained
+    train(learning("resumed"), progress=False, until_step=2)
+    train(learning("resumed"), resume=True, progress=False)
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
+    # Which parts a window goes without has its own generator: the same windows either way.
+    train(learning("all-given", control_absent_share=0.0), progress=False)
+    assert _losses(tmp_path / "all-given") != _losses(tmp_path / "straight")
+    with pytest.raises(SettingsError, match="control_absent_share"):
+        train(learning("bad", control_absent_share=1.5), progress=False)

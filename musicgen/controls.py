@@ -1,0 +1,167 @@
+"""What a continuation should keep: its key, register and density, as a model's input.
+
+Performance RNN's answer to music that wanders: tell the model, at every
+step, the pitch-class histogram and note density its music should have. Ours
+are computed from the tokens of a whole training window (the music the model
+is learning to predict, after transposition and stretching), and at sampling
+time from the seed, or from what a person asked for ("D minor", "higher",
+"sparser"). Each of the three parts can be absent ("free"): training leaves
+each out of some windows, so the model learns to play without it.
+
+    controls = control_features(tokens)             # float32 [..., CONTROL_FEATURES]
+    controls = target_controls(seed_tokens, key="D minor", density="denser")
+
+The layout (one vector per sequence):
+    0..11   pitch classes: the share of note onsets on each (C first); sums to 1
+    12, 13  register: (mean pitch - 64) / 12 and the pitches' spread / 12
+    14      density: log(1 + onsets per second) / 3
+    15..17  1 where key, register and density are given, 0 where absent (free)
+
+Needs numpy only, so training machines and the app both use it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from musicgen.errors import SettingsError
+from musicgen.events import VOCAB, Vocabulary, note_events
+
+KEY_SLICE, REGISTER_SLICE, DENSITY_SLICE = slice(0, 12), slice(12, 14), slice(14, 15)
+PRESENT = {"key": 15, "register": 16, "density": 17}
+CONTROL_FEATURES = 18
+# The parts and the columns each one fills (its flag included).
+PARTS = {"key": [*range(12), 15], "register": [12, 13, 16], "density": [14, 17]}
+STEPS_PER_SECOND = 100
+
+PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+# Krumhansl & Kessler's (1982) key profiles, C major and C minor: how well each
+# pitch class fits the key by listeners' ratings. Normalised to sum 1, they
+# stand where a histogram of onsets in that key would.
+_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+KEYS = tuple(f"{name} {mode}" for mode in ("major", "minor") for name in PITCH_NAMES)
+KEY_CHOICES = ("as the seed", "free", *KEYS)
+REGISTER_CHOICES = ("as the seed", "free", "lower", "higher")
+DENSITY_CHOICES = ("as the seed", "free", "sparser", "denser")
+# How far "lower"/"higher" move the register, and "sparser"/"denser" the density.
+REGISTER_SHIFT_SEMITONES = 7
+DENSITY_FACTOR = 1.6
+
+
+def key_profile(key: str) -> np.ndarray:
+    """A named key's pitch-class profile (Krumhansl-Kessler), float [12] summing to 1.
+
+    Raises:
+        SettingsError: A key not in `KEYS`.
+    """
+    if key not in KEYS:
+        raise SettingsError(f"there is no key called {key!r}; choose one of "
+                            f"{', '.join(KEY_CHOICES)}")
+    tonic, mode = key.split()
+    profile = np.roll(_MAJOR if mode == "major" else _MINOR, PITCH_NAMES.index(tonic))
+    return profile / profile.sum()
+
+
+def detect_key(histogram: np.ndarray) -> tuple[str, float]:
+    """The Krumhansl-Schmuckler key of a pitch-class histogram, and its correlation.
+
+    Returns:
+        (a name from `KEYS`, the Pearson correlation of the histogram with that
+        key's profile); ("", 0.0) for a histogram without notes.
+    """
+    histogram = np.asarray(histogram, np.float64)
+    if histogram.sum() <= 0:
+        return "", 0.0
+    fits = [profile_correlation(histogram, key_profile(key)) for key in KEYS]
+    best = int(np.argmax(fits))
+    return KEYS[best], float(fits[best])
+
+
+def profile_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two pitch-class profiles (0 where either is flat)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / norm) if norm > 0 else 0.0
+
+
+def control_features(tokens: np.ndarray, vocab: Vocabulary = VOCAB) -> np.ndarray:
+    """The controls that describe some music: float32 [..., CONTROL_FEATURES].
+
+    Args:
+        tokens: Event tokens [T] or a batch [B, T] (PAD, BOS and EOS are ignored).
+
+    Returns:
+        Every part present, except where the music has no note onsets (all absent).
+    """
+    tokens = np.asarray(tokens, np.int64)
+    if tokens.ndim == 2:
+        return np.stack([control_features(row, vocab) for row in tokens])
+    elapsed, is_on, pitch = note_events(tokens, vocab)
+    onsets = pitch[is_on]
+    controls = np.zeros(CONTROL_FEATURES, np.float32)
+    if not len(onsets):
+        return controls
+    controls[KEY_SLICE] = np.bincount(onsets % 12, minlength=12) / len(onsets)
+    controls[REGISTER_SLICE] = ((onsets.mean() - 64) / 12, onsets.std() / 12)
+    seconds = max(1.0, float(elapsed[-1]) / STEPS_PER_SECOND)
+    controls[DENSITY_SLICE] = np.log1p(len(onsets) / seconds) / 3
+    controls[list(PRESENT.values())] = 1
+    return controls
+
+
+def without(controls: np.ndarray, part: str) -> np.ndarray:
+    """`controls` with one part absent (its columns and its flag zero)."""
+    controls = np.array(controls, np.float32)
+    controls[..., PARTS[part]] = 0
+    return controls
+
+
+def drop_parts(controls: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    """Each part of each row absent with probability `share` (training)."""
+    controls = np.array(controls, np.float32)
+    for columns in PARTS.values():
+        gone = rng.random(len(controls)) < share
+        controls[np.ix_(gone, columns)] = 0
+    return controls
+
+
+def target_controls(seed_tokens: np.ndarray, key: str = "as the seed",
+                    register: str = "as the seed", density: str = "as the seed",
+                    vocab: Vocabulary = VOCAB) -> np.ndarray:
+    """What a continuation should keep: the seed's own profile, changed as asked.
+
+    Args:
+        seed_tokens: The seed's event tokens (may hold no notes: a silent seed).
+        key: "as the seed", "free", or a name from `KEYS`.
+        register: "as the seed", "free", "lower" or "higher".
+        density: "as the seed", "free", "sparser" or "denser".
+
+    Returns:
+        float32 [CONTROL_FEATURES]. A part "as the seed" (or moved from it) is
+        absent when the seed has no notes to take it from.
+
+    Raises:
+        SettingsError: A choice that is not one of the above.
+    """
+    for name, value, choices in (("key", key, KEY_CHOICES),
+                                 ("register", register, REGISTER_CHOICES),
+                                 ("density", density, DENSITY_CHOICES)):
+        if value not in choices:
+            raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    controls = control_features(seed_tokens, vocab)
+    if key in KEYS:
+        controls[KEY_SLICE] = key_profile(key)
+        controls[PRESENT["key"]] = 1
+    if controls[PRESENT["register"]]:
+        shift = {"lower": -1, "higher": 1}.get(register, 0) * REGISTER_SHIFT_SEMITONES
+        controls[12] += shift / 12
+    if controls[PRESENT["density"]]:
+        rate = np.expm1(controls[14] * 3)
+        rate *= {"sparser": 1 / DENSITY_FACTOR, "denser": DENSITY_FACTOR}.get(density, 1.0)
+        controls[14] = np.log1p(rate) / 3
+    for part, choice in (("key", key), ("register", register), ("density", density)):
+        if choice == "free":
+            controls = without(controls, part)
+    return controls.astype(np.float32)
