@@ -89,7 +89,8 @@ def _evaluate_samples(args) -> int:
     options = {"n": args.n, "seconds": args.seconds, "temperatures": args.temperature,
                "top_ps": args.top_p, "min_ps": args.min_p, "pairings": args.paired_notes,
                "timings": args.keep_timing, "releases": args.release_held_keys,
-               "resamples": args.bootstrap, "seed": args.seed, "workers": args.workers}
+               "follows": args.follow_seed, "resamples": args.bootstrap, "seed": args.seed,
+               "workers": args.workers}
     evaluation = evaluate_samples(args.checkpoint, args.data,
                                   on_progress=None if args.json else progress,
                                   for_cards=args.write_card,
@@ -357,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep-timing values of the grid (default: the app's default)")
     p.add_argument("--release-held-keys", nargs="+", metavar="yes|no",
                    help="release-held-keys values of the grid (default: the app's default)")
+    p.add_argument("--follow-seed", nargs="+", metavar="yes|no",
+                   help="whether a model with key/register/density input keeps the seed's "
+                        "(yes, the app's default) or plays free (no), as values of the grid")
     p.add_argument("--bootstrap", type=int, help="resamples for the 95%% CIs (default 1000)")
     p.add_argument("--seed", type=int, help="prompt i is sampled with seed + i (default 0)")
     p.add_argument("--workers", type=int, help="processes sampling at once (default: one per "

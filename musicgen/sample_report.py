@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,8 @@ from musicgen.prompt import Prompt, prompt_from_notes
 from musicgen.recipe import RECIPE_VERSION
 from musicgen.samples import (
     FEATURES,
+    FRECHET_FEATURES,
+    TIMELINE_BIN_SECONDS,
     ClipFeatures,
     TrainIntervals,
     best_scale,
@@ -60,6 +63,7 @@ PROMPT_POSITION = 0.3  # of the way through a performance: past the opening, not
 # Transformer). Each further condition costs 3-4 minutes of the 2 cores;
 # docs/evaluation ran 7 per model.
 DEFAULT_TEMPERATURES = (Settings.temperature, 1.0)
+FREE = {"key": "free", "register": "free", "density": "free"}  # a condition not following
 DEFAULT_TOP_PS = (1.0,)
 MIN_N = 4  # the real-vs-real ceiling needs two halves of at least two prompts
 REAL = "real"
@@ -86,7 +90,9 @@ class Excerpt:
 @dataclass(frozen=True)
 class Condition:
     """How to sample: greedy (temperature 0), or a temperature, top-p and min-p, and the
-    `Settings` yes/no controls paired_notes, keep_timing and release_held_keys."""
+    `Settings` yes/no controls paired_notes, keep_timing and release_held_keys;
+    follow_seed asks a model with a control input to keep the seed's key,
+    register and density (the app's default), or lets it play free."""
 
     temperature: float
     top_p: float
@@ -94,6 +100,7 @@ class Condition:
     paired_notes: bool = False
     keep_timing: bool = False
     release_held_keys: bool = False
+    follow_seed: bool = True
 
     @property
     def label(self) -> str:
@@ -104,13 +111,21 @@ class Condition:
             label += f" min-p={self.min_p:g}" if self.min_p else ""
         return (label + (" paired" if self.paired_notes else "")
                 + (" keep-timing" if self.keep_timing else "")
-                + (" release-held" if self.release_held_keys else ""))
+                + (" release-held" if self.release_held_keys else "")
+                + ("" if self.follow_seed else " free"))
+
+    def settings_fields(self) -> dict:
+        """The `Settings` fields this condition sets, by name."""
+        fields = {name: value for name, value in asdict(self).items() if name != "follow_seed"}
+        return {**fields, **({name: Settings.key for name in FREE} if self.follow_seed
+                             else FREE)}
 
     @staticmethod
     def default() -> Condition:
         """The app's default."""
         return Condition(Settings.temperature, Settings.top_p, Settings.min_p,
-                         Settings.paired_notes, Settings.keep_timing, Settings.release_held_keys)
+                         Settings.paired_notes, Settings.keep_timing, Settings.release_held_keys,
+                         Settings.key == "as the seed")
 
 
 def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
@@ -119,6 +134,7 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
                         pairings: Sequence[bool] = (Settings.paired_notes,),
                         timings: Sequence[bool] = (Settings.keep_timing,),
                         releases: Sequence[bool] = (Settings.release_held_keys,),
+                        follows: Sequence[bool] = (True,),
                         ) -> list[Condition]:
     """Greedy, then every temperature x top-p x min-p x pairing x timing x release, checked
     by `Settings`.
@@ -133,6 +149,8 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
             temperature to keep the timing from).
         releases: Values of `Settings.release_held_keys`, likewise (greedy,
             which draws nothing, has none).
+        follows: Whether the model keeps the seed's key, register and density
+            (`Condition.follow_seed`), likewise (greedy follows it).
 
     Returns:
         The conditions, greedy first, without repeats.
@@ -143,12 +161,13 @@ def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     pairings = [to_bool("paired notes", value) for value in pairings]
     timings = [to_bool("keep timing", value) for value in timings]
     releases = [to_bool("release held keys", value) for value in releases]
+    follows = [to_bool("follow the seed", value) for value in follows]
     conditions = [Condition(0.0, Settings.top_p)]
-    for temperature, top_p, min_p, paired, timed, released in itertools.product(
-            temperatures, top_ps, min_ps, pairings, timings, releases):
+    for temperature, top_p, min_p, paired, timed, released, follow in itertools.product(
+            temperatures, top_ps, min_ps, pairings, timings, releases, follows):
         Settings(temperature=temperature, top_p=top_p, min_p=min_p)
         condition = Condition(float(temperature), float(top_p), float(min_p), paired, timed,
-                              released)
+                              released, follow)
         if temperature != 0 and condition not in conditions:
             conditions.append(condition)
     return conditions
@@ -223,12 +242,8 @@ def continue_excerpts(model: LoadedModel, excerpts: Sequence[Excerpt], condition
     """
     clips = []
     for i, excerpt in enumerate(excerpts):
-        settings = Settings(seconds=seconds, temperature=condition.temperature,
-                            top_p=condition.top_p, min_p=condition.min_p,
-                            paired_notes=condition.paired_notes,
-                            keep_timing=condition.keep_timing,
-                            release_held_keys=condition.release_held_keys,
-                            seed=seed + i, include_prompt=False)
+        settings = Settings(seconds=seconds, **condition.settings_fields(), seed=seed + i,
+                            include_prompt=False)
         clips.append(compose(model, excerpt.prompt, settings)[0].notes)
         if on_clip is not None:
             on_clip()
@@ -284,6 +299,7 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
                      pairings: Sequence[bool] = (Settings.paired_notes,),
                      timings: Sequence[bool] = (Settings.keep_timing,),
                      releases: Sequence[bool] = (Settings.release_held_keys,),
+                     follows: Sequence[bool] = (True,),
                      resamples: int = 1000,
                      seed: int = 0, workers: int | None = None,
                      on_progress: Callable[[str, int, int], None] | None = None,
@@ -316,7 +332,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
             without the app's default (all before any sampling).
     """
     began = time.perf_counter()
-    conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings, timings, releases)
+    conditions = sampling_conditions(temperatures, top_ps, min_ps, pairings, timings, releases,
+                                     follows)
     if for_cards and Condition.default() not in conditions:
         raise UserError(f"a card keeps the numbers of the app's default setting "
                         f"({Condition.default().label}); add it to the grid")
@@ -345,7 +362,8 @@ def evaluate_samples(checkpoints: Sequence[str | os.PathLike], data: str | os.Pa
                           "top_p": condition.top_p, "min_p": condition.min_p,
                           "paired_notes": condition.paired_notes,
                           "keep_timing": condition.keep_timing,
-                          "release_held_keys": condition.release_held_keys}
+                          "release_held_keys": condition.release_held_keys,
+                          "follow_seed": condition.follow_seed}
             clips[name] = [None] * len(excerpts)
             for first in range(0, len(excerpts), PROMPTS_PER_JOB):
                 jobs.append(_Job(name, str(path), condition, first,
@@ -465,7 +483,7 @@ def card_entry(evaluation: SampleEvaluation, model: str, command: str | None = N
     real = evaluation.comparison["sets"][REAL]["features"]
     return _finite({
         "command": command, "prompts": len(evaluation.excerpts), "seconds": evaluation.seconds,
-        "setting": setting, "settings": asdict(Condition.default()),
+        "setting": setting, "settings": Condition.default().settings_fields(),
         "recipe_version": RECIPE_VERSION,
         "weights_sha256": evaluation.models[model].get("weights_sha256"),
         "frechet": row["frechet"], "frechet_ci": row["frechet_ci"],
@@ -531,7 +549,7 @@ def ranking(evaluation: SampleEvaluation) -> list[dict]:
         if name == REAL:
             continue
         features = measured["features"]
-        smd = [abs(features[f]["smd"]) for f in FEATURES]
+        smd = [abs(features[f]["smd"]) for f in FRECHET_FEATURES]
         copying = evaluation.copying[REAL if name == CEILING else name]
         rows.append({"name": name, "model": evaluation.conditions.get(name, {}).get("model"),
                      "frechet": measured["frechet"], "frechet_ci": measured["frechet_ci"],
@@ -637,6 +655,7 @@ def write_report(evaluation: SampleEvaluation, directory: str | os.PathLike,
     _plot_features(evaluation, shown, directory / "features.png")
     _plot_pitch_classes(evaluation, shown, directory / "pitch_classes.png")
     _plot_density(evaluation, shown, directory / "density.png")
+    _plot_timeline(evaluation, shown, directory / "over_time.png")
     (directory / "results.json").write_text(
         json.dumps(evaluation.summary(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     path = directory / "README.md"
@@ -726,6 +745,40 @@ def _plot_density(evaluation: SampleEvaluation, shown: dict, path: Path) -> None
     _save(figure, path)
 
 
+def _plot_timeline(evaluation: SampleEvaluation, shown: dict, path: Path) -> None:
+    """Key agreement with the prompt, mean pitch and polyphony over the continuation."""
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only for the report
+
+    figure = Figure(figsize=(10, 3.4))
+    axes = figure.subplots(1, 3)
+    titles = ("key: correlation with the prompt", "mean pitch (MIDI)",
+              "notes sounding at once")
+    for name, (colour, style) in shown.items():
+        curves = np.stack([c.timeline for c in evaluation.features[name]])  # [n, 3, bins]
+        times = (np.arange(curves.shape[2]) + 0.5) * TIMELINE_BIN_SECONDS
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a bin silent in every clip
+            means = np.nanmean(curves, axis=0)
+        for axis, mean in zip(axes, means, strict=True):
+            axis.plot(times, mean, color=colour, linestyle=style,
+                      linewidth=2 if name == REAL else 1.2, label=name, marker=".")
+    for axis, title in zip(axes, titles, strict=True):
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("seconds into the continuation", fontsize=8)
+        axis.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6)
+    figure.suptitle(f"Over time: mean over prompts in {TIMELINE_BIN_SECONDS:g} s bins",
+                    fontsize=10)
+    _save(figure, path)
+
+
+# What music that holds together is judged by: the last third against the
+# prompt, and what comes back (the coherence targets: |d| <= 0.3, repetition 0.5).
+TIME_FEATURES = ("key_third_3", "pitch_mean_third_3", "pitch_range_third_3",
+                 "polyphony_third_3", "distinct_4", "rhythm_distinct_4", "restated_share",
+                 "bar_similarity")
+
+
 def _save(figure, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
 
@@ -777,6 +830,18 @@ def _markdown(evaluation: SampleEvaluation, command: str) -> str:
     lines += ["", "![Feature distributions](features.png)", "",
               "![Pitch classes relative to the prompt's tonic](pitch_classes.png)", "",
               "![Notes per second over the continuation](density.png)", "",
+              "## Over time", "",
+              "Does the music hold together? The last third of each continuation against its "
+              "prompt, and what comes back, as d against real (|d| <= 0.3 is within reach "
+              "of the pianists; the over-time curves below are means over the prompts).", "",
+              "| feature | real | " + " | ".join(names) + " |",
+              "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
+    for feature in TIME_FEATURES:
+        real = sets[REAL]["features"][feature]
+        cells = [f"{sets[name]['features'][feature]['smd']:+.2f}" for name in names]
+        lines.append(f"| {feature}: {FEATURES[feature]} | {real['mean']:.3g} ± "
+                     f"{real['std']:.2g} | " + " | ".join(cells) + " |")
+    lines += ["", "![Key, register and polyphony over the continuation](over_time.png)", "",
               "## Per feature", "",
               "Real mean ± std, then each set's standardised mean difference d against real "
               "(negative: less than real).", "",

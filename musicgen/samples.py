@@ -55,12 +55,30 @@ FEATURES = {  # name -> what it measures (unit); the order of every feature vect
     "distinct_2": "distinct interval 2-grams / all interval 2-grams",
     "distinct_4": "distinct interval 4-grams / all interval 4-grams",
     "longest_repeat": "longest interval sequence played twice (intervals)",
+    # Over time: each third of the continuation (1 first, 3 last).
+    **{f"key_third_{k}": f"pitch-class profile correlation, prompt vs third {k}"
+       for k in (1, 2, 3)},
+    **{f"pitch_mean_third_{k}": f"mean MIDI pitch in third {k}" for k in (1, 2, 3)},
+    **{f"pitch_range_third_{k}": f"pitch range in third {k} (semitones)" for k in (1, 2, 3)},
+    **{f"polyphony_third_{k}": f"mean notes sounding while any sounds, third {k}"
+       for k in (1, 2, 3)},
+    # What people hear come back.
+    "rhythm_distinct_4": "distinct 4-grams of successive inter-onset ratios / all of them",
+    "restated_share": "share of interval 5-grams heard before (in the prompt or earlier)",
+    "bar_similarity": "mean best cosine match of each 2 s stretch to an earlier one",
 }
+# The Fréchet distance is taken over the features every report before the
+# over-time ones had, so that its figures stay comparable between reports;
+# the over-time features are compared one by one (d, overlap).
+FRECHET_FEATURES = tuple(FEATURES)[:22]
 STEP_SECONDS = 0.01  # the events' time grid
 CHORD_SECONDS = 0.05  # onsets this close are one chord for inter-onset intervals
 LONG_NOTE_SECONDS = 4.0  # the decoder cuts held notes at 5 s, so these are (nearly) stuck
 KEY_SECONDS = 10.0  # window at each end of a continuation for key agreement
 DENSITY_BIN_SECONDS = 2.0  # resolution of the density-over-time curve
+TIMELINE_BIN_SECONDS = 5.0  # resolution of the key, register and polyphony curves
+RESTATED_GRAM = 5  # intervals: 6 notes in a row, heard before
+BAR_SECONDS = 2.0  # a stretch about a bar long: performance MIDI has no bar lines
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
 
@@ -76,6 +94,9 @@ class ClipFeatures:
             (pitch class, next pitch class).
         density: float64 [bins], notes per second in each `DENSITY_BIN_SECONDS` bin.
         notes: How many notes the clip has.
+        timeline: float64 [3, bins]: key agreement with the prompt, mean pitch
+            and polyphony in each `TIMELINE_BIN_SECONDS` bin (NaN where a bin
+            has no notes).
     """
 
     values: np.ndarray
@@ -83,6 +104,7 @@ class ClipFeatures:
     transitions: np.ndarray
     density: np.ndarray
     notes: int
+    timeline: np.ndarray | None = None
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[list(FEATURES).index(name)])
@@ -129,14 +151,125 @@ def clip_features(notes: Notes, prompt: Notes, seconds: float) -> ClipFeatures:
         "distinct_2": distinct_n(intervals, 2),
         "distinct_4": distinct_n(intervals, 4),
         "longest_repeat": float(longest_repeat(intervals)),
+        "rhythm_distinct_4": distinct_n(rhythm_sequence(notes.start), 4),
+        "restated_share": restated_share(intervals, interval_sequence(prompt)),
+        "bar_similarity": bar_similarity(notes, seconds),
     }
+    for k, (begin, end) in enumerate(_edges(seconds, 3), start=1):
+        part = notes.window(begin, end)
+        values[f"key_third_{k}"] = key_agreement(prompt, part)
+        values[f"pitch_mean_third_{k}"] = float(part.pitch.mean()) if len(part) else 0.0
+        values[f"pitch_range_third_{k}"] = float(np.ptp(part.pitch)) if len(part) else 0.0
+        values[f"polyphony_third_{k}"] = _polyphony(sounding[round(begin / STEP_SECONDS):
+                                                             round(end / STEP_SECONDS)])
     bins = np.arange(0.0, seconds + 1e-9, DENSITY_BIN_SECONDS)
     if bins[-1] < seconds:
         bins = np.append(bins, seconds)
     density = np.histogram(notes.start, bins)[0] / np.diff(bins)
     return ClipFeatures(np.array([values[name] for name in FEATURES]),
                         _shares(np.bincount(pitch % 12, minlength=12)),
-                        _transitions(pitch), density, len(notes))
+                        _transitions(pitch), density, len(notes),
+                        _timeline(notes, prompt, sounding, seconds))
+
+
+def _edges(seconds: float, parts: int) -> list[tuple[float, float]]:
+    bounds = np.linspace(0.0, seconds, parts + 1)
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _polyphony(sounding: np.ndarray) -> float:
+    return float(sounding[sounding > 0].mean()) if sounding.any() else 0.0
+
+
+def _timeline(notes: Notes, prompt: Notes, sounding: np.ndarray, seconds: float) -> np.ndarray:
+    """Key agreement, mean pitch and polyphony per `TIMELINE_BIN_SECONDS` (NaN: no notes)."""
+    bins = max(1, int(np.ceil(seconds / TIMELINE_BIN_SECONDS - 1e-9)))
+    timeline = np.full((3, bins), np.nan)
+    for k in range(bins):
+        begin, end = k * TIMELINE_BIN_SECONDS, min(seconds, (k + 1) * TIMELINE_BIN_SECONDS)
+        part = notes.window(begin, end)
+        if len(part):
+            timeline[:, k] = (key_agreement(prompt, part), part.pitch.mean(), _polyphony(
+                sounding[round(begin / STEP_SECONDS):round(end / STEP_SECONDS)]))
+    return timeline
+
+
+def rhythm_sequence(onsets: np.ndarray) -> np.ndarray:
+    """Successive inter-onset ratios of chords, in half-octave steps of log2 (-4..4).
+
+    A rhythm's shape whatever its tempo: equal notes give 0s, a long note then
+    a short one a negative step. Chords as in `_ioi_features`.
+    """
+    chords = []
+    for onset in np.sort(onsets):
+        if not chords or onset - chords[-1] > CHORD_SECONDS:
+            chords.append(onset)
+    ioi = np.maximum(np.diff(chords), STEP_SECONDS)
+    if len(ioi) < 2:
+        return np.zeros(0, np.int64)
+    return np.clip(np.round(2 * np.log2(ioi[1:] / ioi[:-1])), -4, 4).astype(np.int64)
+
+
+def restated_share(intervals: np.ndarray, before: np.ndarray, n: int = RESTATED_GRAM) -> float:
+    """Share of a continuation's interval n-grams that were heard before it reached them.
+
+    Before means in the prompt, or earlier in the continuation without
+    overlapping the gram itself: a figure that comes back, not one that goes on.
+
+    Args:
+        intervals: The continuation's pitch intervals.
+        before: The prompt's pitch intervals.
+        n: Gram length.
+
+    Returns:
+        The share in [0, 1]; 0 when the continuation has no n-gram.
+    """
+    intervals, before = np.asarray(intervals), np.asarray(before)
+    if len(intervals) < n:
+        return 0.0
+    heard = ({tuple(g) for g in np.lib.stride_tricks.sliding_window_view(before, n)}
+             if len(before) >= n else set())
+    grams = [tuple(g) for g in np.lib.stride_tricks.sliding_window_view(intervals, n)]
+    restated = 0
+    for i, gram in enumerate(grams):
+        restated += gram in heard
+        if i >= n - 1:
+            heard.add(grams[i - n + 1])  # now wholly before the next gram
+    return restated / len(grams)
+
+
+def bar_similarity(notes: Notes, seconds: float, bar: float = BAR_SECONDS) -> float:
+    """How much each bar-long stretch sounds like one before it (a self-similarity matrix's
+    best earlier match, averaged).
+
+    Each stretch is a vector of how long each pitch sounds in it (so a chord
+    and its arpeggio are alike); its best cosine similarity with any earlier
+    stretch, averaged over stretches with notes from the second on.
+
+    Args:
+        notes: The continuation.
+        seconds: Its length.
+        bar: Stretch length.
+
+    Returns:
+        The mean in [0, 1]; 0 with fewer than two stretches with notes.
+    """
+    bars = int(seconds // bar)
+    if bars < 2 or not len(notes):
+        return 0.0
+    vectors = np.zeros((bars, 128))
+    for k in range(bars):
+        begin, end = k * bar, (k + 1) * bar
+        start, stop = np.maximum(notes.start, begin), np.minimum(notes.end, end)
+        inside = stop > start
+        np.add.at(vectors[k], notes.pitch[inside], stop[inside] - start[inside])
+    norms = np.linalg.norm(vectors, axis=1)
+    played = np.nonzero(norms > 0)[0]
+    if len(played) < 2:
+        return 0.0
+    unit = vectors[played] / norms[played, None]
+    similarity = unit @ unit.T
+    return float(np.mean([similarity[i, :i].max() for i in range(1, len(played))]))
 
 
 def _sounding(notes: Notes, seconds: float) -> np.ndarray:
@@ -564,21 +697,24 @@ def compare_sets(real: Sequence[ClipFeatures], generated: dict[str, Sequence[Cli
                                         "kl": kl_divergence(p, q, grid)}
 
     real_values = feature_matrix(real)
-    scale = standardise(real_values)
+    fd = [list(FEATURES).index(name) for name in FRECHET_FEATURES]
+    scale = standardise(real_values[:, fd])
     result = {"real": {"features": _summaries(real_values, None, resamples, seed)}}
     others = {"real (other half)": None, **{name: feature_matrix(c) for name, c in
                                             generated.items()}}
     for name, values in others.items():
         if values is None:  # the ceiling: half A against half B
             summary = _summaries(real_values[half_b], real_values[half_a], resamples, seed)
-            frechet = _split_frechet(scale(real_values), scale(real_values), half_a, half_b)
-            ci = _split_frechet_ci(scale(real_values), scale(real_values), half_a, half_b,
-                                   resamples, seed)
+            frechet = _split_frechet(scale(real_values[:, fd]), scale(real_values[:, fd]),
+                                     half_a, half_b)
+            ci = _split_frechet_ci(scale(real_values[:, fd]), scale(real_values[:, fd]), half_a,
+                                   half_b, resamples, seed)
         else:
             summary = _summaries(values, real_values, resamples, seed)
-            frechet = _split_frechet(scale(real_values), scale(values), half_a, half_b)
-            ci = _split_frechet_ci(scale(real_values), scale(values), half_a, half_b,
-                                   resamples, seed)
+            frechet = _split_frechet(scale(real_values[:, fd]), scale(values[:, fd]), half_a,
+                                     half_b)
+            ci = _split_frechet_ci(scale(real_values[:, fd]), scale(values[:, fd]), half_a,
+                                   half_b, resamples, seed)
         for feature in summary:
             summary[feature].update(distances[feature][name])
         for feature in VECTOR_FEATURES:

@@ -23,6 +23,7 @@ from musicgen.sample_report import (
 from musicgen.samples import (
     FEATURES,
     TrainIntervals,
+    bar_similarity,
     clip_features,
     compare_sets,
     density,
@@ -35,6 +36,8 @@ from musicgen.samples import (
     kl_divergence,
     longest_repeat,
     overlap_area,
+    restated_share,
+    rhythm_sequence,
     standardised_mean_difference,
 )
 from musicgen.settings import Settings
@@ -48,6 +51,11 @@ def _midi(notes) -> Notes:
 
 # An arpeggio C4 E4 G4 C5, one note a second, each held 0.5 s, louder each time.
 ARPEGGIO = [(60, 60, 0.0, 0.5), (64, 80, 1.0, 1.5), (67, 100, 2.0, 2.5), (72, 120, 3.0, 3.5)]
+# Its profile (seconds per pitch class: C 1, E 0.5, G 0.5) against a part's, by hand.
+_PROFILE = np.zeros(12)
+_PROFILE[[0, 4, 7]] = (1.0, 0.5, 0.5)
+KEY_OF = {classes: float(np.corrcoef(_PROFILE, np.isin(np.arange(12), classes) * 0.5)[0, 1])
+          for classes in ((0, 4, 7), (0,))}
 
 
 def test_every_feature_of_an_arpeggio():
@@ -61,6 +69,14 @@ def test_every_feature_of_an_arpeggio():
         "velocity_mean": 90.0, "velocity_std": np.std([60, 80, 100, 120]),
         "key_agreement_start": 1.0, "key_agreement_end": 1.0,  # an 8 s clip: both windows
         "distinct_2": 1.0, "distinct_4": 0.0, "longest_repeat": 0.0,
+        # Thirds of 8 s: C4 E4 G4 in the first, C5 in the second, nothing in the last.
+        "key_third_1": KEY_OF[(0, 4, 7)], "key_third_2": KEY_OF[(0,)], "key_third_3": 0.0,
+        "pitch_mean_third_1": 191 / 3, "pitch_mean_third_2": 72.0, "pitch_mean_third_3": 0.0,
+        "pitch_range_third_1": 7.0, "pitch_range_third_2": 0.0, "pitch_range_third_3": 0.0,
+        "polyphony_third_1": 1.0, "polyphony_third_2": 1.0, "polyphony_third_3": 0.0,
+        "rhythm_distinct_4": 0.0,  # two inter-onset ratios: no 4-gram
+        "restated_share": 0.0,  # three intervals: no 5-gram
+        "bar_similarity": 0.0,  # C4+E4, then G4+C5: no pitch in common
     }
     assert set(expected) == set(FEATURES)
     for name, value in expected.items():
@@ -69,6 +85,32 @@ def test_every_feature_of_an_arpeggio():
     np.testing.assert_allclose(f.pitch_classes[[0, 4, 7]], [0.5, 0.25, 0.25])
     assert f.transitions[0, 4] == pytest.approx(1 / 3) and f.transitions.sum() == pytest.approx(1)
     np.testing.assert_allclose(f.density, [1.0, 1.0, 0.0, 0.0])  # 2 s bins of an 8 s clip
+
+
+def test_figures_that_come_back_are_heard_as_restated():
+    figure = [2, 2, 1, 2, 2, 2, 1]  # a major scale's steps, played twice: 14 intervals
+    twice = np.array(figure * 2)
+    # Grams 7, 8 and 9 (of 10) restate grams 0, 1 and 2 without overlapping them.
+    assert restated_share(twice, np.zeros(0)) == pytest.approx(0.3)
+    assert restated_share(twice, np.array(figure * 2)) == 1.0  # all heard in the prompt
+    assert restated_share(np.arange(14), np.zeros(0)) == 0.0  # nothing comes back
+    assert list(rhythm_sequence(np.array([0.0, 1.0, 1.5, 2.0, 3.0]))) == [-2, 0, 2]
+    same_chord = [(p, 80, t, t + 1.0) for t in (0.0, 2.0, 4.0, 6.0) for p in (60, 64, 67)]
+    assert bar_similarity(_midi(same_chord), 8.0) == pytest.approx(1.0)
+
+
+def test_the_thirds_follow_a_piece_that_climbs_and_thickens():
+    # Single notes around C4 for 10 s, then three-note chords two octaves up.
+    low = [(60 + (k % 3), 80, 0.5 * k, 0.5 * k + 0.4) for k in range(20)]
+    high = [(p, 80, 10 + 0.5 * k, 10.4 + 0.5 * k) for k in range(40) for p in (84, 88, 91)]
+    f = clip_features(_midi(low + high), _midi(low), seconds=30.0)
+    assert f["pitch_mean_third_1"] == pytest.approx((7 * 60 + 7 * 61 + 6 * 62) / 20)
+    assert f["pitch_mean_third_3"] == pytest.approx((84 + 88 + 91) / 3)
+    assert (f["polyphony_third_1"], f["polyphony_third_3"]) == pytest.approx((1.0, 3.0))
+    assert f["key_third_1"] > 0.9 > f["key_third_3"]  # C E G against C C# D
+    assert f.timeline.shape == (3, 6)  # 5 s bins
+    assert f.timeline[1, 0] == pytest.approx((4 * 60 + 3 * 61 + 3 * 62) / 10)  # first 5 s
+    assert f.timeline[2, -1] == pytest.approx(3.0)  # chords at the end
 
 
 def test_chords_polyphony_stuck_notes_and_the_clip_window():
@@ -262,10 +304,23 @@ def test_the_command_on_a_tiny_corpus(corpus, tmp_path, capsys):
     assert len(summary["prompts"]) == 4
     assert all(p["start"] == int(p["start"]) for p in summary["prompts"])
     for name in ("README.md", "results.json", "features.png", "pitch_classes.png",
-                 "density.png"):
+                 "density.png", "over_time.png"):
         assert (report / name).stat().st_size > 0, name
     text = (report / "README.md").read_text()
     assert "## Findings" in text and "lstm-tiny greedy" in text
+    assert "## Over time" in text and "| key_third_3:" in text and "| restated_share:" in text
+
+
+def test_a_grid_can_let_the_model_play_free_of_the_seed():
+    from musicgen.sample_report import sampling_conditions
+
+    conditions = sampling_conditions(temperatures=(1.0,), follows=("yes", "no"))
+    following, free = conditions[1:]
+    assert (following.follow_seed, free.follow_seed) == (True, False)
+    assert free.label == following.label + " free"
+    assert following.settings_fields()["key"] == "as the seed"
+    assert {free.settings_fields()[name] for name in ("key", "register", "density")} == {"free"}
+    Settings(**free.settings_fields())  # every field is one Settings has
 
 
 def test_a_card_keeps_the_app_default_and_a_grid_without_it_is_refused_at_once(
