@@ -107,6 +107,55 @@ def test_type_2_file():
         read_midi(bytes(data))
 
 
+# One track: middle C for 10 ticks, then the track's end.
+ONE_NOTE_TRACK = bytes([0, 0x90, 60, 64, 10, 0x80, 60, 0, 0, 0xFF, 0x2F, 0])
+
+
+def _many_tracks(declared: int, chunks: int) -> bytes:
+    """A valid type-1 file of `chunks` one-note tracks (the header says `declared`)."""
+    header = b"MThd" + struct.pack(">IHHH", 6, 1, declared, 480)
+    return header + (b"MTrk" + struct.pack(">I", len(ONE_NOTE_TRACK)) + ONE_NOTE_TRACK) * chunks
+
+
+def test_a_file_of_too_many_tracks_is_refused_before_it_is_parsed():
+    with pytest.raises(MidiError, match="65,535 tracks; musicgen reads files of up to 256"):
+        read_midi(_many_tracks(65_535, 65_535))  # 1.3 MB: far under the size limit
+    with pytest.raises(MidiError, match="257 tracks"):  # chunks the header does not count
+        read_midi(_many_tracks(1, 300))
+    assert len(read_midi(_many_tracks(256, 256))) == 1  # at the limit it is read (C, merged)
+
+
+def test_sixteen_such_files_at_once_cost_next_to_nothing():
+    """The case that took a server to 4.25 GB: 16 uploads of 65,535 tracks in parallel."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = """
+import resource, struct, sys
+from concurrent.futures import ThreadPoolExecutor
+from musicgen.midi import MidiError, read_midi
+track = bytes([0, 0x90, 60, 64, 10, 0x80, 60, 0, 0, 0xFF, 0x2F, 0])
+data = (b"MThd" + struct.pack(">IHHH", 6, 1, 65535, 480)
+        + (b"MTrk" + struct.pack(">I", len(track)) + track) * 65535)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def attempt(_):
+    try:
+        read_midi(data)
+    except MidiError:
+        return True
+with ThreadPoolExecutor(16) as pool:
+    assert all(pool.map(attempt, range(16)))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    # MB of peak memory added; unchecked, one such file took 251 MB and four 998 MB.
+    assert int(run.stdout) < 100
+
+
 def test_file_without_notes():
     with pytest.raises(MidiError, match="no .*notes"):
         read_midi(midi_bytes([]))
