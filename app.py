@@ -18,6 +18,7 @@ import argparse
 import functools
 import inspect
 import os
+import tempfile
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -863,14 +864,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", help="folder of checkpoint folders "
                         "(default: musicgen.resources.checkpoint_dir())")
     args = parser.parse_args(argv)
-    studio = Studio(args.checkpoints, output_dir=ROOT / "tmp" / "outputs",
-                    maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"))
-    launch(build_app(studio), studio, server_name=args.host, server_port=args.port,
-           share=args.share)
+    try:
+        studio = Studio(args.checkpoints, output_dir=ROOT / "tmp" / "outputs",
+                        maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"))
+        launch(build_app(studio), studio, server_name=args.host, server_port=args.port,
+               share=args.share)
+    except UserError as error:  # a setting of whoever starts the app: said, not traced
+        raise SystemExit(f"musicgen app: {error}") from None
 
 
 def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
-    """Queue and serve the app as `main` does (the tests and benchmarks call this too)."""
+    """Queue and serve the app as `main` does (the tests and benchmarks call this too).
+
+    Raises:
+        UserError: The ratings database lies in a folder Gradio would serve.
+    """
+    # Gradio serves its temp folder to anyone; on a Space it may be pointed at /data.
+    studio.refuse_to_serve_the_database([Path(os.environ.get(
+        "GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))])
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS, show_error=True,
                 allowed_paths=[str(path) for path in studio.served_dirs()], **kwargs)

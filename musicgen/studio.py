@@ -118,10 +118,7 @@ class Studio:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.ratings = RatingsStore(ratings_path)
         self.listening = ListeningTest(self.ratings, pool_dir(self.ratings.path), min_listen_s)
-        for served in (*self.served_dirs(), self.listening.audio_root):
-            if self.ratings.path.resolve().is_relative_to(served.resolve()):
-                raise UserError(f"the ratings database {self.ratings.path} would be "
-                                f"downloadable from the app's folder {served}; keep it elsewhere")
+        self.refuse_to_serve_the_database([*self.served_dirs(), self.listening.audio_root])
         old_ratings = self.output_dir / "ratings.jsonl"  # before the database, the app wrote here
         if old_ratings.is_file():
             self.ratings.import_jsonl(old_ratings)
@@ -168,6 +165,17 @@ class Studio:
         """(label, path) per soundfont found, the default first."""
         return [(f"{path.stem.replace('_', ' ')} ({path.stat().st_size / 2**20:.0f} MB)",
                  str(path)) for path in self.renderer.soundfonts]
+
+    def refuse_to_serve_the_database(self, folders: list[Path]) -> None:
+        """Raise UserError if the ratings database (or its -wal, -shm) lies in a served folder.
+
+        The app adds the folders its UI serves besides these (Gradio's temp folder).
+        """
+        for served in folders:
+            if self.ratings.path.resolve().is_relative_to(Path(served).resolve()):
+                raise UserError(f"the ratings database {self.ratings.path} would be "
+                                f"downloadable from the app's folder {served}; keep it elsewhere "
+                                "(MUSICGEN_RATINGS_DB) or move that folder")
 
     def served_dirs(self) -> list[Path]:
         """The folders the app may serve files from: only the per-request output folders."""

@@ -166,6 +166,23 @@ def test_the_ratings_database_is_not_downloadable(client, served, app_url):
         assert response.status_code in (403, 404), response.status_code
 
 
+def test_a_database_in_gradio_s_temp_folder_is_refused_at_start_up(tmp_path):
+    """On a Space, GRADIO_TEMP_DIR=/data beside /data/musicgen/ratings.sqlite served it."""
+    import subprocess
+    import sys
+
+    tiny_checkpoint(tmp_path / "checkpoints" / "lstm", "lstm")
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "data"),
+           "MUSICGEN_RATINGS_DB": str(tmp_path / "data" / "musicgen" / "ratings.sqlite")}
+    run = subprocess.run([sys.executable, "app.py", "--checkpoints", str(tmp_path / "checkpoints"),
+                          "--port", str(_free_port())], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.startswith("musicgen app: the ratings database "), run.stderr
+    assert "would be downloadable from the app's folder" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 # --- headless Chromium ---
 
 def _chromium_or_skip():
