@@ -882,7 +882,9 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     # Gradio serves its temp folder to anyone; on a Space it may be pointed at /data.
     studio.refuse_to_serve_the_database([Path(os.environ.get(
         "GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))])
-    demo.queue(default_concurrency_limit=1, max_size=64)
+    # api_open=False: off Spaces, Gradio leaves /gradio_api/run/... open, skipping the queue
+    # and every concurrency limit; clients (gradio_client too) go through the queue.
+    demo.queue(default_concurrency_limit=1, max_size=64, api_open=False)
     demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS, show_error=True,
                 allowed_paths=[str(path) for path in studio.served_dirs()], **kwargs)
 

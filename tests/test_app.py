@@ -166,6 +166,14 @@ def test_the_ratings_database_is_not_downloadable(client, served, app_url):
         assert response.status_code in (403, 404), response.status_code
 
 
+def test_the_api_cannot_skip_the_queue(app_url):
+    """Off Spaces Gradio leaves /gradio_api/run/... open, around every concurrency limit."""
+    import httpx
+    for name in ("generate", "results", "rate"):
+        response = httpx.post(f"{app_url}gradio_api/run/{name}", json={"data": []}, timeout=30)
+        assert response.status_code >= 400, (name, response.status_code, response.text[:200])
+
+
 def test_a_database_in_gradio_s_temp_folder_is_refused_at_start_up(tmp_path):
     """On a Space, GRADIO_TEMP_DIR=/data beside /data/musicgen/ratings.sqlite served it."""
     import subprocess
