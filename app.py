@@ -90,6 +90,21 @@ element.addEventListener('click', (e) => {
   const x = (e.clientX - box.left) / box.width * width;
   audio.currentTime = Math.max(0, (x - left) / (width - left)) * +svg.dataset.seconds;
 });
+// The first candidate's player: when a new result arrives, bring it into view
+// (on a laptop it lands below the fold, on a phone a screen and more down).
+// The slot is hidden until the first result, so this runs as it first appears.
+if (element.closest('#mg-first-player')) {
+  let shown = null;
+  const bring = () => {
+    const src = element.querySelector('audio')?.getAttribute('src');
+    if (src && src !== shown) {
+      shown = src;
+      element.scrollIntoView({behavior: 'smooth', block: 'center'});
+    }
+  };
+  bring();
+  new MutationObserver(bring).observe(element, {childList: true, subtree: true});
+}
 """
 
 # Asks for the vote to open once every clip of the pair has played for the pair's
@@ -360,7 +375,8 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
         with gr.Row(equal_height=False):
             for i in (row, row + 1):
                 with gr.Column(visible=False, min_width=300) as ui[f"slot{i}"]:
-                    ui[f"player{i}"] = gr.HTML(js_on_load=PLAYER_JS)
+                    ui[f"player{i}"] = gr.HTML(js_on_load=PLAYER_JS, elem_id=(
+                        "mg-first-player" if i == 0 else None))
                     ui[f"info{i}"] = gr.Markdown()
                     ui[f"files{i}"] = gr.File(label="Download (MIDI with its recipe, MP3)",
                                               file_count="multiple", interactive=False)

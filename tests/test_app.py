@@ -379,6 +379,19 @@ def test_every_advanced_control_can_be_typed_dragged_and_clicked(browser, served
     _shot(page, f"advanced-touched-{'phone' if viewport is PHONE else 'desktop'}")
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_new_result_scrolls_into_view(browser, app_url, viewport):
+    page = _open(browser, app_url, viewport)
+    assert page.evaluate("window.scrollY") == 0
+    _generate_in(page)
+    player = page.locator(".mg-player").first
+    page.wait_for_function("() => { const box = document.querySelector('.mg-player')"
+                           ".getBoundingClientRect(); return box.top >= 0 && "
+                           "box.bottom <= window.innerHeight; }", timeout=10_000)
+    assert player.is_visible()
+    _shot(page, f"result-in-view-{'phone' if viewport is PHONE else 'desktop'}")
+
+
 def test_continue_from_this_and_undo(browser, app_url):
     page = _open(browser, app_url)
     _generate_in(page)
