@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from musicgen.controls import control_features
+from musicgen.controls import future_controls
 from musicgen.data import TokenCache, open_cache, open_split  # noqa: F401 - re-exported
 from musicgen.errors import UserError
 from musicgen.events import STEPS_PER_SECOND, VOCAB
-from musicgen.serving import LSTMStepper, ServingModel, row_controls
+from musicgen.serving import LSTMStepper, ServingModel
 
 FIRST_EVENT = VOCAB["note_on"].offset  # tokens below this (PAD, BOS, EOS) are never targets
 EVENT_TYPES = ("note_on", "note_off", "time_shift", "velocity")
@@ -144,9 +144,10 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
             Transformer's window (default, and at most, its context).
         batch_size: Sequences (recurrent) or windows (Transformer) per call.
         device: Where to run.
-        conditioned: For a model with a control input, give each window (chunk)
-            the key, register and density of the real music it predicts, as
-            training does (`musicgen.controls`); False scores it free.
+        conditioned: For a model with a control input, tell each token the key,
+            register and density of the real music after it within its window
+            (chunk), as training does (`musicgen.controls.future_controls`);
+            False scores it free.
 
     Returns:
         One PieceScore per piece, in the order of `pieces`.
@@ -184,9 +185,11 @@ def _predict(model, inputs: np.ndarray, targets: np.ndarray, device, state=None,
              conditioned: bool = False):
     """One model call: (log p(target) [B, T], argmax [B, T], new state).
 
-    Conditioned, the model is told the controls of the music in `targets`.
+    Conditioned, each input is told what comes after it, as in training.
     """
-    controls = control_features(targets) if conditioned else None
+    controls = None
+    if conditioned:
+        controls = future_controls(np.concatenate((inputs[:, :1], targets), axis=1))[:, :-1]
     if isinstance(model, ServingModel):
         logits, state = _serving_call(model, inputs, state, controls)
     else:
@@ -205,8 +208,7 @@ def _serving_call(model: ServingModel, inputs: np.ndarray, state,
         state = model.stepper()
         logits = state.sequence_logits(inputs, controls)
     else:  # the LSTM's next chunk, told its own controls
-        state.controls = row_controls(model.config, len(inputs), controls)
-        logits = np.stack([state.step(inputs[:, t]) for t in range(inputs.shape[1])], axis=1)
+        logits = state.sequence_logits(inputs, controls, carry=True)
     return torch.from_numpy(logits), state
 
 

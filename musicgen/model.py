@@ -47,7 +47,8 @@ def control_layer(config: ModelConfig, width: int) -> nn.Linear | None:
 
 def with_controls(x: torch.Tensor, layer: nn.Linear | None,
                   controls: torch.Tensor | None) -> torch.Tensor:
-    """Embeddings x [B, T, D] plus the controls [B, CONTROL_FEATURES] at every step.
+    """Embeddings x [B, T, D] plus the controls: [B, CONTROL_FEATURES] the same at every
+    step (sampling), or [B, T, CONTROL_FEATURES] one per step (training).
 
     No controls for a model that takes them: every part absent (free).
     """
@@ -55,7 +56,8 @@ def with_controls(x: torch.Tensor, layer: nn.Linear | None,
         return x
     if controls is None:
         controls = torch.zeros(len(x), CONTROL_FEATURES, device=x.device)
-    return x + layer(controls.to(x.device, x.dtype))[:, None, :]
+    projected = layer(controls.to(x.device, x.dtype))
+    return x + (projected[:, None, :] if projected.dim() == 2 else projected)
 
 
 class LSTMModel(nn.Module):

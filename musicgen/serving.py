@@ -197,13 +197,23 @@ class LSTMStepper:
                     self.held_ages[waiting] = -1
         return logits
 
-    def sequence_logits(self, tokens: np.ndarray,
-                        controls: np.ndarray | None = None) -> np.ndarray:
-        """The logits after every token of [n, T], from an empty state: [n, T, V]."""
+    def sequence_logits(self, tokens: np.ndarray, controls: np.ndarray | None = None,
+                        carry: bool = False) -> np.ndarray:
+        """The logits after every token of [n, T], from an empty state: [n, T, V].
+
+        `controls` as for `start`, or [n, T, CONTROL_FEATURES]: one per token.
+        `carry` goes on from the rows' state instead (a piece read in chunks).
+        """
         rows, steps = tokens.shape
-        self._empty(rows, controls)
+        per_token = controls is not None and np.ndim(controls) == 3
+        if not carry:
+            self._empty(rows, None if per_token else controls)
+        elif not per_token and self.controls is not None:
+            self.controls = row_controls(self.config, rows, controls)
         logits = np.empty((rows, steps, self.config.vocab_size), np.float32)
         for t in range(steps):
+            if per_token and self.controls is not None:
+                self.controls = np.ascontiguousarray(controls[:, t], np.float32)
             logits[:, t] = self.step(tokens[:, t])
         return logits
 
@@ -267,10 +277,16 @@ class TransformerStepper:
 
     def sequence_logits(self, tokens: np.ndarray,
                         controls: np.ndarray | None = None) -> np.ndarray:
-        """The logits after every token of [n, T] (T <= context), from an empty cache."""
+        """The logits after every token of [n, T] (T <= context), from an empty cache.
+
+        `controls` as for `start`, or [n, T, CONTROL_FEATURES]: one per token.
+        """
         tokens = np.asarray(tokens, np.int64)
         self._refuse_longer_than_context(tokens)
-        self._empty(len(tokens), controls)
+        per_token = controls is not None and np.ndim(controls) == 3
+        self._empty(len(tokens), None if per_token else controls)
+        if per_token and self.controls is not None:
+            return self._forward(tokens, np.asarray(controls, np.float32))
         return self._forward(tokens)
 
     def _refuse_longer_than_context(self, tokens: np.ndarray) -> None:
@@ -302,7 +318,8 @@ class TransformerStepper:
         """Drop the key/value cache."""
         self.keys, self.values, self.controls = [], [], None
 
-    def _forward(self, tokens: np.ndarray) -> np.ndarray:
+    def _forward(self, tokens: np.ndarray, controls: np.ndarray | None = None) -> np.ndarray:
+        """Run new tokens [n, T]; `controls` [n, T, CONTROL_FEATURES] in place of the rows'."""
         rows, steps = tokens.shape
         positions = self.position[:, None] + np.arange(steps)  # [n, T]
         angles = positions.astype(np.float32)[..., None] * self.inverse_frequency
@@ -311,8 +328,8 @@ class TransformerStepper:
         cos, sin = np.concatenate((cos, cos), -1), np.concatenate((-sin, sin), -1)
         feed = {"tokens": tokens, "cos": cos.astype(np.float32), "sin": sin.astype(np.float32),
                 "new_mask": np.triu(np.full((steps, steps), -np.inf, np.float32), k=1)}
-        if self.controls is not None:
-            feed["controls"] = self.controls
+        if self.controls is not None:  # [n, 1 or T, CONTROL_FEATURES]
+            feed["controls"] = self.controls[:, None] if controls is None else controls
         if not self.position.any():
             # An empty cache: one masked slot stands in for it, so that a
             # prompt's T queries are not scored against `context` empty slots.

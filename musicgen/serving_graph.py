@@ -38,9 +38,10 @@ The graphs' inputs and outputs (n rows, T new tokens, L layers, C cache slots):
 - LSTM: tokens [n] int64, h_k and c_k [n, hidden] per layer (and, with a
   held-note input, held [n, 256]: `events.held_features`) -> logits [n, V],
   h_out_k, c_out_k.
-- Either, with a control input: controls [n, 18] (`musicgen.controls`), what
-  each row's music should keep; its projection stays float32 (18 x width: no
-  bandwidth to save, and it reaches every step of a row alike).
+- Either, with a control input: controls (`musicgen.controls`), what each
+  row's music should keep: [n, 18] for the LSTM's one token, [n, 1 or T, 18]
+  for the Transformer's tokens; the projection stays float32 (18 x width: no
+  bandwidth to save).
 - Transformer: tokens [n, T]; cos and sin [n, T, head_dim] (RoPE at each
   row's own positions); past_mask [n, 1, 1 or T, C] (0 where a cache slot may be
   seen, -inf elsewhere); new_mask [T, T] (causal); per layer keys_k
@@ -215,10 +216,9 @@ def _transformer(builder: _Builder, weights: dict[str, np.ndarray], config: Tran
     cos = builder.op("Unsqueeze", "cos", builder.const(np.array([1])))  # [n, 1, T, D]
     sin = builder.op("Unsqueeze", "sin", builder.const(np.array([1])))
     x = builder.op("Gather", builder.const(layout["embedding"], "embedding"), "tokens", axis=0)
-    if config.control_input:  # [n, width] -> [n, 1, width]: the same at every new token
-        x = builder.op("Add", x, builder.op(
-            "Unsqueeze", builder.linear("controls", weights["control.weight"].T, float32=True),
-            builder.const(np.array([1]))))
+    if config.control_input:  # [n, 1 or T, width]: broadcast over the new tokens
+        x = builder.op("Add", x, builder.linear("controls", weights["control.weight"].T,
+                                                float32=True))
     by_heads = builder.const(np.array([0, 0, 3, heads, head_dim]))
     merged = builder.const(np.array([0, 0, width]))
     for k, layer in enumerate(layout["layers"]):
@@ -275,7 +275,9 @@ def _transformer(builder: _Builder, weights: dict[str, np.ndarray], config: Tran
 def _control_inputs(config: ModelConfig) -> list[onnx.ValueInfoProto]:
     if not config.control_input:
         return []
-    return [_value("controls", TensorProto.FLOAT, ["n", CONTROL_FEATURES])]
+    shape = ["n", CONTROL_FEATURES] if isinstance(config, LSTMConfig) else [
+        "n", "Tc", CONTROL_FEATURES]
+    return [_value("controls", TensorProto.FLOAT, shape)]
 
 
 def read_weights(weights_path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -41,7 +41,7 @@ from musicgen.checkpoint import (
     save_weights,
     tokens_seen,
 )
-from musicgen.controls import control_features, drop_parts
+from musicgen.controls import drop_parts, future_controls
 from musicgen.data import TokenCache, WindowSampler
 from musicgen.errors import SettingsError, UserError
 from musicgen.events import VOCAB
@@ -224,7 +224,7 @@ def sequence_loss(model, batch: torch.Tensor, state=None,
 
     `state` is the model's state before the batch's first tokens (None: empty);
     `withheld` (bool, the inputs' shape) the inputs whose embeddings it is not shown;
-    `controls` [B, CONTROL_FEATURES] what each window should keep (`control_input`).
+    `controls` [B, T, CONTROL_FEATURES] what is coming after each input (`control_input`).
     """
     inputs, targets = batch[:, :-1], batch[:, 1:]
     logits, _ = model(inputs, state, withheld, controls)
@@ -328,7 +328,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     val_held = torch.from_numpy(val_held) if takes_held else None
     # A model with control input is told what each window keeps (`musicgen.controls`).
     takes_controls = getattr(model_config, "control_input", False)
-    val_controls = (torch.from_numpy(control_features(val_windows.numpy()))
+    val_controls = (torch.from_numpy(future_controls(val_windows.numpy())[:, :-1])
                     if takes_controls else None)
     tokens_per_step = config.batch_size * config.seq_len * world
 
@@ -363,7 +363,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         if takes_controls:
             # Its own generator per step too, for the same reasons.
             absent = np.random.default_rng([config.seed, rank, step, CONTROL_STREAM])
-            controls = torch.from_numpy(drop_parts(control_features(batch), absent,
+            controls = torch.from_numpy(drop_parts(future_controls(batch)[:, :-1], absent,
                                                    config.control_absent_share)).to(device)
         batch = torch.from_numpy(batch).to(device)
         with autocast_for(device, config.precision):

@@ -11,6 +11,7 @@ from musicgen.controls import (
     control_features,
     detect_key,
     drop_parts,
+    future_controls,
     key_profile,
     profile_correlation,
     target_controls,
@@ -99,3 +100,39 @@ def test_training_leaves_parts_out_as_often_as_asked():
         assert 0.12 < share < 0.18, part
         absent = dropped[:, flag] == 0
         assert not dropped[np.ix_(absent, PARTS[part])].any()  # a part goes whole
+
+
+def test_each_token_is_told_what_starts_in_the_next_seconds():
+    # C4 D4 E4, then two octaves up, one onset a second (each held 0.9 s).
+    pitches = [60, 62, 64, 84, 86, 88]
+    tokens = tokens_of(pitches, seconds_apart=1.0)
+    controls = future_controls(tokens, seconds=2.0)
+    on = VOCAB["note_on"]
+    onsets = [i for i, t in enumerate(tokens) if on.offset <= t < on.stop]
+    assert len(onsets) == len(pitches)
+    # Before anything: the first two notes lie within 2 s (C4 at 0 s, D4 at 1 s).
+    first = controls[0]
+    assert first[KEY_SLICE][[0, 2]].tolist() == [0.5, 0.5]
+    assert first[12] == pytest.approx((61 - 64) / 12) and first[13] == pytest.approx(1 / 12)
+    # Right after the third note: the high notes are next, so the register is up.
+    after_e4 = controls[onsets[2]]
+    assert after_e4[12] == pytest.approx((84 - 64) / 12)  # C6 at 3 s; D6 at 4 s is 2 s on
+    # A token sees only what starts after it: after the last note there is nothing.
+    assert not controls[onsets[-1]:].any()
+    # The density counts the time there is ahead (at least 1 s): 2 onsets in 2 s.
+    assert first[14] == pytest.approx(np.log1p(1.0) / 3)
+    # Windows in a batch are measured on their own.
+    batch = future_controls(np.stack([tokens, tokens]), seconds=2.0)
+    assert batch.shape == (2, len(tokens), CONTROL_FEATURES)
+    assert np.array_equal(batch[1], controls)
+
+
+def test_training_drops_a_part_for_a_whole_window():
+    controls = future_controls(np.stack([tokens_of(C_MAJOR_SCALE)] * 400))
+    dropped = drop_parts(controls, np.random.default_rng(0), 0.5)
+    for part, flag in PRESENT.items():
+        present = dropped[:, :, flag]
+        # A window has a part everywhere it has notes ahead, or nowhere.
+        rows = present.max(axis=1)
+        assert 0.4 < 1 - rows.mean() < 0.6, part
+        assert not dropped[rows == 0][..., PARTS[part]].any()

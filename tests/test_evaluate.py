@@ -136,8 +136,8 @@ def test_lstm_state_is_carried_across_chunks():
 
 
 @pytest.mark.parametrize("kind", TINY)
-def test_a_controlled_model_is_told_the_controls_of_what_it_predicts_or_plays_free(kind):
-    from musicgen.controls import control_features
+def test_a_controlled_model_is_told_what_comes_after_each_token_or_plays_free(kind):
+    from musicgen.controls import future_controls
     from musicgen.serving import ServingModel, session_for
     from musicgen.serving_graph import serving_graph
 
@@ -148,7 +148,8 @@ def test_a_controlled_model_is_told_the_controls_of_what_it_predicts_or_plays_fr
     given = score_model(model, pieces, window=16, batch_size=2)
     free = score_model(model, pieces, window=16, batch_size=2, conditioned=False)
     for piece, conditioned, unconditioned in zip(pieces, given, free, strict=True):
-        expected = direct_log_probs(model, piece, control_features(piece[1:]))
+        # Each input told what comes after it in the piece, as training tells it.
+        expected = direct_log_probs(model, piece, future_controls(piece)[:-1])
         assert conditioned.log_probs == pytest.approx(expected, abs=1e-5)
         assert unconditioned.log_probs == pytest.approx(direct_log_probs(model, piece), abs=1e-5)
         assert not np.allclose(conditioned.log_probs, unconditioned.log_probs, atol=1e-3)

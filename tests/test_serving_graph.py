@@ -158,8 +158,10 @@ def test_the_controls_change_the_music_and_free_is_the_model_without_them(kind):
     without = build_model(base).eval()
     without.load_state_dict({k: v for k, v in model.state_dict().items()
                              if not k.startswith("control.")})
-    np.testing.assert_array_equal(untaught.start(tokens, controls),
-                                  served(without, quantized=True).stepper().start(tokens))
+    # Equal to rounding: the graphs differ by an Add of zeros, which ONNX Runtime may fuse.
+    np.testing.assert_allclose(untaught.start(tokens, controls),
+                               served(without, quantized=True).stepper().start(tokens),
+                               atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("kind", SMALL)
