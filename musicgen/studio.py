@@ -39,6 +39,9 @@ from musicgen.sample_report import CARD_FEATURES, current_samples
 from musicgen.samples import FEATURES
 from musicgen.settings import Settings, to_number
 
+# The leaderboard is recomputed at most this often, and only when votes change.
+RESULTS_REFRESH_S = 5.0
+
 OUTPUT_TTL_S = 3600.0
 # What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
 # continuation with its 10 s seed, where the WAV was 7 MB (musicgen.audio).
@@ -128,6 +131,8 @@ class Studio:
         self._maestro_lock = threading.Lock()
         self.examples = example_names()
         self.concurrent_requests = MAX_ROWS
+        self._results: tuple | None = None  # ((pool, votes), when, what `results` shows)
+        self._results_lock = threading.Lock()
 
     # --- choices for the UI ---
 
@@ -496,18 +501,32 @@ class Studio:
         return self.listening.vote(session, token, choice, _score(musical_a),
                                    _score(musical_b), guess_a or None, guess_b or None)
 
-    def results(self, chart_path: str | os.PathLike | None = None) -> tuple[str, str | None]:
+    def results(self) -> tuple[str, str | None]:
         """The listening test's aggregates for the Results tab: (Markdown, chart SVG or None).
 
         Below `MIN_VOTES` votes only the count is shown: early leaderboards mislead.
+        Computed when the votes have changed, at most every `RESULTS_REFRESH_S`, one
+        computation at a time; every other call gets the last one: a client asking
+        65 times at once cost 65 bootstraps of about 1.7 s each and filled the queue.
         """
-        votes = self.ratings.vote_count(self.listening.pool())
-        if votes < MIN_VOTES:  # counted first: no bootstrap for a page that shows none
-            return (f"{votes} votes so far on this listening test. The leaderboard appears "
-                    f"from {MIN_VOTES} votes on: fewer say too little.", None)
-        result = summarise(self.ratings)
-        path = chart_path or self._request_folder() / "leaderboard.svg"
-        return format_summary(for_the_public(result)), str(chart(result, path))
+        pool = self.listening.pool()
+        with self._results_lock:
+            votes = self.ratings.vote_count(pool)
+            if self._results is not None:
+                (last_pool, last_votes), computed, shown = self._results
+                if (last_pool == pool and last_votes == votes) or (
+                        time.monotonic() - computed < RESULTS_REFRESH_S):
+                    return shown
+            if votes < MIN_VOTES:  # no bootstrap for a page that shows none
+                shown = (f"{votes} {'vote' if votes == 1 else 'votes'} so far on this listening "
+                         f"test. The leaderboard appears from {MIN_VOTES} votes on: fewer say "
+                         "too little.", None)
+            else:
+                result = summarise(self.ratings)
+                path = self._request_folder() / "leaderboard.svg"
+                shown = format_summary(for_the_public(result)), str(chart(result, path))
+            self._results = ((pool, votes), time.monotonic(), shown)
+            return shown
 
     # --- helpers ---
 

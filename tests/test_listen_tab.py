@@ -162,8 +162,11 @@ def test_a_self_report_is_optional_and_checked(served):
     assert (None, None) in rows  # nothing said: nothing stored, not 0
 
 
-def test_results_show_counts_first_and_the_leaderboard_from_thirty_votes(served):
+def test_results_show_counts_first_and_the_leaderboard_from_thirty_votes(served, monkeypatch):
     from gradio_client import Client
+
+    import musicgen.studio
+    monkeypatch.setattr(musicgen.studio, "RESULTS_REFRESH_S", 0.0)  # no wait between looks
 
     from musicgen.leaderboard import MIN_VOTES
     from musicgen.listening import ListeningTest
@@ -182,3 +185,36 @@ def test_results_show_counts_first_and_the_leaderboard_from_thirty_votes(served)
     # Gradio sends an SVG inline, as a data URL.
     assert chart["value"]["url"].startswith("data:image/svg+xml,") and chart["visible"] is True
     assert "aria-label%3D%22leaderboard%22" in chart["value"]["url"]
+
+
+def test_results_are_computed_once_for_many_callers_and_again_when_votes_change(
+        served, monkeypatch):
+    """65 results calls at once filled the queue: each recomputed a 1.7 s bootstrap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import musicgen.studio
+    from musicgen.leaderboard import MIN_VOTES
+    from musicgen.listening import ListeningTest
+
+    _, studio = served
+    quick = ListeningTest(studio.ratings, studio.listening.audio_root, min_listen_s=0)
+    for k in range(MIN_VOTES):
+        pair = quick.next_pair(f"cached-{k}")
+        quick.vote(f"cached-{k}", pair.token, "b")
+    computed = []
+    real = musicgen.studio.summarise
+    monkeypatch.setattr(musicgen.studio, "summarise",
+                        lambda *a, **k: computed.append(1) or real(*a, **k))
+    monkeypatch.setattr(musicgen.studio, "RESULTS_REFRESH_S", 3600.0)
+    studio._results = None
+    with ThreadPoolExecutor(16) as pool:
+        shown = list(pool.map(lambda _: studio.results(), range(64)))
+    assert len(computed) == 1 and all(s == shown[0] for s in shown)
+    pair = quick.next_pair("cached-late")
+    quick.vote("cached-late", pair.token, "a")
+    studio.results()
+    assert len(computed) == 1  # a new vote within the interval: the last board stays
+    monkeypatch.setattr(musicgen.studio, "RESULTS_REFRESH_S", 0.0)
+    studio.results()
+    studio.results()
+    assert len(computed) == 2  # after it: computed again, once
