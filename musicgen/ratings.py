@@ -103,6 +103,10 @@ CREATE TABLE IF NOT EXISTS clip_ratings (
     updated REAL NOT NULL,
     PRIMARY KEY (session, clip_id)
 );
+-- What the pair and vote paths look up: a listener's pairs, a pool's prompts, old pairs.
+CREATE INDEX IF NOT EXISTS pairs_by_rater ON pairs (rater);
+CREATE INDEX IF NOT EXISTS pairs_by_served ON pairs (served);
+CREATE INDEX IF NOT EXISTS prompts_by_pool ON prompts (pool);
 CREATE TABLE IF NOT EXISTS imports (
     source_sha256 TEXT PRIMARY KEY CHECK (length(source_sha256) = 64),
     source TEXT NOT NULL,
@@ -260,14 +264,21 @@ class RatingsStore:
         """A served pair with its conditions and whether it has a vote, or None."""
         rows = self._read(
             "SELECT p.rater, p.clip_a, p.clip_b, p.served, a.condition, b.condition, "
-            "a.is_real, b.is_real, v.choice FROM pairs p JOIN clips a ON a.id = p.clip_a "
-            "JOIN clips b ON b.id = p.clip_b LEFT JOIN votes v ON v.token = p.token "
+            "a.is_real, b.is_real, v.choice, q.pool FROM pairs p "
+            "JOIN clips a ON a.id = p.clip_a JOIN clips b ON b.id = p.clip_b "
+            "JOIN prompts q ON q.id = a.prompt LEFT JOIN votes v ON v.token = p.token "
             "WHERE p.token = ?", (token,))
         if not rows:
             return None
         names = ("rater", "clip_a", "clip_b", "served", "condition_a", "condition_b",
-                 "real_a", "real_b", "choice")
+                 "real_a", "real_b", "choice", "pool")
         return dict(zip(names, rows[0], strict=True))
+
+    def forget_pairs_not_voted(self, served_before: float) -> int:
+        """Delete pairs served before this time that have no vote; returns how many."""
+        with self._write() as db:
+            return db.execute("DELETE FROM pairs WHERE served < ? AND token NOT IN "
+                              "(SELECT token FROM votes)", (served_before,)).rowcount
 
     def served_to(self, rater: str) -> set[frozenset[str]]:
         """The pairs of clips (unordered) a rater has been served."""
@@ -281,10 +292,14 @@ class RatingsStore:
         return {clip for row in rows for clip in row}
 
     def pair_counts(self, pool: str) -> dict[frozenset[str], int]:
-        """Votes so far per unordered pair of conditions in a pool."""
+        """Votes so far per unordered pair of conditions in a pool.
+
+        From the votes (CROSS JOIN keeps SQLite from scanning every served pair
+        instead: 280 -> 109 ms at 300,000 pairs and 30,000 votes).
+        """
         rows = self._read(
             "SELECT a.condition, b.condition, count(*) FROM votes v "
-            "JOIN pairs p ON p.token = v.token JOIN clips a ON a.id = p.clip_a "
+            "CROSS JOIN pairs p ON p.token = v.token JOIN clips a ON a.id = p.clip_a "
             "JOIN clips b ON b.id = p.clip_b JOIN prompts q ON q.id = a.prompt "
             "WHERE q.pool = ? GROUP BY a.condition, b.condition", (pool,))
         counts: dict[frozenset[str], int] = {}

@@ -103,6 +103,24 @@ def test_a_vote_needs_the_served_pair_once_and_after_listening(store):
     assert vote["musical_b"] is None and vote["seconds_since_served"] >= 0.3
 
 
+def test_pairs_never_voted_on_are_forgotten_and_the_lookups_are_indexed(store):
+    fake_pool(store)
+    test = ListeningTest(store, store.path.parent, min_listen_s=0)
+    kept, dropped = test.next_pair("rater-1"), test.next_pair("rater-1")
+    test.vote("rater-1", kept.token, "a")
+    assert store.forget_pairs_not_voted(time.time() - 3600) == 0  # both younger
+    assert store.forget_pairs_not_voted(time.time() + 1) == 1  # the unvoted one
+    assert store.served_pair(dropped.token) is None and store.served_pair(kept.token)
+    assert len(store.votes()) == 1
+    with pytest.raises(UserError, match="not served to you"):
+        test.vote("rater-1", dropped.token, "a")
+    for query, args in (("SELECT clip_a, clip_b FROM pairs WHERE rater = ?", ("r",)),
+                        ("SELECT id FROM prompts WHERE pool = ?", ("p",)),
+                        ("SELECT token FROM pairs WHERE served < ?", (0.0,))):
+        plan = " ".join(str(row) for row in store._read(f"EXPLAIN QUERY PLAN {query}", args))
+        assert "USING" in plan and "INDEX" in plan, (query, plan)  # not a full scan
+
+
 def test_pairs_are_balanced_and_never_replay_a_revealed_clip(store):
     fake_pool(store, conditions=("a", "b", "c", "d"), prompts=3)
     test = ListeningTest(store, store.path.parent, min_listen_s=0)

@@ -115,12 +115,17 @@ def test_ratings_go_to_a_database_outside_the_served_folder(studio, tmp_path):
                ratings_path=tmp_path / "out" / "ratings.sqlite")
 
 
-def test_old_request_folders_are_pruned(studio):
+def test_old_request_folders_are_pruned_by_a_thread_not_by_requests(studio, monkeypatch):
     old = studio.output_dir / "old-request"
     old.mkdir()
     an_hour_ago = time.time() - 7200
     os.utime(old, (an_hour_ago, an_hour_ago))
+    monkeypatch.setattr(studio, "prune", lambda: pytest.fail("a request pruned"))
     studio.preview(studio.prompt("example", studio.examples[0], None, 4))
+    assert old.exists()  # no request pays for the clean-up
+    monkeypatch.undo()
+    assert studio._pruner.is_alive()
+    studio.prune()  # what the thread does every PRUNE_INTERVAL_S
     assert not old.exists()
 
 
