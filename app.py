@@ -907,6 +907,7 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     # Gradio serves its temp folder to anyone; on a Space it may be pointed at /data.
     studio.refuse_to_serve_the_database([Path(os.environ.get(
         "GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))])
+    studio.start_pruning()
     # api_open=False: off Spaces, Gradio leaves /gradio_api/run/... open, skipping the queue
     # and every concurrency limit; clients (gradio_client too) go through the queue.
     demo.queue(default_concurrency_limit=1, max_size=64, api_open=False)

@@ -18,7 +18,7 @@ them (2.2370 given against 2.2373 free, 16 windows, 2026-12-07).
     controls = future_controls(tokens)              # float32 [..., T, CONTROL_FEATURES]
     controls = target_controls(seed_tokens, key="D minor", density="denser")
 
-The layout (one vector per sequence):
+The layout (one vector per token in training, per sequence when sampling):
     0..11   pitch classes: the share of note onsets on each (C first); sums to 1
     12, 13  register: (mean pitch - 64) / 12 and the pitches' spread / 12
     14      density: log(1 + onsets per second) / 3
@@ -129,8 +129,9 @@ def future_controls(tokens: np.ndarray, seconds: float = FUTURE_SECONDS,
             density counts the time there is (at least a second).
 
     Returns:
-        float32 [..., T, CONTROL_FEATURES]; every part absent at a token with no
-        onset ahead of it in reach.
+        float32 [..., T, CONTROL_FEATURES]. At a token with no onset ahead of it in
+        reach, the density is given as 0 and the key and register are absent: "all
+        free" is kept for what a person leaves free, not learned as "silence ahead".
     """
     tokens = np.asarray(tokens, np.int64)
     if tokens.ndim == 2:
@@ -160,6 +161,7 @@ def future_controls(tokens: np.ndarray, seconds: float = FUTURE_SECONDS,
     ahead = np.clip((elapsed[-1] - elapsed[some]) / STEPS_PER_SECOND, 1.0, seconds)
     controls[some, 14] = np.log1p(n / ahead) / 3
     controls[np.ix_(some, list(PRESENT.values()))] = 1
+    controls[~some, PRESENT["density"]] = 1  # nothing ahead: a density, of 0
     return controls
 
 

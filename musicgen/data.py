@@ -147,19 +147,37 @@ class WindowSampler:
         windows, held = zip(*(self._window(rng, held=True) for _ in range(size)), strict=True)
         return np.stack(windows), np.stack(held)
 
-    def _window(self, rng: np.random.Generator, held: bool) -> tuple[np.ndarray, np.ndarray]:
+    def future_batch(self, rng: np.random.Generator, size: int, ahead: int,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`held_batch`, and the `ahead` tokens that follow each window in its piece.
+
+        The tokens after a window are augmented with it, so that what a window's
+        last tokens are told is coming (`musicgen.controls.future_controls`)
+        is the music that really follows, not only the part inside the window.
+
+        Returns:
+            (tokens [size, length + 1], held ages [size, 128], the following tokens
+            [size, ahead], PAD-padded where the piece ends sooner).
+        """
+        rows = [self._window(rng, held=True, ahead=ahead) for _ in range(size)]
+        windows, held, following = zip(*rows, strict=True)
+        return np.stack(windows), np.stack(held), np.stack(following)
+
+    def _window(self, rng: np.random.Generator, held: bool,
+                ahead: int = 0) -> tuple[np.ndarray, ...]:
         piece = self.pieces[rng.choice(len(self.pieces), p=self.weights)]
         # Cut extra so that a stretch that shortens the window still fills it.
         need = self.length + 1
-        cut = need + (int(need * (1 - self.stretch_range[0])) + 8 if self.augment else 0)
+        cut = need + ahead + (int((need + ahead) * (1 - self.stretch_range[0])) + 8
+                              if self.augment else 0)
         start = int(rng.integers(0, max(1, len(piece) - need + 1)))
         window = np.asarray(piece[start:start + cut], dtype=np.int64)
         ages = held_after(piece[:start], self.vocab) if held else np.full(PITCHES, -1)
         if self.augment:
             window, ages = self._augmented(window, ages, rng)
-        window = window[:need]
-        if len(window) < need:
-            window = np.concatenate((window, np.full(need - len(window), self.vocab.pad)))
+        window = _padded(window[:need + ahead], need + ahead, self.vocab.pad)
+        if ahead:
+            return window[:need], ages, window[need:]
         return window, ages
 
     def _augmented(self, window: np.ndarray, ages: np.ndarray,
@@ -173,6 +191,12 @@ class WindowSampler:
         moved[kept] = ages[max(0, -semitones):PITCHES - max(0, semitones)]
         moved = np.where(moved >= 0, np.rint(moved * factor), -1).astype(np.int64)
         return time_stretch(transpose(window, semitones, self.vocab), factor, self.vocab), moved
+
+
+def _padded(tokens: np.ndarray, length: int, pad: int) -> np.ndarray:
+    if len(tokens) >= length:
+        return tokens
+    return np.concatenate((tokens, np.full(length - len(tokens), pad, np.int64)))
 
 
 def open_cache(data: str | os.PathLike) -> TokenCache:

@@ -145,9 +145,9 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
         batch_size: Sequences (recurrent) or windows (Transformer) per call.
         device: Where to run.
         conditioned: For a model with a control input, tell each token the key,
-            register and density of the real music after it within its window
-            (chunk), as training does (`musicgen.controls.future_controls`);
-            False scores it free.
+            register and density of the real music in the 10 s after it
+            (`musicgen.controls.future_controls` of the whole piece); False
+            scores it free.
 
     Returns:
         One PieceScore per piece, in the order of `pieces`.
@@ -155,16 +155,18 @@ def score_model(model: torch.nn.Module, pieces: list[np.ndarray], window: int | 
     if not isinstance(model, ServingModel):
         model.float().to(device).eval()
     context = model.context
-    conditioned = conditioned and takes_controls(model)
+    # Each input told what follows it in the whole piece (not only in its window).
+    controls = ([future_controls(np.asarray(p, np.int64))[:-1] for p in pieces]
+                if conditioned and takes_controls(model) else None)
     if context is None:
         rows = _score_recurrent(model, pieces, window or RECURRENT_WINDOW, batch_size, device,
-                                conditioned)
+                                controls)
     else:
         window = window or context
         if window > context:
             raise UserError(f"a window of {window} tokens is longer than the model's context "
                             f"({context}); give at most {context}")
-        rows = _score_windows(model, pieces, window, batch_size, device, conditioned)
+        rows = _score_windows(model, pieces, window, batch_size, device, controls)
     scores = []
     for piece, (log_probs, top) in zip(pieces, rows, strict=True):
         piece = np.asarray(piece, dtype=np.int64)
@@ -182,14 +184,11 @@ def takes_controls(model) -> bool:
 
 
 def _predict(model, inputs: np.ndarray, targets: np.ndarray, device, state=None,
-             conditioned: bool = False):
+             controls: np.ndarray | None = None):
     """One model call: (log p(target) [B, T], argmax [B, T], new state).
 
-    Conditioned, each input is told what comes after it, as in training.
+    `controls` [B, T, CONTROL_FEATURES]: what each input is told comes after it.
     """
-    controls = None
-    if conditioned:
-        controls = future_controls(np.concatenate((inputs[:, :1], targets), axis=1))[:, :-1]
     if isinstance(model, ServingModel):
         logits, state = _serving_call(model, inputs, state, controls)
     else:
@@ -231,8 +230,16 @@ def _first_rows(state, rows: int):
     return type(state)(_first_rows(part, rows) for part in state)
 
 
+def _padded_controls(rows: list[np.ndarray], width: int) -> np.ndarray:
+    """Per-input controls [B, width, CONTROL_FEATURES], zero (free) where padded."""
+    out = np.zeros((len(rows), width, rows[0].shape[-1]), np.float32)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
 def _score_recurrent(model, pieces, window: int, batch_size: int, device,
-                     conditioned: bool = False):
+                     controls: list[np.ndarray] | None = None):
     """(log-probs, argmax) over every position of each piece, state carried across chunks."""
     results: list = [None] * len(pieces)
     # Longest first, so that the pieces of a batch are of similar length and
@@ -244,6 +251,8 @@ def _score_recurrent(model, pieces, window: int, batch_size: int, device,
         lengths = [len(s) - 1 for s in sequences]  # positions that predict something
         inputs = _padded([s[:-1] for s in sequences], lengths[0])
         targets = _padded([s[1:] for s in sequences], lengths[0])
+        told = None if controls is None else _padded_controls([controls[i] for i in group],
+                                                              lengths[0])
         log_probs = np.zeros(inputs.shape)
         top = np.zeros(inputs.shape, dtype=np.int64)
         state = None
@@ -253,14 +262,14 @@ def _score_recurrent(model, pieces, window: int, batch_size: int, device,
             end = begin + window
             log_probs[:active, begin:end], top[:active, begin:end], state = _predict(
                 model, inputs[:active, begin:end], targets[:active, begin:end], device, state,
-                conditioned)
+                None if told is None else told[:active, begin:end])
         for row, (i, length) in enumerate(zip(group, lengths, strict=True)):
             results[i] = (log_probs[row, :length], top[row, :length])
     return results
 
 
 def _score_windows(model, pieces, window: int, batch_size: int, device,
-                   conditioned: bool = False):
+                   controls: list[np.ndarray] | None = None):
     """(log-probs, argmax) over every position of each piece, by sliding windows."""
     sequences = [np.asarray(p, dtype=np.int64) for p in pieces]
     results = [(np.zeros(len(s) - 1), np.zeros(len(s) - 1, dtype=np.int64)) for s in sequences]
@@ -272,7 +281,9 @@ def _score_windows(model, pieces, window: int, batch_size: int, device,
         width = max(end - begin for _, begin, end, _ in batch)
         inputs = _padded([sequences[i][begin:end] for i, begin, end, _ in batch], width)
         targets = _padded([sequences[i][begin + 1:end + 1] for i, begin, end, _ in batch], width)
-        log_probs, top, _ = _predict(model, inputs, targets, device, conditioned=conditioned)
+        told = None if controls is None else _padded_controls(
+            [controls[i][begin:end] for i, begin, end, _ in batch], width)
+        log_probs, top, _ = _predict(model, inputs, targets, device, controls=told)
         for row, (i, begin, end, score_from) in enumerate(batch):
             kept = slice(score_from - begin, end - begin)
             results[i][0][score_from:end] = log_probs[row, kept]
@@ -538,7 +549,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     Returns:
         JSON-ready dict: checkpoint, name, architecture, weights_sha256, split,
         card_entry (where the card keeps it: the split, "_int8" added for the
-        serving form, "_free" for a model with controls scored without them), data,
+        serving form, "_given" for a model with controls scored with those of the
+        real music: the plain entry is the free score, comparable with every model), data,
         pieces, events, music_seconds, windowing, controls, model, baselines,
         seconds (wall time of the evaluation).
     """
@@ -570,7 +582,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
         "weights": "int8 serving form" if serving else "float32",
         "split": split,
         "card_entry": split + ("_int8" if serving else "") + (
-            "_free" if scored["controls"] == "free" else ""),
+            "_given" if scored["controls"] == "given" else ""),
         "data": str(data),
         **scored,
         "seconds": round(time.perf_counter() - began, 2),

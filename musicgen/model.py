@@ -107,8 +107,8 @@ class LSTMModel(nn.Module):
 
         `withheld` (bool [B, T], training only) marks tokens whose embeddings it is not shown;
         the held-note input still follows every token (`train.TrainConfig.token_mask_share`).
-        `controls` [B, CONTROL_FEATURES] is what the music should keep, for a model with
-        `control_input`.
+        `controls` is what the music should keep, for a model with `control_input`:
+        [B, CONTROL_FEATURES] at every step, or [B, T, CONTROL_FEATURES] one per token.
         """
         x = self.embed(tokens)
         if withheld is not None:

@@ -277,8 +277,9 @@ class RatingsStore:
     def forget_pairs_not_voted(self, served_before: float) -> int:
         """Delete pairs served before this time that have no vote; returns how many."""
         with self._write() as db:
-            return db.execute("DELETE FROM pairs WHERE served < ? AND token NOT IN "
-                              "(SELECT token FROM votes)", (served_before,)).rowcount
+            return db.execute("DELETE FROM pairs WHERE served < ? AND NOT EXISTS "
+                              "(SELECT 1 FROM votes v WHERE v.token = pairs.token)",
+                              (served_before,)).rowcount
 
     def served_to(self, rater: str) -> set[frozenset[str]]:
         """The pairs of clips (unordered) a rater has been served."""
@@ -342,6 +343,8 @@ class RatingsStore:
             if "votes.token" in str(error):
                 raise UserError("this pair already has your vote; ask for the next pair") \
                     from None
+            if "FOREIGN KEY" in str(error):  # the pair expired while the vote was on its way
+                raise UserError("this pair has expired; ask for a new pair") from None
             raise
 
     def votes(self, pool: str | None = None) -> list[dict]:

@@ -117,15 +117,15 @@ class Condition:
     def settings_fields(self) -> dict:
         """The `Settings` fields this condition sets, by name."""
         fields = {name: value for name, value in asdict(self).items() if name != "follow_seed"}
-        return {**fields, **({name: Settings.key for name in FREE} if self.follow_seed
-                             else FREE)}
+        return {**fields, **({name: getattr(Settings, name) for name in FREE}
+                             if self.follow_seed else FREE)}
 
     @staticmethod
     def default() -> Condition:
         """The app's default."""
         return Condition(Settings.temperature, Settings.top_p, Settings.min_p,
                          Settings.paired_notes, Settings.keep_timing, Settings.release_held_keys,
-                         Settings.key == "as the seed")
+                         all(getattr(Settings, name) == "as the seed" for name in FREE))
 
 
 def sampling_conditions(temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
@@ -510,7 +510,11 @@ def current_samples(card: dict) -> dict | None:
     entry = card.get("evaluation", {}).get("samples") or {}
     defaults = Settings()
     settings = entry.get("settings") or {}
-    if (not settings or entry.get("recipe_version") != RECIPE_VERSION
+    # Version 8 added only what a model with a control input reads: a model without
+    # one samples as it did at version 7.
+    versions = {RECIPE_VERSION} | (
+        set() if card.get("config", {}).get("control_input") else {7})
+    if (not settings or entry.get("recipe_version") not in versions
             or entry.get("weights_sha256") != card.get("weights_sha256")
             or entry.get("seconds") != defaults.seconds
             or any(getattr(defaults, name, None) != value for name, value in settings.items())):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from musicgen.controls import profile_correlation
 from musicgen.events import VOCAB
 from musicgen.notes import Notes
 
@@ -70,7 +71,12 @@ FEATURES = {  # name -> what it measures (unit); the order of every feature vect
 # The Fréchet distance is taken over the features every report before the
 # over-time ones had, so that its figures stay comparable between reports;
 # the over-time features are compared one by one (d, overlap).
-FRECHET_FEATURES = tuple(FEATURES)[:22]
+FRECHET_FEATURES = (
+    "notes_per_second", "polyphony", "silence_fraction", "longest_silence", "pitch_mean",
+    "pitch_std", "pitch_range", "pitch_entropy", "pitch_class_entropy", "scale_consistency",
+    "mean_abs_interval", "ioi_median", "ioi_log_std", "duration_median", "long_note_share",
+    "velocity_mean", "velocity_std", "key_agreement_start", "key_agreement_end", "distinct_2",
+    "distinct_4", "longest_repeat")
 STEP_SECONDS = 0.01  # the events' time grid
 CHORD_SECONDS = 0.05  # onsets this close are one chord for inter-onset intervals
 LONG_NOTE_SECONDS = 4.0  # the decoder cuts held notes at 5 s, so these are (nearly) stuck
@@ -379,10 +385,7 @@ def key_agreement(prompt: Notes, part: Notes) -> float:
         Pearson's r in [-1, 1]; 0 when either profile is flat (no notes, or all
         pitch classes alike), since then nothing agrees or disagrees.
     """
-    a, b = pitch_class_profile(prompt), pitch_class_profile(part)
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+    return profile_correlation(pitch_class_profile(prompt), pitch_class_profile(part))
 
 
 def distinct_n(sequence: np.ndarray, n: int) -> float:

@@ -180,8 +180,10 @@ class Settings:
         for name, limit in LIMITS.items():
             limit.check(getattr(self, name))
         for name, choice in CHOICES.items():
-            if getattr(self, name) not in choice.options:
-                choice.pick(getattr(self, name))  # raises, naming the setting
+            value = getattr(self, name)
+            if value not in choice.options:  # exactly: from_user is where spelling is forgiven
+                raise SettingsError(f"{choice.label} must be one of "
+                                    f"{', '.join(choice.options[:4])}, ..., not {value!r}")
         if self.seed + self.n - 1 > MAX_SEED:
             raise SettingsError(f"with {self.n} candidates the variation can be at most "
                                 f"{MAX_SEED - self.n + 1}")

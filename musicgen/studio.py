@@ -37,7 +37,7 @@ from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
 from musicgen.sample_report import CARD_FEATURES, current_samples
-from musicgen.samples import FEATURES
+from musicgen.samples import FRECHET_FEATURES
 from musicgen.settings import Settings, to_number
 
 # The leaderboard is recomputed at most this often, and only when votes change.
@@ -138,9 +138,8 @@ class Studio:
         self.concurrent_requests = MAX_ROWS
         self._results: tuple | None = None  # ((pool, votes), when, what `results` shows)
         self._results_lock = threading.Lock()
-        self._pruner = threading.Thread(target=self._prune_now_and_then, daemon=True,
-                                        name="musicgen-prune")
-        self._pruner.start()
+        self._pruner: threading.Thread | None = None
+        self._stop_pruning = threading.Event()
 
     # --- choices for the UI ---
 
@@ -220,9 +219,9 @@ class Studio:
             return ""
         return (f"Continuations of MAESTRO test-split prompts at this page's default setting, "
                 f"against what the pianists played next: the Fréchet distance over "
-                f"{len(FEATURES)} features (real playing against itself in brackets; lower is "
-                f"closer), and the difference in standard deviations of the pianists' (0 = the "
-                f"same) for three of them.\n\n"
+                f"{len(FRECHET_FEATURES)} features (real playing against itself in brackets; "
+                f"lower is closer), and the difference in standard deviations of the pianists' "
+                f"(0 = the same) for three of them.\n\n"
                 "| model | prompts | Fréchet distance (real) | notes per second (SD) | median "
                 "note length (SD) | loudness (SD) | notes held 4 s or more (pianists) |\n"
                 "|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n")
@@ -522,8 +521,9 @@ class Studio:
             votes = self.ratings.vote_count(pool)
             if self._results is not None:
                 (last_pool, last_votes), computed, shown = self._results
-                if (last_pool == pool and last_votes == votes) or (
-                        time.monotonic() - computed < RESULTS_REFRESH_S):
+                chart_kept = shown[1] is None or Path(shown[1]).is_file()  # not pruned
+                if chart_kept and ((last_pool == pool and last_votes == votes) or (
+                        time.monotonic() - computed < RESULTS_REFRESH_S)):
                     return shown
             if votes < MIN_VOTES:  # no bootstrap for a page that shows none
                 shown = (f"{votes} {'vote' if votes == 1 else 'votes'} so far on this listening "
@@ -575,13 +575,28 @@ class Studio:
                 shutil.rmtree(folder, ignore_errors=True)
         self.ratings.forget_pairs_not_voted(time.time() - PAIR_TTL_S)
 
+    def start_pruning(self) -> None:
+        """`prune` every `PRUNE_INTERVAL_S` on a thread of its own, until `stop_pruning`
+        (the app starts it: a request never pays for the clean-up)."""
+        if self._pruner is None or not self._pruner.is_alive():
+            self._stop_pruning.clear()
+            self._pruner = threading.Thread(target=self._prune_now_and_then, daemon=True,
+                                            name="musicgen-prune")
+            self._pruner.start()
+
+    def stop_pruning(self) -> None:
+        """End the pruning thread (it finishes a clean-up under way first)."""
+        self._stop_pruning.set()
+        if self._pruner is not None:
+            self._pruner.join()
+
     def _prune_now_and_then(self) -> None:
-        while True:
+        while not self._stop_pruning.is_set():
             try:
                 self.prune()
             except Exception:  # noqa: BLE001 - a failed clean-up must not end the thread
                 logging.getLogger(__name__).exception("pruning old outputs failed")
-            time.sleep(PRUNE_INTERVAL_S)
+            self._stop_pruning.wait(PRUNE_INTERVAL_S)
 
 
 def _linked(path: Path, folder: Path) -> Path:

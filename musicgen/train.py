@@ -55,6 +55,9 @@ LOG_FIELDS = ("step", "tokens", "lr", "train_loss", "val_loss", "val_accuracy", 
 # from the windows' (seed, rank).
 MASK_STREAM = 0x6D61736B
 CONTROL_STREAM = 0x6374726C  # likewise for which control parts a window goes without
+# Tokens read after a window for its last tokens' controls: 10 s of piano is
+# 362 tokens on average in the validation split, and dense passages run to ~1,000.
+CONTROL_LOOKAHEAD_TOKENS = 1024
 
 
 @dataclass
@@ -243,7 +246,8 @@ def validate(model, windows: torch.Tensor, device, precision: str,
     """Mean loss and accuracy over fixed validation windows (token-weighted).
 
     `held` is what sounds as each window begins, for a model with held-note input;
-    `controls` what each window keeps, for a model with control input (all given).
+    `controls` [B, T, CONTROL_FEATURES] what follows each input, for a model with control
+    input (every part given).
     """
     model.eval()
     total_loss = total_correct = total = 0.0
@@ -328,8 +332,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     val_held = torch.from_numpy(val_held) if takes_held else None
     # A model with control input is told what each window keeps (`musicgen.controls`).
     takes_controls = getattr(model_config, "control_input", False)
-    val_controls = (torch.from_numpy(future_controls(val_windows.numpy())[:, :-1])
-                    if takes_controls else None)
+    val_controls = None
+    if takes_controls:  # the same windows, and the music after each
+        _, _, following = WindowSampler(cache.split("validation"), config.seq_len,
+                                        augment=False).future_batch(
+            np.random.default_rng(1234), config.eval_windows, CONTROL_LOOKAHEAD_TOKENS)
+        told = future_controls(np.concatenate((val_windows.numpy(), following), axis=1))
+        val_controls = torch.from_numpy(told[:, :val_windows.shape[1] - 1])
     tokens_per_step = config.batch_size * config.seq_len * world
 
     if rank == 0:
@@ -347,7 +356,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         step = record["step"]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config) * group["lr_scale"]
-        if takes_held:
+        following = None
+        if takes_controls:
+            batch, held, following = train_windows.future_batch(rng, config.batch_size,
+                                                                CONTROL_LOOKAHEAD_TOKENS)
+            state = model.start_state(torch.from_numpy(held)) if takes_held else None
+        elif takes_held:
             batch, held = train_windows.held_batch(rng, config.batch_size)
             state = model.start_state(torch.from_numpy(held))
         else:
@@ -363,7 +377,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         if takes_controls:
             # Its own generator per step too, for the same reasons.
             absent = np.random.default_rng([config.seed, rank, step, CONTROL_STREAM])
-            controls = torch.from_numpy(drop_parts(future_controls(batch)[:, :-1], absent,
+            told = future_controls(np.concatenate((batch, following), axis=1))
+            told = told[:, :batch.shape[1] - 1]  # what each input is told comes after it
+            controls = torch.from_numpy(drop_parts(told, absent,
                                                    config.control_absent_share)).to(device)
         batch = torch.from_numpy(batch).to(device)
         with autocast_for(device, config.precision):

@@ -117,8 +117,10 @@ def test_each_token_is_told_what_starts_in_the_next_seconds():
     # Right after the third note: the high notes are next, so the register is up.
     after_e4 = controls[onsets[2]]
     assert after_e4[12] == pytest.approx((84 - 64) / 12)  # C6 at 3 s; D6 at 4 s is 2 s on
-    # A token sees only what starts after it: after the last note there is nothing.
-    assert not controls[onsets[-1]:].any()
+    # A token sees only what starts after it: after the last note, a density of 0 and
+    # nothing else (all free is what a person leaves free, not "silence ahead").
+    assert controls[onsets[-1]:, PRESENT["density"]].all()
+    assert not np.delete(controls[onsets[-1]:], PRESENT["density"], axis=1).any()
     # The density counts the time there is ahead (at least 1 s): 2 onsets in 2 s.
     assert first[14] == pytest.approx(np.log1p(1.0) / 3)
     # Windows in a batch are measured on their own.

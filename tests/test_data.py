@@ -92,3 +92,29 @@ def test_held_batches_are_the_same_windows_and_know_what_sounds_as_they_begin():
         expected = np.full(128, -1)
         expected[2:] = np.where(before[0, :-2] >= 0, np.rint(before[0, :-2] * 0.5), -1)
         assert np.array_equal(moved[0], expected)
+
+
+def test_future_batches_bring_the_music_after_each_window_augmented_with_it():
+    piece = _piece(length_events=600)
+    plain = WindowSampler([piece], length=64, augment=False)
+    windows, held, following = plain.future_batch(np.random.default_rng(3), 4, ahead=32)
+    assert following.shape == (4, 32)
+    same, same_held = plain.held_batch(np.random.default_rng(3), 4)
+    assert np.array_equal(windows, same) and np.array_equal(held, same_held)
+    for window, after in zip(windows, following, strict=True):  # what follows in the piece
+        joined = np.concatenate((window, after)).astype(piece.dtype).tobytes()
+        assert joined in piece.tobytes()
+    augmented = WindowSampler([piece], length=64, augment=True)
+    windows, _, following = augmented.future_batch(np.random.default_rng(4), 8, ahead=32)
+    assert windows.shape == (8, 65) and not (following == VOCAB.pad).all()
+    def intervals(tokens):  # between successive note events: the same in any transposition
+        pitch = np.where(tokens >= OFF.offset, tokens - OFF.offset, tokens - ON.offset)
+        notes = (tokens >= ON.offset) & (tokens < OFF.stop)
+        return np.diff(pitch[notes]).astype(np.int16).tobytes()
+
+    for window, after in zip(windows, following, strict=True):
+        # One transposition for both: the notes after the window go on from it as in the piece.
+        assert intervals(np.concatenate((window, after))) in intervals(piece)
+    end = WindowSampler([piece[:70]], length=64, augment=False)  # the piece ends first
+    _, _, following = end.future_batch(np.random.default_rng(0), 1, ahead=32)
+    assert (following[0, -20:] == VOCAB.pad).all()

@@ -161,6 +161,11 @@ def test_a_controlled_model_is_told_what_comes_after_each_token_or_plays_free(ki
     for fast, reference in zip(score_model(served, long, window=8, batch_size=2),
                                score_model(model, long, window=8, batch_size=2), strict=True):
         assert fast.log_probs == pytest.approx(reference.log_probs, abs=1e-4)
+    if kind == "lstm":  # chunks of 8 carry the state: the whole piece's controls, not a chunk's
+        for piece, score in zip(long, score_model(model, long, window=8, batch_size=2),
+                                strict=True):
+            expected = direct_log_probs(model, piece, future_controls(piece)[:-1])
+            assert score.log_probs == pytest.approx(expected, abs=1e-5)
 
 
 def test_transformer_piece_inside_context_equals_forward():

@@ -124,9 +124,16 @@ def test_old_request_folders_are_pruned_by_a_thread_not_by_requests(studio, monk
     studio.preview(studio.prompt("example", studio.examples[0], None, 4))
     assert old.exists()  # no request pays for the clean-up
     monkeypatch.undo()
-    assert studio._pruner.is_alive()
-    studio.prune()  # what the thread does every PRUNE_INTERVAL_S
-    assert not old.exists()
+    studio.start_pruning()  # as the app does: it prunes at once, then every minute
+    try:
+        for _ in range(100):
+            if not old.exists():
+                break
+            time.sleep(0.05)
+        assert not old.exists()
+    finally:
+        studio.stop_pruning()
+    assert not studio._pruner.is_alive()
 
 
 def test_reference_needs_a_maestro_folder_with_a_test_split(studio, tmp_path):
