@@ -327,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving", action="store_true",
                    help="score the int8 serving form that sampling runs, not the float weights")
     p.add_argument("--free", action="store_true",
-                   help="a model with key/register/density input: score it without them "
-                        "(default: each window gets those of the real music it predicts)")
+                   help="a model with key/register/density input: score it without them, "
+                        "as every other model is (the card's plain entry); by default each "
+                        "event is told those of the real music after it (entry SPLIT_given)")
     p.add_argument("--write-card", action="store_true",
                    help="store the result in the checkpoint's card.json under evaluation.SPLIT")
     p.add_argument("--json", action="store_true")
