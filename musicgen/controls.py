@@ -48,6 +48,15 @@ PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 # stand where a histogram of onsets in that key would.
 _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+# What 10 s of MAESTRO in a key looks like as onsets: 6,113 stretches of 400 tokens
+# from the train split (one every 4,000 tokens), keyed by `detect_key`, turned to C
+# and averaged (2026-12-07; 3,366 major, 2,747 minor). Sharper than the listeners'
+# profiles above (tonic 0.23 against 0.14, the other keys' notes 0.02 against
+# 0.05): a named key asks for music as the model has seen it, not a flatter input.
+_MAESTRO_MAJOR = np.array([0.2331, 0.0206, 0.0909, 0.0203, 0.1262, 0.1058, 0.0249, 0.1664,
+                           0.0287, 0.0839, 0.0416, 0.0575])
+_MAESTRO_MINOR = np.array([0.2091, 0.0297, 0.0862, 0.1499, 0.0235, 0.0913, 0.0325, 0.1492,
+                           0.0851, 0.0364, 0.0567, 0.0503])
 KEYS = tuple(f"{name} {mode}" for mode in ("major", "minor") for name in PITCH_NAMES)
 KEY_CHOICES = ("as the seed", "free", *KEYS)
 REGISTER_CHOICES = ("as the seed", "free", "lower", "higher")
@@ -69,6 +78,20 @@ def key_profile(key: str) -> np.ndarray:
     tonic, mode = key.split()
     profile = np.roll(_MAJOR if mode == "major" else _MINOR, PITCH_NAMES.index(tonic))
     return profile / profile.sum()
+
+
+def key_histogram(key: str) -> np.ndarray:
+    """The onsets' pitch classes of 10 s of MAESTRO in a named key, float [12] summing to 1:
+    what `target_controls` asks for.
+
+    Raises:
+        SettingsError: A key not in `KEYS`.
+    """
+    key_profile(key)  # the same check, the same message
+    tonic, mode = key.split()
+    histogram = np.roll(_MAESTRO_MAJOR if mode == "major" else _MAESTRO_MINOR,
+                        PITCH_NAMES.index(tonic))
+    return histogram / histogram.sum()
 
 
 def detect_key(histogram: np.ndarray) -> tuple[str, float]:
@@ -209,7 +232,7 @@ def target_controls(seed_tokens: np.ndarray, key: str = "as the seed",
             raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     controls = control_features(seed_tokens, vocab)
     if key in KEYS:
-        controls[KEY_SLICE] = key_profile(key)
+        controls[KEY_SLICE] = key_histogram(key)
         controls[PRESENT["key"]] = 1
     if controls[PRESENT["register"]]:
         shift = {"lower": -1, "higher": 1}.get(register, 0) * REGISTER_SHIFT_SEMITONES

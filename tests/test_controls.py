@@ -64,7 +64,9 @@ def test_a_named_key_a_moved_register_and_density_and_free():
     own = control_features(seed)
     d_minor = target_controls(seed, key="D minor")
     assert detect_key(d_minor[KEY_SLICE])[0] == "D minor"
-    assert profile_correlation(d_minor[KEY_SLICE], key_profile("D minor")) == pytest.approx(1.0)
+    assert d_minor[KEY_SLICE].sum() == pytest.approx(1.0)
+    assert d_minor[KEY_SLICE][2] == d_minor[KEY_SLICE].max()  # D, the tonic, most often
+    assert profile_correlation(d_minor[KEY_SLICE], key_profile("D minor")) > 0.9
     assert np.array_equal(d_minor[12:], own[12:])  # the rest as the seed
     higher = target_controls(seed, register="higher")
     assert (higher[12] - own[12]) * 12 == pytest.approx(7)
