@@ -195,9 +195,10 @@ higher; *free* leaves that part to the model.
 Greedy decoding repeats itself, and about half of its runs of 8 intervals also occur in
 the training data (of the pianists' own continuations: 3%). Accuracy cannot show any of
 this: it scores one step at a time with the real past. The reports are in the code's
-`docs/evaluation/`, made by `python -m musicgen evaluate-samples`: `released-keys/` measures
-the models exactly as this page plays them, `paired-notes/`, `timing/` and `controls/` what
-pairing, keeping the timing and Min-p change.
+`docs/evaluation/`, made by `python -m musicgen evaluate-samples`: `controls-30s/` and
+`controls-90s/` measure the LSTM exactly as this page plays it, `released-keys/` the
+Transformer, and `paired-notes/`, `timing/` and `controls/` what pairing, keeping the timing
+and Min-p change.
 
 ### Run it yourself
 ```bash
