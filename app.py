@@ -184,14 +184,6 @@ gets about a 2% chance or more of being let go at each event; pianists let go of
 at 2-4% ("Release held keys"). With it, notes held 4 s or more are as rare as in the pianists'
 playing, for both models.
 
-### Key, register and density
-A model trained to read them (see the Models table) is told, beside every event, the key,
-register and density the next 10 seconds should have. In training these came from the
-music that really followed; here they are the seed's own, so the continuation keeps the
-seed's key, how high it plays and how many notes it plays a second. *Key* picks another
-key (say D minor), *Density* sparser or denser, *Register* (under Advanced) lower or
-higher; *free* leaves that part to the model.
-
 Greedy decoding repeats itself, and about half of its runs of 8 intervals also occur in
 the training data (of the pianists' own continuations: 3%). Accuracy cannot show any of
 this: it scores one step at a time with the real past. The reports are in the code's
@@ -199,6 +191,14 @@ this: it scores one step at a time with the real past. The reports are in the co
 `controls-90s/` measure the LSTM exactly as this page plays it, `released-keys/` the
 Transformer, and `paired-notes/`, `timing/` and `controls/` what pairing, keeping the timing
 and Min-p change.
+
+### Key, register and density
+A model trained to read them (see the Models table) is told, beside every event, the key,
+register and density the next 10 seconds should have. In training these came from the
+music that really followed; here they are the seed's own, so the continuation keeps the
+seed's key, how high it plays and how many notes it plays a second. *Key* picks another
+key (say D minor), *Density* sparser or denser, *Register* (under Advanced) lower or
+higher; *free* leaves that part to the model.
 
 ### Run it yourself
 ```bash
