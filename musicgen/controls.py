@@ -32,14 +32,13 @@ from __future__ import annotations
 import numpy as np
 
 from musicgen.errors import SettingsError
-from musicgen.events import VOCAB, Vocabulary, note_events
+from musicgen.events import STEPS_PER_SECOND, VOCAB, Vocabulary, note_events
 
 KEY_SLICE, REGISTER_SLICE, DENSITY_SLICE = slice(0, 12), slice(12, 14), slice(14, 15)
 PRESENT = {"key": 15, "register": 16, "density": 17}
 CONTROL_FEATURES = 18
 # The parts and the columns each one fills (its flag included).
 PARTS = {"key": [*range(12), 15], "register": [12, 13, 16], "density": [14, 17]}
-STEPS_PER_SECOND = 100
 FUTURE_SECONDS = 10.0  # how far ahead a training token's controls look: about a seed's length
 
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")

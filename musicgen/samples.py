@@ -136,7 +136,7 @@ def clip_features(notes: Notes, prompt: Notes, seconds: float) -> ClipFeatures:
     sounding = _sounding(notes, seconds)
     values = {
         "notes_per_second": len(notes) / seconds,
-        "polyphony": float(sounding[sounding > 0].mean()) if sounding.any() else 0.0,
+        "polyphony": _polyphony(sounding),
         "silence_fraction": float((sounding == 0).mean()),
         "longest_silence": _longest_run(sounding == 0) * STEP_SECONDS,
         "pitch_mean": float(pitch.mean()) if len(pitch) else 0.0,
@@ -206,11 +206,7 @@ def rhythm_sequence(onsets: np.ndarray) -> np.ndarray:
     A rhythm's shape whatever its tempo: equal notes give 0s, a long note then
     a short one a negative step. Chords as in `_ioi_features`.
     """
-    chords = []
-    for onset in np.sort(onsets):
-        if not chords or onset - chords[-1] > CHORD_SECONDS:
-            chords.append(onset)
-    ioi = np.maximum(np.diff(chords), STEP_SECONDS)
+    ioi = np.maximum(np.diff(_chord_onsets(onsets)), STEP_SECONDS)
     if len(ioi) < 2:
         return np.zeros(0, np.int64)
     return np.clip(np.round(2 * np.log2(ioi[1:] / ioi[:-1])), -4, 4).astype(np.int64)
@@ -304,14 +300,19 @@ def _ioi_features(onsets: np.ndarray) -> dict[str, float]:
     chord is spread over a few 10 ms steps, and counting those as intervals would
     make every chordal texture look like a trill.
     """
-    chords = []
-    for onset in np.sort(onsets):
-        if not chords or onset - chords[-1] > CHORD_SECONDS:
-            chords.append(onset)
-    ioi = np.diff(chords)
+    ioi = np.diff(_chord_onsets(onsets))
     if not len(ioi):
         return {"ioi_median": 0.0, "ioi_log_std": 0.0}
     return {"ioi_median": float(np.median(ioi)), "ioi_log_std": float(np.log2(ioi).std())}
+
+
+def _chord_onsets(onsets: np.ndarray) -> list[float]:
+    """Each chord's first onset: onsets within `CHORD_SECONDS` of it belong to it."""
+    chords: list[float] = []
+    for onset in np.sort(onsets):
+        if not chords or onset - chords[-1] > CHORD_SECONDS:
+            chords.append(onset)
+    return chords
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
