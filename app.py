@@ -35,6 +35,7 @@ from musicgen.listening import ServedPair  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
 from musicgen.settings import CHOICES, DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
 from musicgen.studio import Clip, Studio  # noqa: E402
+from musicgen.web import CLIP_PATH, client_address, listener_of, server_additions  # noqa: E402
 
 SEED_KINDS = [("Built-in example", "example"), ("Your MIDI file", "upload"),
               ("Silence", "silence")]
@@ -150,8 +151,9 @@ setInterval(check, 1000);  // also when paused after playing: "not yet" is asked
 
 LISTEN_INTRO = """Listen to two continuations of the same piano excerpt and say which goes on
 better. You are not told who played which (a model, or the pianist) until you have voted.
-Votes are stored with a random id for this browser session, their time and the optional
-answers below, nothing else; by voting you agree to that."""
+Votes are stored with a random id this browser keeps in a cookie, a keyed hash of your
+network address (to keep scripts out), their times and the optional answers below,
+nothing else; by voting you agree to that."""
 LISTEN_START = ('<div class="mg-pair-empty">Press <b>Next pair</b> to hear the first two '
                 "clips.</div>")
 VOTES = [("A is better", "a"), ("B is better", "b"), ("About the same", "tie"),
@@ -208,22 +210,27 @@ make test     # the whole test suite
 ```
 The code's README has the rest (training, evaluation, the command line).
 Weights are trained on MAESTRO v3.0.0 (CC BY-NC-SA 4.0): non-commercial use, share alike.
-Ratings and votes you submit are stored with the clip's recipe (model, settings, variation)
-and a random id for your browser session, nothing else."""
+Ratings you submit are stored with the clip's recipe (model, settings, variation) and a
+random id for your browser session; votes in Listen with a random id this browser keeps in
+a cookie, a keyed hash of your network address (to keep scripts out) and their times,
+nothing else."""
 
 
 # --- wiring helpers ---
 
 def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
-            status: str = "status", **kwargs):
+            status: str = "status", kind: str = "other", **kwargs):
     """Attach `handler` to an event; its parameter names pick its inputs from `ui`.
 
     The handler returns (or yields) a dict by widget name. A `UserError` it
     raises becomes a message in `ui[status]` and leaves every other output as
     it was, so the last good result stays and no error badge covers an input.
+    Parameters named `progress` and `request` get Gradio's progress and request.
+    `kind` names the queue the event waits in (`QUEUE_LIMITS`).
     """
     bound = functools.partial(handler, studio)
-    names = [name for name in inspect.signature(bound).parameters if name != "progress"]
+    names = [name for name in inspect.signature(bound).parameters
+             if name not in ("progress", "request")]
     targets = [ui[name] for name in dict.fromkeys([*outputs, status])]
 
     def by_component(values: dict) -> dict:
@@ -250,7 +257,12 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
                 return by_component(bound(*args, **kw))
             except UserError as error:
                 return problem(error)
-    return event(run, inputs=[ui[name] for name in names], outputs=targets, **kwargs)
+    if "request" in inspect.signature(bound).parameters:
+        # Gradio finds the request parameter by its type; the wrapper has no annotations.
+        run.__annotations__ = {"request": gr.Request}
+    dependency = event(run, inputs=[ui[name] for name in names], outputs=targets, **kwargs)
+    ui.setdefault("kinds", {})[dependency["id"]] = kind
+    return dependency
 
 
 def _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
@@ -447,7 +459,7 @@ def on_preset(studio: Studio, preset):
 
 
 def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: list[str],
-               status: str, api_name, **kwargs) -> None:
+               status: str, api_name, kind: str, **kwargs) -> None:
     """Run `handler` with its button disabled and saying so, then give the button back
     (whatever happened: a second click is not silently dropped, it cannot be made)."""
     label = ui[button].value
@@ -461,8 +473,8 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
 
     locked = connect(event, lock, studio, ui, [button], status=status, api_name=False)
     done = connect(locked.then, handler, studio, ui, outputs, status=status, api_name=api_name,
-                   concurrency_limit=studio.concurrent_requests, show_progress_on=[ui[status]],
-                   **kwargs)
+                   kind=kind, concurrency_limit=studio.concurrent_requests,
+                   show_progress_on=[ui[status]], **kwargs)
     connect(done.then, unlock, studio, ui, [button], status=status, api_name=False)
 
 
@@ -567,7 +579,7 @@ def wire_generate_tab(studio: Studio, ui: dict) -> None:
 
     def generate_chain(event, api_name):
         locked_run(event, "generate", on_generate, studio, ui, GENERATE_OUTPUTS, "status",
-                   api_name, scroll_to_output=True)
+                   api_name, "generate", scroll_to_output=True)
 
     generate_chain(ui["generate"].click, "generate")
     for i in range(SLOTS):
@@ -695,23 +707,21 @@ def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_sta
 
 # --- the listening test ---
 
-def _audio_url(path) -> str:
-    return "gradio_api/file=" + urllib.parse.quote(str(path))
-
-
 def pair_html(pair: ServedPair) -> str:
-    """The excerpt and the two clips of a pair; nothing in it tells their conditions."""
+    """The excerpt and the two clips of a pair, each behind a link made for this pair and
+    listener (`musicgen.web.clip_route`); nothing in it tells their conditions."""
     clips = "".join(
-        f'<div class="mg-clip-box"><div class="mg-title">{side}</div>'
-        f'<audio class="mg-clip" data-clip="{side.lower()}" controls preload="auto" '
-        f'src="{_audio_url(path)}"></audio>'
-        f'<div class="mg-listened" data-clip="{side.lower()}">played 0.0 of '
+        f'<div class="mg-clip-box"><div class="mg-title">{side.upper()}</div>'
+        f'<audio class="mg-clip" data-clip="{side}" controls preload="auto" '
+        f'aria-label="Clip {side.upper()}" src="{CLIP_PATH}{pair.links[side]}"></audio>'
+        f'<div class="mg-listened" data-clip="{side}">played 0.0 of '
         f'{pair.min_listen_s:g} s</div></div>'
-        for side, path in (("A", pair.audio_a), ("B", pair.audio_b)))
+        for side in ("a", "b"))
     return (f'<div class="mg-pair" data-min-listen="{pair.min_listen_s:g}" '
-            f'data-pair="{pair.token[:8]}"><div class="mg-title">The excerpt both go on from '
-            f'(A and B start where it ends)</div><audio controls preload="metadata" '
-            f'src="{_audio_url(pair.prompt_audio)}"></audio>{clips}</div>')
+            f'data-pair="{pair.links["a"][:8]}"><div class="mg-title">The excerpt both go on '
+            f'from (A and B start where it ends)</div><audio controls preload="metadata" '
+            f'aria-label="The excerpt" src="{CLIP_PATH}{pair.links["prompt"]}"></audio>'
+            f'{clips}</div>')
 
 
 def build_listen_tab(studio: Studio, ui: dict) -> None:
@@ -763,37 +773,56 @@ LISTEN_OUTPUTS = ["pair_player", "listener", "musical_a", "musical_b", "guess_a"
                   "reveal", *(f"vote_{choice}" for _, choice in VOTES)]
 
 
-def on_listen_next(studio: Studio, training_years, listening_setup, listener):
+def _listener(studio: Studio, request: gr.Request | None) -> tuple[str, str | None]:
+    """The listener (their signed cookie) and network address of a request.
+
+    Raises:
+        UserError: No valid listener cookie came with it.
+    """
+    headers = request.headers if request is not None else {}
+    listener = listener_of(studio.listening.keys, headers.get("cookie"))
+    if listener is None:
+        raise UserError("this browser has no listener id yet: reload the page (the listening "
+                        "test keeps one in a cookie)")
+    host = getattr(getattr(request, "client", None), "host", None)
+    return listener, client_address(headers, host)
+
+
+def on_listen_next(studio: Studio, training_years, listening_setup, listener,
+                   request: gr.Request):
     """Serve the next pair, with the vote locked until both clips have been heard.
 
-    The listener's id and pair live in their own state, which only the Listen
-    tab's handlers write: a Generate run that ends later cannot put back an
-    older pair's token (its vote would then count for clips not heard).
+    The pair's token lives in the Listen tab's own state, which only its
+    handlers write: a Generate run that ends later cannot put back an older
+    pair's token (its vote would then count for clips not heard).
     """
-    rater = (listener or {}).get("id") or uuid.uuid4().hex
-    pair = studio.next_pair(rater, training_years, listening_setup)
+    rater, address = _listener(studio, request)
+    pair = studio.next_pair(rater, training_years, listening_setup, address)
     guesses = {name: gr.update(visible=pair.has_real) for name in ("guess_a", "guess_b")}
-    return {"pair_player": pair_html(pair), "listener": {"id": rater, "token": pair.token},
+    return {"pair_player": pair_html(pair), "listener": {"token": pair.token},
             **_scores(None, True), **guesses, "reveal": "", **_votes_enabled(False),
             "listen_status": f"Play A and B, at least {pair.min_listen_s:g} s each; "
                              "the vote opens then."}
 
 
-def on_listen_unlock(studio: Studio, listener):
+def on_listen_unlock(studio: Studio, listener, request: gr.Request):
     """Both clips have played long enough in the browser: open the vote (server checks too)."""
-    listener = listener or {}
-    if not studio.may_vote(listener.get("id", ""), listener.get("token")):
+    rater, _ = _listener(studio, request)
+    if not studio.may_vote(rater, (listener or {}).get("token")):
         return {"listen_status": "Keep listening a little longer."}
     return {**_votes_enabled(True), "listen_status": "Which continues the excerpt better?"}
 
 
 def _vote_for(choice: str):
     """The vote handler of one button."""
-    def handler(studio: Studio, musical_a, musical_b, guess_a, guess_b, listener):
-        listener = listener or {}
-        reveal = studio.vote(listener.get("id", ""), listener.get("token"), choice, musical_a,
-                             musical_b, guess_a, guess_b)
-        return {"reveal": f"**Saved, thank you.** {reveal.text}", **_votes_enabled(False),
+    def handler(studio: Studio, musical_a, musical_b, guess_a, guess_b, listener,
+                request: gr.Request):
+        rater, address = _listener(studio, request)
+        reveal = studio.vote(rater, (listener or {}).get("token"), choice, musical_a,
+                             musical_b, guess_a, guess_b, address)
+        saved = ("**Saved** (it had reached us already)." if reveal.again
+                 else "**Saved, thank you.**")
+        return {"reveal": f"{saved} {reveal.text}", **_votes_enabled(False),
                 **{name: gr.update(interactive=False) for name in SCORES},
                 "listen_status": "Press **Next pair** for another."}
     return handler
@@ -801,14 +830,14 @@ def _vote_for(choice: str):
 
 def wire_listen_tab(studio: Studio, ui: dict) -> None:
     connect(ui["listen_next"].click, on_listen_next, studio, ui, LISTEN_OUTPUTS,
-            status="listen_status", api_name="listen_next")
+            status="listen_status", api_name="listen_next", kind="listen")
     connect(ui["listen_unlock"].click, on_listen_unlock, studio, ui,
             [f"vote_{choice}" for _, choice in VOTES], status="listen_status",
-            api_name="listen_unlock")
+            api_name="listen_unlock", kind="listen")
     for _, choice in VOTES:
         connect(ui[f"vote_{choice}"].click, _vote_for(choice), studio, ui,
                 ["reveal", *(f"vote_{c}" for _, c in VOTES), *SCORES], status="listen_status",
-                api_name=f"listen_vote_{choice}", concurrency_limit=None)
+                api_name=f"listen_vote_{choice}", concurrency_limit=None, kind="listen")
 
 
 def build_results(studio: Studio, ui: dict) -> None:
@@ -865,19 +894,21 @@ def build_app(studio: Studio) -> gr.Blocks:
         wire_generate_tab(studio, ui)
         wire_listen_tab(studio, ui)
         connect(ui["results_refresh"].click, on_results, studio, ui,
-                ["results", "results_chart"], status="results_status", api_name="results")
+                ["results", "results_chart"], status="results_status", api_name="results",
+                kind="results")
         compared = [f"{kind}{i}" for i in range(len(studio.model_names()) + 1)
                     for kind in ("compared", "compared_player", "compared_info")]
         locked_run(ui["compare"].click, "compare", on_compare, studio, ui, compared,
-                   "compare_status", "compare")
+                   "compare_status", "compare", "compare")
         connect(ui["plot"].click, on_plot, studio, ui, ["last_plot"], status="versus_status",
                 api_name="plot")
         versus = [f"{kind}{i}" for i in range(2)
                   for kind in ("versus_player", "versus_plot", "versus_info")]
         locked_run(ui["versus"].click, "versus", on_versus, studio, ui, versus,
-                   "versus_status", "versus")
+                   "versus_status", "versus", "versus")
         connect(demo.load, on_preview, studio, ui, ["preview"], status="seed_status",
                 api_name=False)
+    demo.queue_kinds = ui["kinds"]  # event index -> kind, for `launch`'s fair queue
     return demo
 
 
@@ -899,6 +930,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"musicgen app: {error}") from None
 
 
+# Jobs that may wait at once, per kind, and per browser session (`musicgen.web.FairQueue`):
+# no kind can fill the queue of the others. A Generate job is one person's click (the
+# button is locked while it runs), so a session waits for one at a time.
+QUEUE_LIMITS = {"generate": 48, "compare": 16, "versus": 16, "results": 16, "listen": 64,
+                "other": 128}
+QUEUE_PER_SESSION = {"generate": 1, "compare": 1, "versus": 1, "results": 1, "listen": 4}
+
+
 def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     """Queue and serve the app as `main` does (the tests and benchmarks call this too).
 
@@ -906,14 +945,24 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
         UserError: The ratings database lies in a folder Gradio would serve.
     """
     # Gradio serves its temp folder to anyone; on a Space it may be pointed at /data.
-    studio.refuse_to_serve_the_database([Path(os.environ.get(
-        "GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))])
-    studio.start_pruning()
+    gradio_cache = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))
+    studio.refuse_to_serve_the_database([gradio_cache])
+    studio.start_pruning([gradio_cache])
+    kinds = demo.queue_kinds
+
+    def waiting(kind: str) -> list:
+        return [event for line in list(demo._queue.event_queue_per_concurrency_id.values())
+                for event in list(line.queue) if kinds.get(event.fn._id, "other") == kind]
+
     # api_open=False: off Spaces, Gradio leaves /gradio_api/run/... open, skipping the queue
     # and every concurrency limit; clients (gradio_client too) go through the queue.
-    demo.queue(default_concurrency_limit=1, max_size=64, api_open=False)
+    demo.queue(default_concurrency_limit=1, max_size=sum(QUEUE_LIMITS.values()),
+               api_open=False)
     demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS, show_error=True,
-                allowed_paths=[str(path) for path in studio.served_dirs()], **kwargs)
+                allowed_paths=[str(path) for path in studio.served_dirs()],
+                app_kwargs=server_additions(studio.listening, {
+                    "waiting": waiting, "kind_of": lambda index: kinds.get(index, "other"),
+                    "limits": QUEUE_LIMITS, "per_session": QUEUE_PER_SESSION}), **kwargs)
 
 
 if __name__ == "__main__":

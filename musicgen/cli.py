@@ -240,7 +240,7 @@ def _ratings_summary(args) -> int:
     from musicgen.ratings import RatingsStore
 
     result = summarise(RatingsStore(args.db), resamples=args.bootstrap, seed=args.seed,
-                       all_pools=args.all_pools)
+                       all_pools=args.all_pools, unfiltered=args.unfiltered)
     if args.chart and result["leaderboard"]:
         chart(result, args.chart)
     print(json.dumps(result) if args.json else format_summary(result))
@@ -442,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chart", help="also write the leaderboard as this SVG")
     p.add_argument("--all-pools", action="store_true",
                    help="count the votes of every pool built (default: the latest pool's)")
+    p.add_argument("--unfiltered", action="store_true",
+                   help="also show the leaderboard of every vote, scripted-looking ones too")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_ratings_summary)
     p = ratings_commands.add_parser("export", help="every vote as CSV (raw rows)")

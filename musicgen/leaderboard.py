@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from musicgen.plots import leaderboard_chart
-from musicgen.ratings import CHOICES, VOTE_COLUMNS, RatingsStore
+from musicgen.ratings import CHOICES, MIN_LISTEN_SECONDS, VOTE_COLUMNS, RatingsStore
 
 MIN_VOTES = 30  # below this the leaderboard is not shown in the app (Music Arena's rule)
 MIN_CELL = 5  # the app shows a mean score only from this many answers
@@ -38,6 +38,76 @@ BOOTSTRAP = 1000
 PRIOR_GAMES = 0.5
 ELO_SCALE = 400 / np.log(10)
 SCORE_SCALE = (1, 5)  # the 1-5 scores: "how musical", and the Generate tab's ratings
+
+
+# What makes a vote look scripted (`scripted_votes`). A script can open sessions and
+# fetch clips as a person does; what it does not do is listen: it votes as soon as the
+# server allows, on many pairs, always the same way.
+NEAR_FLOOR_S = 3.0  # a group whose median vote comes this close to the floor is a script
+NEAR_FLOOR_MIN_VOTES = 3
+MAX_VOTES_PER_LISTENER = 40  # votes beyond this many from one listener are not counted
+SAME_SIDE_VOTES = 8  # always A (or always B) over this many decisive votes: p < 1% by chance
+SAME_CONDITION_PAIRS = {"rater": 10, "address": 20}  # always the same condition when present
+DROP_REASONS = {
+    "not_heard": "no record that both clips were downloaded",
+    "at_the_floor": "votes as soon as the server allowed, again and again",
+    "too_many": f"beyond {MAX_VOTES_PER_LISTENER} votes of one listener",
+    "same_side": f"always the same side over {SAME_SIDE_VOTES} or more votes",
+    "same_condition": "always the same condition whenever it was in the pair",
+}
+
+
+def scripted_votes(votes: list[dict], floor_s: float = 2 * MIN_LISTEN_SECONDS) -> dict[str, str]:
+    """The votes that look scripted: token -> the reason (a key of `DROP_REASONS`).
+
+    Judged per listener and, where the address is known, per network address
+    (a script opens many listeners from one address): a vote with no record
+    that both clips were downloaded; a listener or address whose median vote
+    came within `NEAR_FLOOR_S` of the earliest allowed (`floor_s` after the
+    download); a listener's votes beyond `MAX_VOTES_PER_LISTENER`; a listener
+    who chose the same side in all of `SAME_SIDE_VOTES` or more decisive votes;
+    a listener (address) who chose one condition every time it was in the pair,
+    over `SAME_CONDITION_PAIRS` pairs or more.
+    """
+    dropped: dict[str, str] = {}
+    for vote in votes:
+        if vote["seconds_since_heard"] is None:
+            dropped[vote["token"]] = "not_heard"
+    for key in ("rater", "address"):
+        groups: dict[str, list[dict]] = {}
+        for vote in votes:
+            if vote[key] is not None and vote["token"] not in dropped:
+                groups.setdefault(vote[key], []).append(vote)
+        for group in groups.values():
+            reason = _group_reason(group, floor_s, key)
+            for vote in group:
+                if reason is not None:
+                    dropped.setdefault(vote["token"], reason)
+            if key == "rater":
+                for vote in group[MAX_VOTES_PER_LISTENER:]:  # votes come oldest first
+                    dropped.setdefault(vote["token"], "too_many")
+    return dropped
+
+
+def _group_reason(group: list[dict], floor_s: float, key: str) -> str | None:
+    """Why a whole listener's (or address's) votes look scripted, or None."""
+    waits = [vote["seconds_since_heard"] - floor_s for vote in group]
+    if len(waits) >= NEAR_FLOOR_MIN_VOTES and float(np.median(waits)) < NEAR_FLOOR_S:
+        return "at_the_floor"
+    decisive = [vote["choice"] for vote in group if vote["choice"] in ("a", "b")]
+    if key == "rater" and len(decisive) >= SAME_SIDE_VOTES and len(set(decisive)) == 1:
+        return "same_side"
+    present: dict[str, list[bool]] = {}
+    for vote in group:
+        if vote["choice"] not in ("a", "b"):
+            continue
+        chosen = vote["condition_a"] if vote["choice"] == "a" else vote["condition_b"]
+        for condition in (vote["condition_a"], vote["condition_b"]):
+            present.setdefault(condition, []).append(chosen == condition)
+    if any(len(picks) >= SAME_CONDITION_PAIRS[key] and all(picks)
+           for picks in present.values()):
+        return "same_condition"
+    return None
 
 
 def outcomes(votes: list[dict]) -> list[tuple[str, str, float]]:
@@ -272,24 +342,39 @@ def quick_ratings(rows: list[dict]) -> dict[str, dict]:
 
 
 def summarise(store: RatingsStore, resamples: int = BOOTSTRAP, seed: int = 0,
-              all_pools: bool = False) -> dict:
+              all_pools: bool = False, floor_s: float = 2 * MIN_LISTEN_SECONDS,
+              unfiltered: bool = False) -> dict:
     """Everything the ratings say, JSON-ready (aggregates only, no rater ids).
+
+    Votes that look scripted (`scripted_votes`) are left out of every figure;
+    how many, and why, is part of the result.
 
     Args:
         store: The ratings database.
         resamples, seed: The bootstrap.
         all_pools: Pool the votes of every pool ever built; by default only the
             latest pool's count (a rebuilt pool may hold other models or lengths).
+        floor_s: The earliest a vote was allowed after both clips were downloaded.
+        unfiltered: Also give the leaderboard of every vote, filtered or not.
     """
     pool = None if all_pools else store.latest_pool()
-    votes = store.votes(pool) if (pool or all_pools) else []
+    every = store.votes(pool) if (pool or all_pools) else []
+    dropped = scripted_votes(every, floor_s)
+    votes = [vote for vote in every if vote["token"] not in dropped]
     choices = {choice: sum(v["choice"] == choice for v in votes) for choice in CHOICES}
-    return {"pool": "all" if all_pools else pool, "votes": len(votes),
-            "raters": len({v["rater"] for v in votes}), "choices": choices,
-            "min_votes": MIN_VOTES, "leaderboard": leaderboard(votes, resamples, seed),
-            "win_matrix": win_matrix(votes), "musical": musical_scores(votes),
-            "human_or_computer": human_or_computer(votes),
-            "quick_ratings": quick_ratings(store.clip_ratings())}
+    result = {"pool": "all" if all_pools else pool, "votes": len(votes),
+              "raters": len({v["rater"] for v in votes}), "choices": choices,
+              "min_votes": MIN_VOTES,
+              "dropped": {reason: sum(why == reason for why in dropped.values())
+                          for reason in DROP_REASONS if reason in dropped.values()},
+              "leaderboard": leaderboard(votes, resamples, seed),
+              "win_matrix": win_matrix(votes), "musical": musical_scores(votes),
+              "human_or_computer": human_or_computer(votes),
+              "quick_ratings": quick_ratings(store.clip_ratings())}
+    if unfiltered:
+        result["unfiltered"] = {"votes": len(every),
+                                "leaderboard": leaderboard(every, resamples, seed)}
+    return result
 
 
 def for_the_public(result: dict, min_n: int = MIN_CELL) -> dict:
@@ -309,16 +394,17 @@ def format_summary(result: dict) -> str:
     lines = [f"Pool {result['pool']}: {result['votes']} votes from {result['raters']} listeners "
              f"(A {result['choices']['a']}, B {result['choices']['b']}, "
              f"tie {result['choices']['tie']}, both bad {result['choices']['both_bad']})."]
+    if result["dropped"]:
+        lines.append(f"Not counted, as they look scripted: {sum(result['dropped'].values())} "
+                     "votes (" + "; ".join(f"{count} {DROP_REASONS[reason]}" for reason, count
+                                          in result["dropped"].items()) + ").")
     if result["votes"] < result["min_votes"]:
         lines.append(f"Fewer than {result['min_votes']} votes: the app does not show the "
                      "leaderboard yet, and its intervals are wide.")
     if result["leaderboard"]:
         lines += ["", "| rank | condition | rating [95% CI] | votes | win rate |",
                   "|---:|---|---:|---:|---:|"]
-        for rank, row in enumerate(result["leaderboard"], 1):
-            ci = f" [{row['ci'][0]:.0f}, {row['ci'][1]:.0f}]" if row["ci"] else ""
-            lines.append(f"| {rank} | {row['condition']} | {row['rating']:.0f}{ci} | "
-                         f"{row['votes']} | {row['win_rate']:.2f} |")
+        lines += _board_rows(result["leaderboard"])
         names = list(result["win_matrix"])
         lines += ["", "Win rate of the row against the column (votes):", "",
                   "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -326,6 +412,11 @@ def format_summary(result: dict) -> str:
             cells = [("-" if row == column else _rate(result["win_matrix"][row][column]))
                      for column in names]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if "unfiltered" in result:
+        lines += ["", f"Every vote, scripted-looking ones included ({result['unfiltered']['votes']}"
+                      "):", "", "| rank | condition | rating [95% CI] | votes | win rate |",
+                  "|---:|---|---:|---:|---:|"]
+        lines += _board_rows(result["unfiltered"]["leaderboard"])
     for title, table in (("How musical (1-5), blind", result["musical"]),
                          ("Quick ratings on the Generate tab (1-5, not blind)",
                           result["quick_ratings"])):
@@ -342,6 +433,15 @@ def format_summary(result: dict) -> str:
                           f"{name} {cell['share']:.0%} of {cell['n']}"
                           for name, cell in guesses["judged_human"].items()) + "."]
     return "\n".join(lines)
+
+
+def _board_rows(board: list[dict]) -> list[str]:
+    rows = []
+    for rank, row in enumerate(board, 1):
+        ci = f" [{row['ci'][0]:.0f}, {row['ci'][1]:.0f}]" if row["ci"] else ""
+        rows.append(f"| {rank} | {row['condition']} | {row['rating']:.0f}{ci} | "
+                    f"{row['votes']} | {row['win_rate']:.2f} |")
+    return rows
 
 
 def _rate(cell: dict) -> str:

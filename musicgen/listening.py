@@ -8,10 +8,18 @@
 The design follows Music Arena and listening-test practice: both clips of a
 pair continue the same prompt; they are equally long, equally loud (RMS, after
 the same soundfont) and faded alike; their order is random and their
-conditions stay on the server until the vote; a listener may vote only after
-`MIN_LISTEN_SECONDS` (the browser checks each clip's played time, the server
-the time since the pair was served); a token ties the vote to the pair that
-listener was served, and a pair takes one vote. Besides each shipped model at
+conditions stay on the server until the vote; a token ties the vote to the
+pair that listener was served, and a pair takes one vote.
+
+What a vote needs is decided on the server, because a script can skip
+anything a page does: a pair's audio reaches the browser only through links
+made for that pair and that listener (`open_clip`), each serving's bytes differ
+(`serving_bytes`: a hash tells nothing), and a vote is taken only when both
+clips were downloaded in full and `MIN_LISTEN_SECONDS` per clip has passed
+since (server time, so a faster playback rate does not shorten it). Listeners
+are a signed id (`ListenerKeys`); pairs and votes per listener and per network
+address are capped (`Caps`). `musicgen.leaderboard` then drops votes that look
+scripted, and says so. Besides each shipped model at
 its default settings the pool holds a low anchor (the default model's greedy
 continuation, which falls into loops) and, with MAESTRO, the real continuation
 as the reference. Prompts and variations are fixed by `seed`: nothing is
@@ -21,13 +29,17 @@ picked by ear.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
+import math
 import os
 import random
 import secrets
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +52,13 @@ from musicgen.examples import example_names, example_notes
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, Prompt, default_start, prompt_from_notes
-from musicgen.ratings import RatingsStore
+from musicgen.ratings import MIN_LISTEN_SECONDS, RatingsStore
 from musicgen.recipe import without_tokens
 from musicgen.settings import Settings
 
 COUNTS_RELOAD_S = 600.0  # how stale the balancing counts may grow (other writers)
 
-MIN_LISTEN_SECONDS = 5.0
+CLIP_SIDES = ("prompt", "a", "b")  # the files of a pair, each behind a link of its own
 CLIP_SECONDS = 20.0
 PROMPTS = 20
 REAL = "real"
@@ -232,21 +244,19 @@ def _written(rendering: Rendering, folder: Path) -> Path:
 
 @dataclass(frozen=True)
 class ServedPair:
-    """Two clips on one prompt, as a listener gets them: files only, no conditions.
+    """Two clips on one prompt, as a listener gets them: links only, no conditions.
 
     Attributes:
-        token: Ties the vote to this pair and this listener.
-        prompt_audio: The excerpt both clips continue.
-        audio_a, audio_b: The two continuations, in the order shown.
-        min_listen_s: How long each must be played before the vote.
+        token: Ties the vote to this pair and this listener (stays on the server).
+        links: Side ("prompt", "a", "b") -> the ticket its audio is fetched by
+            (`ListeningTest.open_clip`): the excerpt both clips continue, A, B.
+        min_listen_s: How long each clip must be played before the vote.
         has_real: Whether the pool holds the pianist's continuations (without
             them, "human or computer?" has one answer and is not asked).
     """
 
     token: str
-    prompt_audio: Path
-    audio_a: Path
-    audio_b: Path
+    links: dict[str, str]
     min_listen_s: float
     has_real: bool
 
@@ -258,6 +268,7 @@ class Reveal:
     condition_a: str
     condition_b: str
     choice: str
+    again: bool = False  # the same vote sent again (a retry): stored once, said truthfully
 
     @property
     def text(self) -> str:
@@ -265,8 +276,98 @@ class Reveal:
                 f"B was {condition_label(self.condition_b)}.")
 
 
+@dataclass(frozen=True)
+class Caps:
+    """How much one listener, and one network address, may ask of the test.
+
+    A classroom shares one address, so its caps are several listeners' worth.
+    Change them here, or pass others to `ListeningTest`.
+    """
+
+    pairs_per_minute: int = 10
+    votes_per_hour: int = 60
+    address_pairs_per_minute: int = 60
+    address_votes_per_hour: int = 300
+
+
+class _SlidingCount:
+    """Events per key within the last `seconds`, in memory (one process serves the app)."""
+
+    def __init__(self, limit: int, seconds: float):
+        self.limit, self.seconds = limit, seconds
+        self._times: dict[str, deque[float]] = {}
+
+    def full(self, key: str, now: float) -> bool:
+        times = self._times.get(key)
+        while times and times[0] <= now - self.seconds:
+            times.popleft()
+        return bool(times) and len(times) >= self.limit
+
+    def add(self, key: str, now: float) -> None:
+        if len(self._times) > 50_000:  # listeners who left: forget their spent windows
+            self._times = {key: times for key, times in self._times.items()
+                           if times and times[-1] > now - self.seconds}
+        self._times.setdefault(key, deque()).append(now)
+
+
+class ListenerKeys:
+    """The server's secret for listener ids and address hashes, kept beside the database.
+
+    A listener is a random id signed with this secret, kept by the browser as a
+    cookie: it survives reloads, and a forged or edited one is refused.
+    Network addresses are stored only as a keyed hash, enough to tell one
+    address's votes from another's.
+
+    Args:
+        path: The key file (created, readable by its owner only, if missing).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(secrets.token_bytes(32))
+            except FileExistsError:  # another process made it first
+                pass
+        self._secret = path.read_bytes()
+
+    def new_listener(self) -> str:
+        """A new listener's cookie value: "<id>.<signature>"."""
+        identifier = secrets.token_hex(16)
+        return f"{identifier}.{self._sign(identifier)}"
+
+    def listener(self, cookie: str | None) -> str | None:
+        """The listener id a cookie value carries, or None if it is missing or forged."""
+        identifier, _, signature = (cookie or "").partition(".")
+        if len(identifier) != 32 or not hmac.compare_digest(signature, self._sign(identifier)):
+            return None
+        return identifier
+
+    def address(self, address: str | None) -> str | None:
+        """A network address as 16 hex digits of a keyed hash (None stays None)."""
+        return None if not address else self._sign("address:" + address)[:16]
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def serving_bytes(path: str | os.PathLike, chunk: int = 65536) -> Iterator[bytes]:
+    """A pool MP3 as one serving of it: the same audio behind an ID3 tag of random
+    content and length, so no two servings share their bytes, hash or size."""
+    padding = secrets.token_bytes(16 + secrets.randbelow(2048))
+    frame = b"PRIV" + struct.pack(">I", 9 + len(padding)) + b"\0\0" + b"musicgen\0" + padding
+    size = len(frame)  # ID3v2 tag sizes are "syncsafe": 7 bits per byte
+    yield b"ID3\x03\x00\x00" + bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0)) + frame
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            yield block
+
+
 class ListeningTest:
-    """Serves pairs from the current pool and records votes.
+    """Serves pairs from the current pool, their audio, and records votes.
 
     Pairs are balanced: the pair of conditions with the fewest votes so far is
     served next (ties at random), in random order, never with a clip whose
@@ -278,35 +379,55 @@ class ListeningTest:
         audio_root: `pool_dir(store.path)`, where the pool's files are.
         min_listen_s: Seconds each clip must play before a vote (tests use less).
         rng: Random source for pairs and order (None: seeded from the OS).
+        caps: Pairs and votes allowed per listener and per address.
+        clock: The time of serving, downloads and votes (tests pass a fake one).
     """
 
     def __init__(self, store: RatingsStore, audio_root: str | os.PathLike,
-                 min_listen_s: float = MIN_LISTEN_SECONDS, rng: random.Random | None = None):
+                 min_listen_s: float = MIN_LISTEN_SECONDS, rng: random.Random | None = None,
+                 caps: Caps = Caps(), clock: Callable[[], float] = time.time):
         self.store = store
+        self.clock = clock
         self.audio_root = Path(audio_root)
         self.min_listen_s = min_listen_s
+        self.keys = ListenerKeys(Path(store.path).parent / "listener.key")
         self._rng = rng or random.Random()
         # Votes per pair of conditions, by pool: (when read from the database, counts),
         # then kept up to date by `vote`. Counting them in SQL for every pair served
         # took 430 ms at 300,000 served pairs and 30,000 votes (bench/pair_query.py).
         self._counts: dict[str, tuple[float, dict[frozenset[str], int]]] = {}
         self._counts_lock = threading.Lock()
+        self._caps_lock = threading.Lock()
+        self._pairs = {"listener": _SlidingCount(caps.pairs_per_minute, 60.0),
+                       "address": _SlidingCount(caps.address_pairs_per_minute, 60.0)}
+        self._votes = {"listener": _SlidingCount(caps.votes_per_hour, 3600.0),
+                       "address": _SlidingCount(caps.address_votes_per_hour, 3600.0)}
 
     def pool(self) -> str | None:
         """The current pool's id (None: no pool has been built)."""
         return self.store.latest_pool()
 
     def next_pair(self, rater: str, training_years: int | None = None,
-                  headphones: bool | None = None) -> ServedPair:
+                  headphones: bool | None = None, address: str | None = None) -> ServedPair:
         """Serve this listener a pair they have not had.
 
+        Args:
+            rater: The listener's id (`ListenerKeys.listener`).
+            training_years, headphones: Optional self-report.
+            address: The listener's network address, for the caps (None: not capped).
+
         Raises:
-            UserError: No pool is built, or the listener has heard every pair.
+            UserError: No pool is built, the listener has heard every pair, or
+                the listener or their address asked for too many pairs this minute.
         """
         pool = self.pool()
         if pool is None:
             raise UserError("no listening test is set up yet: run `python -m musicgen "
                             "listening build` first")
+        self._within_caps(self._pairs, rater, address, (
+            "you asked for many pairs in the last minute: listen to these, then try again",
+            "many pairs were asked for from your network in the last minute; try again in a "
+            "minute"))
         self.store.add_rater(rater, training_years, headphones)
         clips = self.store.pool_clips(pool)
         by_prompt: dict[str, list[dict]] = {}
@@ -329,24 +450,50 @@ class ListeningTest:
         if self._rng.random() < 0.5:
             a, b = b, a
         token = secrets.token_hex(16)
-        self.store.serve_pair(token, rater, a["id"], b["id"])
-        return ServedPair(token, self.audio_root / a["prompt_audio"],
-                          self.audio_root / a["audio"], self.audio_root / b["audio"],
-                          self.min_listen_s, self.store.pool_has_real(pool))
+        links = {side: secrets.token_hex(16) for side in CLIP_SIDES}
+        self.store.serve_pair(token, rater, a["id"], b["id"], links, self.clock())
+        self._count(self._pairs, rater, address)
+        return ServedPair(token, links, self.min_listen_s, self.store.pool_has_real(pool))
+
+    def open_clip(self, rater: str | None, ticket: str) -> Path:
+        """The file behind a pair's link, for the listener it was made for only.
+
+        Raises:
+            UserError: No such link, or it belongs to another listener.
+        """
+        link = self.store.clip_link(ticket) if len(ticket) == 32 else None
+        if link is None or rater is None or link["rater"] != rater:
+            raise UserError("this clip is not yours to hear; ask for a new pair")
+        return self.audio_root / link["audio"]
+
+    def heard(self, ticket: str) -> None:
+        """Record that a link's file reached its listener in full."""
+        self.store.mark_fetched(ticket, self.clock())
+
+    def listening_floor(self) -> float:
+        """Seconds from the later clip's full download to the earliest vote: each clip's
+        `min_listen_s`, one after the other."""
+        return 2 * self.min_listen_s
 
     def wait_left(self, rater: str, token: str) -> float:
-        """Seconds this listener must still wait before voting on the pair (0: may vote).
+        """Seconds this listener must still wait before voting on the pair (0: may vote;
+        infinite while a clip has not been downloaded in full).
 
         Raises:
             UserError: The pair was not served to this listener, or has a vote.
         """
-        pair = self._served(rater, token)
-        return max(0.0, self.min_listen_s - (time.time() - pair["served"]))
+        heard = self._heard(self._served(rater, token))
+        if heard is None:
+            return math.inf
+        return max(0.0, self.listening_floor() - (self.clock() - heard))
 
     def vote(self, rater: str, token: str, choice: str, musical_a: int | None = None,
              musical_b: int | None = None, guess_a: str | None = None,
-             guess_b: str | None = None) -> Reveal:
+             guess_b: str | None = None, address: str | None = None) -> Reveal:
         """Store a vote (committed before this returns) and reveal the pair's conditions.
+
+        The same vote sent again (a retry after a lost answer) is recognised by
+        its pair: nothing more is stored, and the reveal says it was saved.
 
         Args:
             rater: The listener.
@@ -354,26 +501,60 @@ class ListeningTest:
             choice: "a", "b", "tie" or "both_bad".
             musical_a, musical_b: Optional 1-5 "how musical" per clip.
             guess_a, guess_b: Optional "human" or "computer" per clip.
+            address: The listener's network address, for the caps (None: not capped).
 
         Raises:
-            UserError: A pair not served to this listener, a second vote on it,
-                a vote sooner than `min_listen_s` after serving, or a value out
-                of range.
+            UserError: A pair not served to this listener, another vote on it, a
+                clip not downloaded in full, a vote sooner than `listening_floor`
+                after that, a cap reached, or a value out of range.
         """
+        pair = self.store.served_pair(token) if token else None
+        if pair is not None and pair["rater"] == rater and pair["choice"] == choice:
+            return Reveal(pair["condition_a"], pair["condition_b"], choice, again=True)
         pair = self._served(rater, token)
-        elapsed = time.time() - pair["served"]
-        if elapsed < self.min_listen_s:
+        heard = self._heard(pair)
+        now = self.clock()
+        if heard is None or now - heard < self.listening_floor():
             raise UserError(f"listen to both clips first (at least {self.min_listen_s:g} s "
                             "each), then vote")
-        self.store.record_vote(token, choice, elapsed,
+        self._within_caps(self._votes, rater, address, (
+            "you have voted many times in the last hour: thank you! Come back later",
+            "many votes came from your network in the last hour; try again later"))
+        self.store.record_vote(token, choice, now - pair["served"],
                                {pair["clip_a"]: (musical_a, guess_a),
-                                pair["clip_b"]: (musical_b, guess_b)})
+                                pair["clip_b"]: (musical_b, guess_b)},
+                               now - heard, self.keys.address(address))
+        self._count(self._votes, rater, address)
         with self._counts_lock:
             if pair["pool"] in self._counts:
                 conditions = frozenset((pair["condition_a"], pair["condition_b"]))
                 counts = self._counts[pair["pool"]][1]
                 counts[conditions] = counts.get(conditions, 0) + 1
         return Reveal(pair["condition_a"], pair["condition_b"], choice)
+
+    def _within_caps(self, windows: dict[str, _SlidingCount], rater: str,
+                     address: str | None, messages: tuple[str, str]) -> None:
+        now = self.clock()
+        with self._caps_lock:
+            if windows["listener"].full(rater, now):
+                raise UserError(messages[0])
+            if address is not None and windows["address"].full(address, now):
+                raise UserError(messages[1])
+
+    def _count(self, windows: dict[str, _SlidingCount], rater: str,
+               address: str | None) -> None:
+        now = self.clock()
+        with self._caps_lock:
+            windows["listener"].add(rater, now)
+            if address is not None:
+                windows["address"].add(address, now)
+
+    @staticmethod
+    def _heard(pair: dict) -> float | None:
+        """When the later of the two clips was downloaded in full (None: not both yet)."""
+        if pair["fetched_a"] is None or pair["fetched_b"] is None:
+            return None
+        return max(pair["fetched_a"], pair["fetched_b"])
 
     def _pair_counts(self, pool: str) -> dict[frozenset[str], int]:
         """Votes so far per pair of conditions in `pool`, read again from the database every

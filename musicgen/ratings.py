@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 
 RATINGS_ENV = "MUSICGEN_RATINGS_DB"
 SPACE_DATA_DIR = Path("/data")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHOICES = ("a", "b", "tie", "both_bad")
+# Seconds each clip of a pair must play before a vote; a vote waits for both, one after
+# the other, from the later one's full download (`musicgen.listening`).
+MIN_LISTEN_SECONDS = 5.0
 GUESSES = ("human", "computer")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS raters (
@@ -83,7 +86,19 @@ CREATE TABLE IF NOT EXISTS votes (
     token TEXT PRIMARY KEY REFERENCES pairs (token),
     choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
     created REAL NOT NULL,
-    seconds_since_served REAL NOT NULL CHECK (seconds_since_served >= 0)
+    seconds_since_served REAL NOT NULL CHECK (seconds_since_served >= 0),
+    -- From the later of the two clips' full download to the vote (NULL before schema 3).
+    seconds_since_heard REAL CHECK (seconds_since_heard IS NULL OR seconds_since_heard >= 0),
+    -- A keyed hash of the voter's network address (never the address itself).
+    address TEXT CHECK (address IS NULL OR length(address) = 16)
+);
+-- One link per file of a served pair: the only way its audio reaches a browser.
+CREATE TABLE IF NOT EXISTS clip_links (
+    ticket TEXT PRIMARY KEY CHECK (length(ticket) = 32),
+    token TEXT NOT NULL REFERENCES pairs (token) ON DELETE CASCADE,
+    side TEXT NOT NULL CHECK (side IN ('prompt', 'a', 'b')),
+    fetched REAL,
+    UNIQUE (token, side)
 );
 CREATE TABLE IF NOT EXISTS scores (
     token TEXT NOT NULL REFERENCES votes (token),
@@ -107,6 +122,7 @@ CREATE TABLE IF NOT EXISTS clip_ratings (
 CREATE INDEX IF NOT EXISTS pairs_by_rater ON pairs (rater);
 CREATE INDEX IF NOT EXISTS pairs_by_served ON pairs (served);
 CREATE INDEX IF NOT EXISTS prompts_by_pool ON prompts (pool);
+CREATE INDEX IF NOT EXISTS clip_links_by_token ON clip_links (token);
 CREATE TABLE IF NOT EXISTS imports (
     source_sha256 TEXT PRIMARY KEY CHECK (length(source_sha256) = 64),
     source TEXT NOT NULL,
@@ -116,7 +132,12 @@ CREATE TABLE IF NOT EXISTS imports (
 """
 VOTE_COLUMNS = ("token", "rater", "pool", "prompt", "source", "condition_a", "condition_b",
                 "choice", "seconds_since_served", "voted", "musical_a", "musical_b",
-                "guess_a", "guess_b", "real_a", "real_b", "training_years", "headphones")
+                "guess_a", "guess_b", "real_a", "real_b", "training_years", "headphones",
+                "seconds_since_heard", "address")
+# Columns added to existing tables since schema 2 (CREATE TABLE IF NOT EXISTS keeps old ones).
+ADDED_COLUMNS = {"votes": ("seconds_since_heard REAL CHECK (seconds_since_heard IS NULL OR "
+                           "seconds_since_heard >= 0)",
+                           "address TEXT CHECK (address IS NULL OR length(address) = 16)")}
 
 
 def default_ratings_path() -> Path:
@@ -163,8 +184,15 @@ class RatingsStore:
                 if version > SCHEMA_VERSION:
                     raise UserError(f"{self.path} was written by a newer musicgen "
                                     f"(schema {version}); use that version or another file")
-                # v1 had clip_ratings only; v2 adds the listening test's tables.
+                # v1 had clip_ratings only; v2 adds the listening test's tables; v3 the
+                # clips' links and what each vote's listener fetched.
                 self._connection.executescript(SCHEMA)
+                for table, columns in ADDED_COLUMNS.items():
+                    have = {row[1] for row in self._connection.execute(
+                        f"PRAGMA table_info({table})")}
+                    for column in columns:
+                        if column.split()[0] not in have:
+                            self._connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
                 self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             self._connection.close()
@@ -252,27 +280,55 @@ class RatingsStore:
 
     # --- pairs and votes ---
 
-    def serve_pair(self, token: str, rater: str, clip_a: str, clip_b: str) -> float:
-        """Record that `rater` was served clips A and B under `token`; returns the time."""
-        served = time.time()
+    def serve_pair(self, token: str, rater: str, clip_a: str, clip_b: str,
+                   links: dict[str, str], served: float | None = None) -> float:
+        """Record that `rater` was served clips A and B under `token` at `served` (None:
+        now), with the links (side -> ticket: "prompt", "a", "b") their audio is
+        fetched by; returns the time."""
+        served = time.time() if served is None else served
         with self._write() as db:
             db.execute("INSERT INTO pairs (token, rater, clip_a, clip_b, served) "
                        "VALUES (?, ?, ?, ?, ?)", (token, rater, clip_a, clip_b, served))
+            db.executemany("INSERT INTO clip_links (ticket, token, side) VALUES (?, ?, ?)",
+                           [(ticket, token, side) for side, ticket in links.items()])
         return served
 
     def served_pair(self, token: str) -> dict | None:
-        """A served pair with its conditions and whether it has a vote, or None."""
+        """A served pair with its conditions, when each clip was fetched in full (or None)
+        and whether it has a vote; None if there is no such pair."""
         rows = self._read(
             "SELECT p.rater, p.clip_a, p.clip_b, p.served, a.condition, b.condition, "
-            "a.is_real, b.is_real, v.choice, q.pool FROM pairs p "
+            "a.is_real, b.is_real, v.choice, q.pool, "
+            "(SELECT fetched FROM clip_links WHERE token = p.token AND side = 'a'), "
+            "(SELECT fetched FROM clip_links WHERE token = p.token AND side = 'b') FROM pairs p "
             "JOIN clips a ON a.id = p.clip_a JOIN clips b ON b.id = p.clip_b "
             "JOIN prompts q ON q.id = a.prompt LEFT JOIN votes v ON v.token = p.token "
             "WHERE p.token = ?", (token,))
         if not rows:
             return None
         names = ("rater", "clip_a", "clip_b", "served", "condition_a", "condition_b",
-                 "real_a", "real_b", "choice", "pool")
+                 "real_a", "real_b", "choice", "pool", "fetched_a", "fetched_b")
         return dict(zip(names, rows[0], strict=True))
+
+    def clip_link(self, ticket: str) -> dict | None:
+        """What a link serves: its pair's token and listener, the side, the file (relative
+        to the pool folder) and when it was first fetched in full; None if unknown."""
+        rows = self._read(
+            "SELECT l.token, l.side, l.fetched, p.rater, CASE l.side WHEN 'a' THEN a.audio "
+            "WHEN 'b' THEN b.audio ELSE q.audio END FROM clip_links l "
+            "JOIN pairs p ON p.token = l.token JOIN clips a ON a.id = p.clip_a "
+            "JOIN clips b ON b.id = p.clip_b JOIN prompts q ON q.id = a.prompt "
+            "WHERE l.ticket = ?", (ticket,))
+        if not rows:
+            return None
+        return dict(zip(("token", "side", "fetched", "rater", "audio"), rows[0], strict=True))
+
+    def mark_fetched(self, ticket: str, when: float | None = None) -> None:
+        """Record that a link's file reached its listener in full at `when` (None: now);
+        the first time counts."""
+        with self._write() as db:
+            db.execute("UPDATE clip_links SET fetched = ? WHERE ticket = ? AND fetched IS NULL",
+                       (time.time() if when is None else when, ticket))
 
     def forget_pairs_not_voted(self, served_before: float) -> int:
         """Delete pairs served before this time that have no vote; returns how many."""
@@ -310,7 +366,9 @@ class RatingsStore:
         return counts
 
     def record_vote(self, token: str, choice: str, seconds_since_served: float,
-                    scores: dict[str, tuple[int | None, str | None]]) -> None:
+                    scores: dict[str, tuple[int | None, str | None]],
+                    seconds_since_heard: float | None = None,
+                    address: str | None = None) -> None:
         """Store a vote and its optional scores in one transaction.
 
         Args:
@@ -318,6 +376,8 @@ class RatingsStore:
             choice: One of `CHOICES`.
             seconds_since_served: Time from serving to the vote.
             scores: Clip id -> (1-5 "how musical" or None, "human"/"computer" or None).
+            seconds_since_heard: Time from the later clip's full download to the vote.
+            address: A keyed hash of the voter's network address (16 hex digits).
 
         Raises:
             UserError: The pair already has a vote, or a value is out of range.
@@ -331,9 +391,10 @@ class RatingsStore:
                 raise UserError(f"the guess is 'human' or 'computer', not {guess}")
         try:
             with self._write() as db:
-                db.execute("INSERT INTO votes (token, choice, created, seconds_since_served) "
-                           "VALUES (?, ?, ?, ?)",
-                           (token, choice, time.time(), seconds_since_served))
+                db.execute("INSERT INTO votes (token, choice, created, seconds_since_served, "
+                           "seconds_since_heard, address) VALUES (?, ?, ?, ?, ?, ?)",
+                           (token, choice, time.time(), seconds_since_served,
+                            seconds_since_heard, address))
                 db.executemany("INSERT INTO scores (token, clip, musical, guess) "
                                "VALUES (?, ?, ?, ?)",
                                [(token, clip, musical, guess)
@@ -360,7 +421,8 @@ class RatingsStore:
             "SELECT v.token, p.rater, q.pool, a.prompt, q.source, a.condition, b.condition, "
             "v.choice, "
             "v.seconds_since_served, v.created, sa.musical, sb.musical, sa.guess, sb.guess, "
-            "a.is_real, b.is_real, r.training_years, r.headphones FROM votes v "
+            "a.is_real, b.is_real, r.training_years, r.headphones, v.seconds_since_heard, "
+            "v.address FROM votes v "
             "JOIN pairs p ON p.token = v.token JOIN clips a ON a.id = p.clip_a "
             "JOIN clips b ON b.id = p.clip_b JOIN prompts q ON q.id = a.prompt "
             "JOIN raters r ON r.id = p.rater "

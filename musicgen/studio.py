@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import string
 import tempfile
 import threading
 import time
@@ -27,7 +28,14 @@ from musicgen.batcher import MAX_ROWS
 from musicgen.errors import UserError
 from musicgen.examples import example_names
 from musicgen.leaderboard import MIN_VOTES, chart, for_the_public, format_summary, summarise
-from musicgen.listening import MIN_LISTEN_SECONDS, ListeningTest, Reveal, ServedPair, pool_dir
+from musicgen.listening import (
+    MIN_LISTEN_SECONDS,
+    Caps,
+    ListeningTest,
+    Reveal,
+    ServedPair,
+    pool_dir,
+)
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
 from musicgen.outputs import write_candidate
@@ -48,6 +56,9 @@ OUTPUT_TTL_S = 3600.0
 # thread of their own: done in every request, the clean-up took 422 ms at 50,000 folders.
 PRUNE_INTERVAL_S = 60.0
 PAIR_TTL_S = 24 * 3600.0  # a pair not voted on within a day is forgotten
+# Outputs plus the UI's cache may hold this much; beyond it the oldest go first (a
+# maximum Generate writes about 6 MB, so this is some 170 of them).
+DISK_CAP_BYTES = 1 << 30
 # What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
 # continuation with its 10 s seed, where the WAV was 7 MB (musicgen.audio).
 CLIP_SUFFIX = ".mp3"
@@ -107,13 +118,14 @@ class Studio:
         maestro_dir: Optional MAESTRO tree for human reference continuations.
         min_listen_s: Seconds each clip of a listening-test pair must play
             before a vote (tests use less).
+        caps: Listening-test pairs and votes allowed per listener and address.
     """
 
     def __init__(self, checkpoint_dir: str | os.PathLike | None = None,
                  output_dir: str | os.PathLike | None = None,
                  ratings_path: str | os.PathLike | None = None,
                  maestro_dir: str | os.PathLike | None = None,
-                 min_listen_s: float = MIN_LISTEN_SECONDS):
+                 min_listen_s: float = MIN_LISTEN_SECONDS, caps: Caps | None = None):
         found = compose.find_checkpoints(checkpoint_dir)
         if not found:
             raise UserError(f"there are no checkpoints in "
@@ -125,7 +137,8 @@ class Studio:
         self.output_dir = Path(output_dir or Path(tempfile.gettempdir()) / "musicgen-outputs")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.ratings = RatingsStore(ratings_path)
-        self.listening = ListeningTest(self.ratings, pool_dir(self.ratings.path), min_listen_s)
+        self.listening = ListeningTest(self.ratings, pool_dir(self.ratings.path), min_listen_s,
+                                       caps=caps or Caps())
         self.refuse_to_serve_the_database([*self.served_dirs(), self.listening.audio_root])
         old_ratings = self.output_dir / "ratings.jsonl"  # before the database, the app wrote here
         if old_ratings.is_file():
@@ -138,6 +151,8 @@ class Studio:
         self.concurrent_requests = MAX_ROWS
         self._results: tuple | None = None  # ((pool, votes), when, what `results` shows)
         self._results_lock = threading.Lock()
+        self.disk_cap_bytes = DISK_CAP_BYTES
+        self.cache_dirs: list[Path] = []
         self._pruner: threading.Thread | None = None
         self._stop_pruning = threading.Event()
 
@@ -465,48 +480,45 @@ class Studio:
 
     # --- the blind listening test ---
 
-    def next_pair(self, session: str, training_years=None,
-                  listening_on: str | None = None) -> ServedPair:
-        """Serve this session the next pair of the listening test.
+    def next_pair(self, listener: str, training_years=None, listening_on: str | None = None,
+                  address: str | None = None) -> ServedPair:
+        """Serve this listener the next pair of the listening test.
 
         Args:
-            session: The browser session's id (the anonymous listener).
+            listener: The listener's id (`ListenerKeys.listener` of their cookie).
             training_years: Optional self-report (a number, or "" for none).
             listening_on: Optional self-report: "headphones", "speakers" or None.
+            address: Their network address, for the caps.
 
         Raises:
-            UserError: No pool, every pair heard, or a bad self-report.
+            UserError: No pool, every pair heard, a cap reached, or a bad self-report.
         """
         years = (None if training_years in (None, "") else
                  to_number("Years of musical training", training_years, True))
         if listening_on not in (None, "", "headphones", "speakers"):
             raise UserError(f"listening on is 'headphones' or 'speakers', not {listening_on}")
-        pair = self.listening.next_pair(session, years, {"headphones": True, "speakers": False}
-                                        .get(listening_on or ""))
-        # Under names made for this pair only: a clip's own file name, once its
-        # condition is revealed, would tell the next listener what it is.
-        folder = self._request_folder()
-        return dataclasses.replace(pair, **{name: _linked(getattr(pair, name), folder)
-                                            for name in ("prompt_audio", "audio_a", "audio_b")})
+        return self.listening.next_pair(listener, years, {"headphones": True,
+                                                          "speakers": False}.get(
+                                                              listening_on or ""), address)
 
-    def may_vote(self, session: str, token: str | None) -> bool:
-        """Whether the pair has been out long enough for a vote (the browser asks once
-        both clips have played for `min_listen_s`)."""
-        return self.listening.wait_left(session, token or "") == 0.0
+    def may_vote(self, listener: str, token: str | None) -> bool:
+        """Whether both clips have been downloaded and out long enough for a vote (the
+        browser asks once both clips have played for `min_listen_s`)."""
+        return self.listening.wait_left(listener, token or "") == 0.0
 
-    def vote(self, session: str, token: str | None, choice: str, musical_a=None,
-             musical_b=None, guess_a=None, guess_b=None) -> Reveal:
-        """Store a vote on the pair served to this session and say what the clips were.
+    def vote(self, listener: str, token: str | None, choice: str, musical_a=None,
+             musical_b=None, guess_a=None, guess_b=None, address: str | None = None) -> Reveal:
+        """Store a vote on the pair served to this listener and say what the clips were.
 
         Scores arrive as the UI gives them ("1".."5" or None; "human"/"computer" or None).
 
         Raises:
-            UserError: No pair served, a second vote, too early, or bad values.
+            UserError: No pair served, another vote, too early, a cap, or bad values.
         """
         if not token:
             raise UserError("ask for a pair first")
-        return self.listening.vote(session, token, choice, _score(musical_a),
-                                   _score(musical_b), guess_a or None, guess_b or None)
+        return self.listening.vote(listener, token, choice, _score(musical_a),
+                                   _score(musical_b), guess_a or None, guess_b or None, address)
 
     def results(self) -> tuple[str, str | None]:
         """The listening test's aggregates for the Results tab: (Markdown, chart SVG or None).
@@ -530,7 +542,7 @@ class Studio:
                          f"test. The leaderboard appears from {MIN_VOTES} votes on: fewer say "
                          "too little.", None)
             else:
-                result = summarise(self.ratings)
+                result = summarise(self.ratings, floor_s=self.listening.listening_floor())
                 path = self._request_folder() / "leaderboard.svg"
                 shown = format_summary(for_the_public(result)), str(chart(result, path))
             self._results = ((pool, votes), time.monotonic(), shown)
@@ -567,17 +579,37 @@ class Studio:
         return folder
 
     def prune(self) -> None:
-        """Delete request folders older than `OUTPUT_TTL_S` and listening pairs served
-        more than `PAIR_TTL_S` ago without a vote (done every `PRUNE_INTERVAL_S`)."""
+        """Delete request folders older than `OUTPUT_TTL_S`, then the oldest entries of
+        the output and cache folders beyond `disk_cap_bytes` in all, and listening pairs
+        served more than `PAIR_TTL_S` ago without a vote (done every `PRUNE_INTERVAL_S`)."""
         cutoff = time.time() - OUTPUT_TTL_S
         for folder in self.output_dir.iterdir():
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
+        # Only folders named as this app and Gradio name theirs (hex digests): a cache
+        # folder set to somewhere shared must not lose anything else.
+        entries = [(_last_change(entry), _size(entry), entry)
+                   for root in (self.output_dir, *self.cache_dirs) if root.is_dir()
+                   for entry in root.iterdir()
+                   if entry.is_dir() and len(entry.name) >= 32
+                   and all(char in string.hexdigits for char in entry.name)]
+        total = sum(size for _, size, _ in entries)
+        for _, size, entry in sorted(entries, key=lambda item: item[0]):
+            if total <= self.disk_cap_bytes:
+                break
+            shutil.rmtree(entry, ignore_errors=True)
+            total -= size
         self.ratings.forget_pairs_not_voted(time.time() - PAIR_TTL_S)
 
-    def start_pruning(self) -> None:
+    def start_pruning(self, cache_dirs: list[Path] = ()) -> None:
         """`prune` every `PRUNE_INTERVAL_S` on a thread of its own, until `stop_pruning`
-        (the app starts it: a request never pays for the clean-up)."""
+        (the app starts it: a request never pays for the clean-up).
+
+        Args:
+            cache_dirs: Folders the UI writes to (Gradio's cache), counted and
+                trimmed with the outputs against `disk_cap_bytes`.
+        """
+        self.cache_dirs = [Path(folder) for folder in cache_dirs]
         if self._pruner is None or not self._pruner.is_alive():
             self._stop_pruning.clear()
             self._pruner = threading.Thread(target=self._prune_now_and_then, daemon=True,
@@ -599,14 +631,19 @@ class Studio:
             self._stop_pruning.wait(PRUNE_INTERVAL_S)
 
 
-def _linked(path: Path, folder: Path) -> Path:
-    """`path` under a new random name in `folder`: a hard link, or a copy across devices."""
-    link = folder / f"{uuid.uuid4().hex}{path.suffix}"
+def _size(folder: Path) -> int:
+    """Bytes in every file under a folder (0 if it goes while counted)."""
     try:
-        os.link(path, link)
+        return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())
+    except OSError:  # removed while counted
+        return 0
+
+
+def _last_change(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
     except OSError:
-        shutil.copyfile(path, link)
-    return link
+        return 0.0
 
 
 def _score(value) -> int | None:

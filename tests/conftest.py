@@ -101,3 +101,21 @@ def tiny_checkpoint(directory: Path, kind: str = "lstm", seed: int = 0) -> Path:
         torch.nn.init.normal_(model.control.weight, std=0.5)
     save_weights(directory, model, {"config": asdict(config), "name": directory.name})
     return directory
+
+
+def heard(listening, pair) -> None:
+    """As a browser that has downloaded both clips of a served pair in full."""
+    for side in ("a", "b"):
+        listening.heard(pair.links[side])
+
+
+class StepClock:
+    """A clock that moves `step` seconds on at every reading: each listener takes their
+    time, without the test waiting for it."""
+
+    def __init__(self, step: float = 15.0, start: float = 1.8e9):
+        self.step, self.now = step, start
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now

@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import re
 import time
-import urllib.parse
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import tiny_checkpoint
+from conftest import StepClock, heard, tiny_checkpoint
 from test_app import CHROMIUM_FLAGS, DESKTOP, _chromium_or_skip, _shot, serve
 
 from musicgen.leaderboard import export_csv
@@ -38,6 +36,25 @@ def _outputs(result, names):
     return dict(zip(names, result, strict=True))
 
 
+def _listener(url: str):
+    """A gradio_client that carries the listener cookie a page load gives, and the cookies."""
+    from gradio_client import Client
+
+    cookies = httpx.get(url).cookies
+    assert cookies.get("musicgen_listener")
+    header = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    return Client(url, verbose=False, headers={"Cookie": header}), cookies
+
+
+def _links(pair_html: str) -> list[str]:
+    """The excerpt's, A's and B's links, in that order."""
+    return re.findall(r'src="(listen/clip/[0-9a-f]{32})"', pair_html)
+
+
+def _download(url: str, links: list[str], cookies) -> list[bytes]:
+    return [httpx.get(url + link, cookies=cookies).content for link in links]
+
+
 # gradio_client leaves out session state and buttons.
 NEXT = ["pair_player", "musical_a", "musical_b", "guess_a", "guess_b", "reveal",
         "listen_status"]
@@ -46,22 +63,28 @@ VOTED = ["reveal", "musical_a", "musical_b", "guess_a", "guess_b", "listen_statu
 
 def test_a_client_gets_a_pair_votes_once_after_listening_and_the_vote_is_exported(served,
                                                                                   tmp_path):
-    from gradio_client import Client
-
     url, studio = served
-    client = Client(url, verbose=False)
+    client, cookies = _listener(url)
     pair = _outputs(client.predict(training_years="3", listening_setup="headphones",
                                    api_name="/listen_next"), NEXT)
-    assert pair["pair_player"].count("<audio") == 3
+    assert pair["pair_player"].count("<audio") == 3 and len(_links(pair["pair_player"])) == 3
     for condition in ("lstm", "greedy", "real", "transformer"):
         assert condition not in pair["pair_player"]  # nothing tells what is what
+    time.sleep(2 * MIN_LISTEN_S)
+    skipped = _outputs(client.predict(musical_a="4", musical_b=None, guess_a="computer",
+                                      guess_b=None, api_name="/listen_vote_a"), VOTED)
+    assert "listen to both clips first" in skipped["listen_status"]  # nothing downloaded
+    _download(url, _links(pair["pair_player"]), cookies)
     early = _outputs(client.predict(musical_a="4", musical_b=None, guess_a="computer",
                                     guess_b=None, api_name="/listen_vote_a"), VOTED)
-    assert "listen to both clips first" in early["listen_status"]
-    time.sleep(MIN_LISTEN_S)
+    assert "listen to both clips first" in early["listen_status"]  # downloaded just now
+    time.sleep(2 * MIN_LISTEN_S)
     voted = _outputs(client.predict(musical_a="4", musical_b=None, guess_a="computer",
                                     guess_b=None, api_name="/listen_vote_a"), VOTED)
     assert voted["reveal"].startswith("**Saved, thank you.** A was the ")
+    retried = _outputs(client.predict(musical_a="4", musical_b=None, guess_a="computer",
+                                      guess_b=None, api_name="/listen_vote_a"), VOTED)
+    assert retried["reveal"].startswith("**Saved** (it had reached us already). A was the ")
     again = _outputs(client.predict(musical_a=None, musical_b=None, guess_a=None, guess_b=None,
                                     api_name="/listen_vote_b"), VOTED)
     assert "already has your vote" in again["listen_status"]
@@ -71,43 +94,59 @@ def test_a_client_gets_a_pair_votes_once_after_listening_and_the_vote_is_exporte
     rows = list(csv.DictReader(export.open()))
     (row,) = [r for r in rows if r["guess_a"] == "computer"]
     assert row["choice"] == "a" and row["musical_a"] == "4" and row["training_years"] == "3"
-    assert row["headphones"] == "1" and float(row["seconds_since_served"]) >= MIN_LISTEN_S
+    assert row["headphones"] == "1" and float(row["seconds_since_heard"]) >= 2 * MIN_LISTEN_S
+    assert len(row["address"]) == 16 and "127.0.0.1" not in rows[0].values()
+
+
+def test_without_a_listener_cookie_there_is_no_pair(served):
+    from gradio_client import Client
+
+    client = Client(served[0], verbose=False, headers={
+        "Cookie": "musicgen_listener=" + "f" * 32 + "." + "0" * 32})  # forged
+    out = _outputs(client.predict(training_years="", listening_setup=None,
+                                  api_name="/listen_next"), NEXT)
+    assert "no listener id yet: reload the page" in out["listen_status"]
+    assert "<audio" not in out["pair_player"]
 
 
 def test_a_fresh_client_without_a_pair_is_told_to_ask_for_one(served):
-    from gradio_client import Client
-
-    client = Client(served[0], verbose=False)
+    client, _ = _listener(served[0])
     out = _outputs(client.predict(musical_a=None, musical_b=None, guess_a=None, guess_b=None,
                                   api_name="/listen_vote_tie"), VOTED)
     assert "ask for a pair first" in out["listen_status"]
 
 
-def test_a_pair_is_served_under_its_own_names_and_the_pool_and_database_are_not(served):
-    from gradio_client import Client
-
+def test_a_pair_is_served_through_its_own_links_and_the_pool_and_database_are_not(served):
     url, studio = served
-    pair = _outputs(Client(url, verbose=False).predict(
-        training_years="", listening_setup=None, api_name="/listen_next"), NEXT)
-    links = re.findall(r'src="gradio_api/file=([^"]+)"', pair["pair_player"])
-    assert len(links) == 3
-    pool_files = {c["audio"].split("/")[-1] for c in
-                  studio.ratings.pool_clips(studio.listening.pool())}
-    for link in links:
-        path = Path(urllib.parse.unquote(link))
-        assert path.is_relative_to(studio.output_dir) and path.name not in pool_files
-        assert httpx.get(f"{url}gradio_api/file={link}").status_code == 200
+    client, cookies = _listener(url)
+    pair = _outputs(client.predict(training_years="", listening_setup=None,
+                                   api_name="/listen_next"), NEXT)
+    links = _links(pair["pair_player"])
+    assert str(studio.output_dir) not in pair["pair_player"] and "/work" not in pair[
+        "pair_player"] and "gradio_api/file" not in pair["pair_player"]  # no server path
+    first, second = _download(url, links, cookies), _download(url, links, cookies)
+    for one, two in zip(first, second, strict=True):  # the same clip, other bytes each time
+        assert one[:3] == two[:3] == b"ID3" and one != two
+    _, other_cookies = _listener(url)
+    for link in links:  # another listener, or none, gets nothing
+        for jar in (other_cookies, None):
+            refused = httpx.get(url + link, cookies=jar)
+            assert refused.status_code == 403 and "not yours" in refused.text
     clip = studio.listening.audio_root / studio.ratings.pool_clips(
         studio.listening.pool())[0]["audio"]
     database = studio.ratings.path
-    for path in (clip, database, database.with_name(database.name + "-wal")):
+    for path in (clip, database, database.with_name(database.name + "-wal"),
+                 database.with_name("listener.key")):
         assert httpx.get(f"{url}gradio_api/file={path}").status_code in (403, 404), path
     # A path that climbs out of the served folder, sent as it is (httpx would tidy it).
     climbing = f"{studio.output_dir}/%2e%2e/var/{database.name}"
-    with httpx.Client() as client:
-        request = client.build_request("GET", f"{url}gradio_api/file={climbing}")
+    with httpx.Client() as plain:
+        request = plain.build_request("GET", f"{url}gradio_api/file={climbing}")
         request.url = request.url.copy_with(raw_path=f"/gradio_api/file={climbing}".encode())
-        assert client.send(request).status_code in (403, 404)
+        assert plain.send(request).status_code in (403, 404)
+    for ticket in ("../" + "a" * 29, "%2e%2e%2fvar%2fratings.sqlite", "0" * 32):
+        assert httpx.get(f"{url}listen/clip/{ticket}", cookies=cookies).status_code in (
+            403, 404)
 
 
 def test_the_vote_stays_locked_until_both_clips_have_played(served):
@@ -146,11 +185,42 @@ def test_the_vote_stays_locked_until_both_clips_have_played(served):
         browser.close()
 
 
-def test_a_self_report_is_optional_and_checked(served):
-    from gradio_client import Client
-
+def test_clips_played_at_16x_do_not_open_the_vote_sooner(served):
+    """The browser counts played time; the server counts real time since both downloads."""
     url, studio = served
-    client = Client(url, verbose=False)
+    sync_playwright = _chromium_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True,
+            args=[*CHROMIUM_FLAGS, "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Listen").click()
+        page.get_by_role("button", name="Next pair").click()
+        page.locator(".mg-pair audio.mg-clip").nth(1).wait_for(state="attached",
+                                                                timeout=60_000)
+        page.wait_for_function("[...document.querySelectorAll('.mg-pair audio.mg-clip')]"
+                               ".every((a) => a.readyState >= 4)", timeout=30_000)
+        started = time.monotonic()
+        page.evaluate("document.querySelectorAll('.mg-pair audio.mg-clip').forEach((a) => "
+                      "{a.playbackRate = 16; a.play();})")
+        page.wait_for_function("document.querySelector('.mg-pair').innerText"
+                               ".split('played 1.5 of 1.5 s').length === 3", timeout=10_000)
+        assert time.monotonic() - started < 2 * MIN_LISTEN_S - 0.5  # "heard" in no time
+        assert page.locator("#vote-a").is_disabled()  # ... but the server says wait
+        page.wait_for_function("!document.querySelector('#vote-a').disabled", timeout=30_000)
+        page.locator("#vote-tie").click()
+        page.get_by_text("Saved, thank you.").wait_for(timeout=30_000)
+        browser.close()
+    (vote,) = [v for v in studio.ratings.votes() if v["choice"] == "tie"
+               and v["training_years"] is None and v["seconds_since_heard"] is not None
+               and v["voted"] > time.time() - 60]
+    assert vote["seconds_since_heard"] >= 2 * MIN_LISTEN_S
+
+
+def test_a_self_report_is_optional_and_checked(served):
+    url, studio = served
+    client, _ = _listener(url)
     bad = _outputs(client.predict(training_years="lots", listening_setup=None,
                                   api_name="/listen_next"), NEXT)
     assert "Years of musical training must be a number" in bad["listen_status"]
@@ -176,9 +246,11 @@ def test_results_show_counts_first_and_the_leaderboard_from_thirty_votes(served,
     text, chart = client.predict(api_name="/results")[:2]
     assert "votes so far" in text and "leaderboard appears from 30" in text
     assert chart["visible"] is False
-    quick = ListeningTest(studio.ratings, studio.listening.audio_root, min_listen_s=0)
+    quick = ListeningTest(studio.ratings, studio.listening.audio_root, min_listen_s=0,
+                          clock=StepClock())
     for k in range(MIN_VOTES):
         pair = quick.next_pair(f"quick-{k}")
+        heard(quick, pair)
         quick.vote(f"quick-{k}", pair.token, "a" if k % 3 else "tie")
     text, chart = client.predict(api_name="/results")[:2]
     assert "| rank | condition | rating [95% CI] |" in text and "quick-" not in text
@@ -197,9 +269,11 @@ def test_results_are_computed_once_for_many_callers_and_again_when_votes_change(
     from musicgen.listening import ListeningTest
 
     _, studio = served
-    quick = ListeningTest(studio.ratings, studio.listening.audio_root, min_listen_s=0)
+    quick = ListeningTest(studio.ratings, studio.listening.audio_root, min_listen_s=0,
+                          clock=StepClock())
     for k in range(MIN_VOTES):
         pair = quick.next_pair(f"cached-{k}")
+        heard(quick, pair)
         quick.vote(f"cached-{k}", pair.token, "b")
     computed = []
     real = musicgen.studio.summarise
@@ -211,6 +285,7 @@ def test_results_are_computed_once_for_many_callers_and_again_when_votes_change(
         shown = list(pool.map(lambda _: studio.results(), range(64)))
     assert len(computed) == 1 and all(s == shown[0] for s in shown)
     pair = quick.next_pair("cached-late")
+    heard(quick, pair)
     quick.vote("cached-late", pair.token, "a")
     studio.results()
     assert len(computed) == 1  # a new vote within the interval: the last board stays

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_checkpoint
+from conftest import StepClock, heard, tiny_checkpoint
 from test_ratings import fake_pool
 
 from musicgen import cli, leaderboard
@@ -58,8 +58,10 @@ def test_a_pool_holds_equal_opaque_clips_and_keeps_conditions_on_the_server(tmp_
     assert {r.get("temperature") for r in recipes} == {0.0, Settings().temperature}  # greedy anchor
     assert all("prompt_tokens" not in r for r in recipes)
 
-    pair = ListeningTest(store, root).next_pair("rater")
-    assert pair.audio_a.is_file() and pair.audio_b.is_file() and pair.prompt_audio.is_file()
+    test = ListeningTest(store, root)
+    pair = test.next_pair("rater")
+    files = {test.open_clip("rater", ticket) for ticket in pair.links.values()}
+    assert len(files) == 3 and all(path.is_file() for path in files)
     assert not pair.has_real  # built-in examples: no pianist's continuation
     assert not store.path.resolve().is_relative_to(root.resolve())  # the database is beside it
     sizes = {(root / c["audio"]).stat().st_size for c in clips}
@@ -174,9 +176,10 @@ def test_ratings_summary_and_export_through_the_cli(tmp_path, capsys):
     db = tmp_path / "ratings.sqlite"
     store = RatingsStore(db)
     fake_pool(store)
-    test = ListeningTest(store, tmp_path, min_listen_s=0)
+    test = ListeningTest(store, tmp_path, min_listen_s=0, clock=StepClock())
     for k in range(12):
         pair = test.next_pair(f"rater-{k % 6}")  # 2 disjoint pairs per listener here
+        heard(test, pair)
         test.vote(f"rater-{k % 6}", pair.token, "a", musical_a=4, musical_b=2,
                   guess_a="human")
     store.rate_clip("someone", {"model": "lstm"}, 5)
@@ -217,14 +220,16 @@ def test_listening_build_through_the_cli(tmp_path, capsys):
 
 def test_the_summary_counts_the_latest_pool_unless_asked_for_all(tmp_path):
     store = RatingsStore(tmp_path / "ratings.sqlite")
-    test = ListeningTest(store, tmp_path, min_listen_s=0)
+    test = ListeningTest(store, tmp_path, min_listen_s=0, clock=StepClock())
     fake_pool(store, pool="old")
     for k in range(3):
         pair = test.next_pair(f"r{k}")
+        heard(test, pair)
         test.vote(f"r{k}", pair.token, "a")
     time.sleep(0.01)
     fake_pool(store, pool="new")  # rebuilt: other clips, maybe other models
     pair = test.next_pair("r9")
+    heard(test, pair)
     test.vote("r9", pair.token, "b")
     assert leaderboard.summarise(store, resamples=0)["votes"] == 1
     assert leaderboard.summarise(store, resamples=0, all_pools=True)["votes"] == 4
@@ -247,3 +252,65 @@ def test_the_statistics_hold_for_large_samples():
     for df in (2000, 2001, 5000, 200_000):  # either side of the switch to the expansion
         assert leaderboard.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df),
                                                                rel=1e-12)
+
+
+def _voter(rater: str, k: int, a: str, b: str, choice: str, waited: float | None = 20.0,
+           address: str | None = None) -> dict:
+    return vote(a, b, choice, token=f"{rater}-{k}", rater=rater, address=address,
+                seconds_since_heard=None if waited is None else 10.0 + waited)
+
+
+def test_votes_that_look_scripted_are_dropped_with_their_reason():
+    rng = np.random.default_rng(0)
+    people = [_voter(f"person-{p}", k, "lstm", "greedy-lstm", str(rng.choice(["a", "b"])),
+                     waited=float(rng.uniform(5, 60)), address="class")
+              for p in range(12) for k in range(5)]  # a classroom behind one address
+    conditions = ["lstm", "greedy-lstm", "transformer"]
+    scripts = {
+        "not_heard": [_voter("skipper", k, "lstm", "transformer", "a", waited=None)
+                      for k in range(3)],
+        "at_the_floor": [_voter("fast", k, "lstm", "transformer", ["a", "b"][k % 2],
+                                waited=0.4) for k in range(4)],
+        "same_side": [_voter("lefty", k, conditions[k % 3], conditions[(k + 1) % 3], "a")
+                      for k in range(8)],
+        "same_condition": [_voter("anchor-fan", k, *(("greedy-lstm", "lstm") if k % 2 else
+                                                     ("transformer", "greedy-lstm")),
+                                  "a" if k % 2 else "b") for k in range(10)],
+    }
+    # Many listeners from one address, one or two votes each, always for the anchor.
+    swarm = [_voter(f"bot-{k}", 0, "greedy-lstm", "lstm", "a", waited=30.0, address="bot-net")
+             for k in range(20)]
+    busy = [_voter("busy", k, "lstm", "transformer", ["a", "b", "tie"][k % 3])
+            for k in range(45)]
+    dropped = leaderboard.scripted_votes(
+        people + busy + swarm + [v for group in scripts.values() for v in group], floor_s=10.0)
+    assert not {v["token"] for v in people} & set(dropped)  # people are counted
+    for reason, group in scripts.items():
+        assert {dropped.get(v["token"]) for v in group} == {reason}, reason
+    assert {dropped.get(v["token"]) for v in swarm} == {"same_condition"}
+    assert [dropped.get(v["token"]) for v in busy] == [None] * 40 + ["too_many"] * 5
+    # The same listener with fewer votes, or more varied ones, is counted.
+    assert not leaderboard.scripted_votes(scripts["same_side"][:7], floor_s=10.0)
+    assert not leaderboard.scripted_votes(scripts["at_the_floor"][:2], floor_s=10.0)
+
+
+def test_the_summary_leaves_scripted_votes_out_and_says_how_many_and_why(tmp_path):
+    store = RatingsStore(tmp_path / "ratings.sqlite")
+    fake_pool(store, conditions=("lstm", "transformer", "greedy-lstm", "real"), prompts=8)
+    honest = ListeningTest(store, tmp_path, min_listen_s=0, clock=StepClock(step=15.0))
+    hasty = ListeningTest(store, tmp_path, min_listen_s=0, clock=StepClock(step=0.1))
+    for k in range(6):
+        pair = honest.next_pair(f"person-{k}")
+        heard(honest, pair)
+        honest.vote(f"person-{k}", pair.token, "tie")
+    for _ in range(5):
+        pair = hasty.next_pair("script")
+        heard(hasty, pair)
+        hasty.vote("script", pair.token, "a")
+    result = leaderboard.summarise(store, resamples=0, floor_s=0.0, unfiltered=True)
+    assert result["votes"] == 6 and result["dropped"] == {"at_the_floor": 5}
+    assert result["unfiltered"]["votes"] == 11
+    assert sum(row["votes"] for row in result["leaderboard"]) == 12
+    text = leaderboard.format_summary(result)
+    assert "Not counted, as they look scripted: 5 votes (5 votes as soon as the server" in text
+    assert "Every vote, scripted-looking ones included (11)" in text

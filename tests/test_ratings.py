@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import signal
 import sqlite3
 import subprocess
@@ -12,11 +13,13 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, tiny_checkpoint
+from conftest import REPO, heard, tiny_checkpoint
 
 from musicgen.errors import UserError
-from musicgen.listening import ListeningTest, pool_dir
+from musicgen.listening import Caps, ListeningTest, pool_dir
 from musicgen.ratings import RatingsStore
+
+UNCAPPED = Caps(10**6, 10**6, 10**6, 10**6)
 
 
 def fake_pool(store: RatingsStore, conditions=("lstm", "transformer", "real"), prompts=2,
@@ -51,10 +54,14 @@ def test_constraints_refuse_values_out_of_range(store):
     pair = test.next_pair("rater-1")
     raw = sqlite3.connect(store.path)
     raw.execute("PRAGMA foreign_keys=ON")
+    vote = "INSERT INTO votes (token, choice, created, seconds_since_served) VALUES (?, ?, ?, ?)"
     bad_rows = [
-        ("INSERT INTO votes VALUES (?, ?, ?, ?)", (pair.token, "maybe", 0.0, 1.0)),
-        ("INSERT INTO votes VALUES (?, ?, ?, ?)", (pair.token, "a", 0.0, -1.0)),
-        ("INSERT INTO votes VALUES (?, ?, ?, ?)", ("f" * 32, "a", 0.0, 1.0)),  # not served
+        (vote, (pair.token, "maybe", 0.0, 1.0)),
+        (vote, (pair.token, "a", 0.0, -1.0)),
+        (vote, ("f" * 32, "a", 0.0, 1.0)),  # not served
+        ("INSERT INTO votes (token, choice, created, seconds_since_served, address) "
+         "VALUES (?, ?, ?, ?, ?)", (pair.token, "a", 0.0, 1.0, "10.0.0.1")),  # not a hash
+        ("INSERT INTO clip_links VALUES (?, ?, ?, ?)", ("d" * 32, pair.token, "c", None)),
         ("INSERT INTO raters VALUES (?, ?, ?, ?)", ("r", 0.0, 200, None)),
         ("INSERT INTO raters VALUES (?, ?, ?, ?)", ("r", 0.0, None, 2)),
         ("INSERT INTO clip_ratings VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -66,6 +73,7 @@ def test_constraints_refuse_values_out_of_range(store):
         with pytest.raises(sqlite3.IntegrityError):
             raw.execute(query, values)
     raw.close()
+    heard(test, pair)
     test.vote("rater-1", pair.token, "a")
     raw = sqlite3.connect(store.path)
     raw.execute("PRAGMA foreign_keys=ON")
@@ -79,51 +87,151 @@ def test_constraints_refuse_values_out_of_range(store):
         store.add_rater("r", training_years=-1)
 
 
-def test_a_vote_needs_the_served_pair_once_and_after_listening(store):
+def test_a_vote_needs_both_clips_downloaded_and_heard_and_takes_one_vote(store):
     fake_pool(store)
     test = ListeningTest(store, store.path.parent, min_listen_s=0.3)
     pair = test.next_pair("rater-1")
+    time.sleep(0.65)  # long enough, but nothing was downloaded
+    assert test.wait_left("rater-1", pair.token) == math.inf
     with pytest.raises(UserError, match="listen to both clips first"):
         test.vote("rater-1", pair.token, "a")
+    test.heard(pair.links["a"])
+    test.heard(pair.links["prompt"])  # the excerpt is not one of the two
+    with pytest.raises(UserError, match="listen to both clips first"):
+        test.vote("rater-1", pair.token, "a")
+    test.heard(pair.links["b"])
+    with pytest.raises(UserError, match="listen to both clips first"):
+        test.vote("rater-1", pair.token, "a")  # both arrived, but just now
     with pytest.raises(UserError, match="not served to you"):
         test.vote("rater-2", pair.token, "a")  # someone else's pair
     with pytest.raises(UserError, match="not served to you"):
         test.vote("rater-1", "0" * 32, "a")  # a pair never served
-    assert test.wait_left("rater-1", pair.token) > 0
-    time.sleep(0.35)
+    assert 0 < test.wait_left("rater-1", pair.token) <= test.listening_floor() == 0.6
+    time.sleep(0.65)
     assert test.wait_left("rater-1", pair.token) == 0.0
     with pytest.raises(UserError, match="a vote is one of"):
         test.vote("rater-1", pair.token, "maybe")
-    reveal = test.vote("rater-1", pair.token, "b", musical_a=4, guess_b="human")
+    reveal = test.vote("rater-1", pair.token, "b", musical_a=4, guess_b="human",
+                       address="192.0.2.7")
     assert {reveal.condition_a, reveal.condition_b} <= {"lstm", "transformer", "real"}
+    assert not reveal.again
+    again = test.vote("rater-1", pair.token, "b")  # a retry after a lost answer
+    assert again.again and again.text == reveal.text
     with pytest.raises(UserError, match="already has your vote"):
         test.vote("rater-1", pair.token, "a")
     (vote,) = store.votes()
     assert vote["choice"] == "b" and vote["musical_a"] == 4 and vote["guess_b"] == "human"
-    assert vote["musical_b"] is None and vote["seconds_since_served"] >= 0.3
+    assert vote["musical_b"] is None and vote["seconds_since_served"] >= 1.2
+    assert 0.6 <= vote["seconds_since_heard"] < vote["seconds_since_served"]
+    assert vote["address"] == test.keys.address("192.0.2.7") and "192" not in vote["address"]
+
+
+def test_a_clip_link_serves_its_own_listener_only_and_every_serving_differs(store):
+    from musicgen.listening import serving_bytes
+
+    fake_pool(store)
+    clip = pool_dir(store.path) / "pool-1" / "0-0.mp3"
+    test = ListeningTest(store, pool_dir(store.path), min_listen_s=0)
+    pair = test.next_pair("rater-1")
+    paths = {side: test.open_clip("rater-1", ticket) for side, ticket in pair.links.items()}
+    assert len(set(paths.values())) == 3 and all(path.is_file() for path in paths.values())
+    for rater, ticket in (("rater-2", pair.links["a"]), (None, pair.links["a"]),
+                          ("rater-1", "0" * 32), ("rater-1", "../" * 10)):
+        with pytest.raises(UserError, match="not yours to hear"):
+            test.open_clip(rater, ticket)
+    clip.write_bytes(bytes(range(256)) * 40)
+    servings = [b"".join(serving_bytes(clip)) for _ in range(20)]
+    assert len({hashlib.sha256(serving).digest() for serving in servings}) == 20
+    assert len({len(serving) for serving in servings}) > 10  # the size says nothing either
+    for serving in servings:  # an ID3v2 tag, its size as written, then the file untouched
+        assert serving[:3] == b"ID3"
+        size = sum(byte << shift for byte, shift in zip(serving[6:10], (21, 14, 7, 0),
+                                                    strict=True))
+        assert serving[10 + size:] == clip.read_bytes()
+
+
+def test_pairs_and_votes_are_capped_per_listener_and_per_address(store):
+    from conftest import StepClock
+
+    fake_pool(store, conditions=[f"c{k}" for k in range(8)], prompts=4)
+    clock = StepClock(step=0.5)
+    test = ListeningTest(store, store.path.parent, min_listen_s=0,
+                         caps=Caps(pairs_per_minute=3, votes_per_hour=4,
+                                   address_pairs_per_minute=5, address_votes_per_hour=6),
+                         clock=clock)
+    pairs = [test.next_pair("one", address="a1") for _ in range(3)]
+    with pytest.raises(UserError, match="many pairs in the last minute"):
+        test.next_pair("one", address="a1")
+    pairs += [test.next_pair("two", address="a1") for _ in range(2)]
+    with pytest.raises(UserError, match="from your network"):
+        test.next_pair("three", address="a1")
+    assert test.next_pair("three", address="a2")  # another address is not held up
+    clock.now += 61
+    pairs += [test.next_pair("one", address="a1") for _ in range(3)]
+    for pair in pairs[:4]:
+        heard(test, pair)
+    for pair in pairs[:3]:
+        test.vote("one", pair.token, "a", address="a1")
+    pair_of_one = pairs[5]
+    heard(test, pair_of_one)
+    test.vote("one", pair_of_one.token, "b", address="a1")  # the fourth in the hour
+    heard(test, pairs[6])
+    with pytest.raises(UserError, match="voted many times in the last hour"):
+        test.vote("one", pairs[6].token, "a", address="a1")
+    test.vote("two", pairs[3].token, "a", address="a1")
+    heard(test, pairs[4])
+    test.vote("two", pairs[4].token, "a", address="a1")  # the address's sixth
+    extra = test.next_pair("two", address="a1")
+    heard(test, extra)
+    with pytest.raises(UserError, match="many votes came from your network"):
+        test.vote("two", extra.token, "a", address="a1")
+    assert test.vote("two", extra.token, "a", address="a4")  # from elsewhere: taken
+    assert store.vote_count() == 7
+
+
+def test_listener_ids_are_signed_and_outlive_the_process(tmp_path):
+    from musicgen.listening import ListenerKeys
+
+    keys = ListenerKeys(tmp_path / "listener.key")
+    cookie = keys.new_listener()
+    listener = keys.listener(cookie)
+    assert listener is not None and len(listener) == 32 and cookie.startswith(listener)
+    assert ListenerKeys(tmp_path / "listener.key").listener(cookie) == listener  # a restart
+    assert (tmp_path / "listener.key").stat().st_mode & 0o077 == 0  # the owner's only
+    forged = ("f" * 32) + cookie[32:]
+    for bad in (forged, cookie[:-1] + ("0" if cookie[-1] != "0" else "1"), listener, "", None,
+                "x" * 500):
+        assert keys.listener(bad) is None
+    assert ListenerKeys(tmp_path / "other.key").listener(cookie) is None
+    assert keys.address("192.0.2.1") == keys.address("192.0.2.1") != keys.address("192.0.2.2")
 
 
 def test_pairs_never_voted_on_are_forgotten_and_the_lookups_are_indexed(store):
     fake_pool(store)
     test = ListeningTest(store, store.path.parent, min_listen_s=0)
     kept, dropped = test.next_pair("rater-1"), test.next_pair("rater-1")
+    heard(test, kept)
+    heard(test, dropped)
     test.vote("rater-1", kept.token, "a")
     assert store.forget_pairs_not_voted(time.time() - 3600) == 0  # both younger
     assert store.forget_pairs_not_voted(time.time() + 1) == 1  # the unvoted one
     assert store.served_pair(dropped.token) is None and store.served_pair(kept.token)
+    assert store.clip_link(dropped.links["a"]) is None  # its links went with it
+    assert store.clip_link(kept.links["a"])["side"] == "a"
     assert len(store.votes()) == 1
     with pytest.raises(UserError, match="not served to you"):
         test.vote("rater-1", dropped.token, "a")
     for query, args in (("SELECT clip_a, clip_b FROM pairs WHERE rater = ?", ("r",)),
                         ("SELECT id FROM prompts WHERE pool = ?", ("p",)),
-                        ("SELECT token FROM pairs WHERE served < ?", (0.0,))):
+                        ("SELECT token FROM pairs WHERE served < ?", (0.0,)),
+                        ("SELECT ticket FROM clip_links WHERE token = ?", ("t",))):
         plan = " ".join(str(row) for row in store._read(f"EXPLAIN QUERY PLAN {query}", args))
         assert "USING" in plan and "INDEX" in plan, (query, plan)  # not a full scan
 
 
 def test_pairs_are_balanced_and_never_replay_a_revealed_clip(store):
     fake_pool(store, conditions=("a", "b", "c", "d"), prompts=3)
-    test = ListeningTest(store, store.path.parent, min_listen_s=0)
+    test = ListeningTest(store, store.path.parent, min_listen_s=0, caps=UNCAPPED)
     skipped = test.next_pair("rater-1")  # served, not voted on: its clips stay unrevealed
     revealed, pairs = set(), []
     while True:
@@ -134,6 +242,7 @@ def test_pairs_are_balanced_and_never_replay_a_revealed_clip(store):
             break
         served = store.served_pair(pair.token)
         assert not {served["clip_a"], served["clip_b"]} & revealed
+        heard(test, pair)
         test.vote("rater-1", pair.token, "tie")
         revealed |= {served["clip_a"], served["clip_b"]}
         pairs.append(frozenset((served["condition_a"], served["condition_b"])))
@@ -156,7 +265,8 @@ def test_twenty_threads_of_fifty_votes_lose_none(tmp_path):
 
     tiny_checkpoint(tmp_path / "checkpoints" / "lstm")
     studio = Studio(tmp_path / "checkpoints", output_dir=tmp_path / "outputs",
-                    ratings_path=tmp_path / "var" / "ratings.sqlite", min_listen_s=0)
+                    ratings_path=tmp_path / "var" / "ratings.sqlite", min_listen_s=0,
+                    caps=UNCAPPED)
     fake_pool(studio.ratings, conditions=[f"c{k}" for k in range(11)], prompts=10)  # 50 pairs each
     confirmed, failures = [], []
 
@@ -164,6 +274,7 @@ def test_twenty_threads_of_fifty_votes_lose_none(tmp_path):
         try:
             for _ in range(50):
                 pair = studio.next_pair(f"rater-{k}")
+                heard(studio.listening, pair)
                 studio.vote(f"rater-{k}", pair.token, "a", musical_a="3", guess_b="computer")
                 confirmed.append(pair.token)
         except Exception as error:  # noqa: BLE001 - reported below
@@ -186,14 +297,16 @@ WRITER = """
 import sys
 import musicgen  # first: under CI=true pyfluidsynth prints to stdout unless musicgen imports it
 sys.path.insert(0, {tests!r})
-from test_ratings import fake_pool
+from conftest import heard
+from test_ratings import UNCAPPED, fake_pool
 from musicgen.listening import ListeningTest, pool_dir
 from musicgen.ratings import RatingsStore
 store = RatingsStore({db!r})
 fake_pool(store, conditions=[f"c{{k}}" for k in range(30)], prompts=20)
-test = ListeningTest(store, store.path.parent, min_listen_s=0)
+test = ListeningTest(store, store.path.parent, min_listen_s=0, caps=UNCAPPED)
 while True:
     pair = test.next_pair("rater-1")
+    heard(test, pair)
     test.vote("rater-1", pair.token, "a", musical_a=5)
     print(pair.token, flush=True)  # confirmed: vote() returned
 """

@@ -136,6 +136,33 @@ def test_old_request_folders_are_pruned_by_a_thread_not_by_requests(studio, monk
     assert not studio._pruner.is_alive()
 
 
+def test_outputs_and_the_ui_cache_are_capped_together_oldest_first(studio, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setattr(studio, "output_dir", tmp_path / "outputs")  # none of the others'
+    monkeypatch.setattr(studio, "cache_dirs", [])
+    monkeypatch.setattr(studio, "disk_cap_bytes", 2500)
+    cache = tmp_path / "gradio-cache"
+    now = time.time()
+    made = {}
+    for k, (root, age) in enumerate([(studio.output_dir, 50), (cache, 40), (studio.output_dir, 30),
+                                     (cache, 20), (studio.output_dir, 10)]):
+        folder = root / f"{k:02d}{'ab' * 20}"  # named as the app and Gradio name theirs
+        folder.mkdir(parents=True)
+        (folder / "clip.mp3").write_bytes(b"x" * 1000)
+        os.utime(folder, (now - age, now - age))
+        made[k] = folder
+    other = cache / "not-ours.txt"  # a shared cache folder keeps what is not ours
+    other.write_bytes(b"y" * 5000)
+    os.utime(other, (now - 999, now - 999))
+    studio.cache_dirs = [cache]
+    studio.prune()
+    assert [k for k, folder in made.items() if folder.exists()] == [3, 4]  # newest two
+    assert other.exists()
+    studio.disk_cap_bytes = 10**9
+    studio.prune()
+    assert made[3].exists() and made[4].exists()
+
+
 def test_reference_needs_a_maestro_folder_with_a_test_split(studio, tmp_path):
     with pytest.raises(UserError, match="MUSICGEN_MAESTRO_DIR"):
         studio.reference(0, 0, 5, 5)
