@@ -225,12 +225,13 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
     The handler returns (or yields) a dict by widget name. A `UserError` it
     raises becomes a message in `ui[status]` and leaves every other output as
     it was, so the last good result stays and no error badge covers an input.
-    Parameters named `progress` and `request` get Gradio's progress and request.
+    Parameters named `progress`, `request` and `profile` get Gradio's progress, the
+    request and the signed-in Hugging Face profile (or None).
     `kind` names the queue the event waits in (`QUEUE_LIMITS`).
     """
     bound = functools.partial(handler, studio)
     names = [name for name in inspect.signature(bound).parameters
-             if name not in ("progress", "request")]
+             if name not in ("progress", "request", "profile")]
     targets = [ui[name] for name in dict.fromkeys([*outputs, status])]
 
     def by_component(values: dict) -> dict:
@@ -257,9 +258,10 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
                 return by_component(bound(*args, **kw))
             except UserError as error:
                 return problem(error)
-    if "request" in inspect.signature(bound).parameters:
-        # Gradio finds the request parameter by its type; the wrapper has no annotations.
-        run.__annotations__ = {"request": gr.Request}
+    # Gradio finds these parameters by their types; the wrapper has no annotations.
+    special = {"request": gr.Request, "profile": gr.OAuthProfile | None}
+    run.__annotations__ = {name: kind for name, kind in special.items()
+                           if name in inspect.signature(bound).parameters}
     dependency = event(run, inputs=[ui[name] for name in names], outputs=targets, **kwargs)
     ui.setdefault("kinds", {})[dependency["id"]] = kind
     return dependency
@@ -726,6 +728,8 @@ def pair_html(pair: ServedPair) -> str:
 
 def build_listen_tab(studio: Studio, ui: dict) -> None:
     gr.Markdown(LISTEN_INTRO)
+    if studio.listening.require_account:  # the owner asked for one voice per account
+        gr.LoginButton()
     with gr.Row():
         # A text box, not a number: an empty answer must stay empty, not become 0.
         ui["training_years"] = gr.Textbox(label="Years of musical training (optional)",
@@ -788,8 +792,13 @@ def _listener(studio: Studio, request: gr.Request | None) -> tuple[str, str | No
     return listener, client_address(headers, host)
 
 
+def _account(profile) -> str | None:
+    """The Hugging Face account a listener signed in with (None: not signed in)."""
+    return f"hf:{profile.username}" if profile is not None else None
+
+
 def on_listen_next(studio: Studio, training_years, listening_setup, listener,
-                   request: gr.Request):
+                   request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Serve the next pair, with the vote locked until both clips have been heard.
 
     The pair's token lives in the Listen tab's own state, which only its
@@ -797,7 +806,7 @@ def on_listen_next(studio: Studio, training_years, listening_setup, listener,
     pair's token (its vote would then count for clips not heard).
     """
     rater, address = _listener(studio, request)
-    pair = studio.next_pair(rater, training_years, listening_setup, address)
+    pair = studio.next_pair(rater, training_years, listening_setup, address, _account(profile))
     guesses = {name: gr.update(visible=pair.has_real) for name in ("guess_a", "guess_b")}
     return {"pair_player": pair_html(pair), "listener": {"token": pair.token},
             **_scores(None, True), **guesses, "reveal": "", **_votes_enabled(False),
@@ -816,10 +825,10 @@ def on_listen_unlock(studio: Studio, listener, request: gr.Request):
 def _vote_for(choice: str):
     """The vote handler of one button."""
     def handler(studio: Studio, musical_a, musical_b, guess_a, guess_b, listener,
-                request: gr.Request):
+                request: gr.Request, profile: gr.OAuthProfile | None = None):
         rater, address = _listener(studio, request)
         reveal = studio.vote(rater, (listener or {}).get("token"), choice, musical_a,
-                             musical_b, guess_a, guess_b, address)
+                             musical_b, guess_a, guess_b, address, _account(profile))
         saved = ("**Saved** (it had reached us already)." if reveal.again
                  else "**Saved, thank you.**")
         return {"reveal": f"{saved} {reveal.text}", **_votes_enabled(False),
@@ -923,13 +932,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         studio = Studio(args.checkpoints, output_dir=ROOT / "tmp" / "outputs",
-                        maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"))
+                        maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"),
+                        require_account=os.environ.get(SIGN_IN_ENV) == "1")
         launch(build_app(studio), studio, server_name=args.host, server_port=args.port,
                share=args.share)
     except UserError as error:  # a setting of whoever starts the app: said, not traced
         raise SystemExit(f"musicgen app: {error}") from None
 
 
+# "1": listening-test votes only from people signed in with Hugging Face (on a Space, with
+# `hf_oauth: true` in the README's front matter).
+SIGN_IN_ENV = "MUSICGEN_LISTEN_SIGN_IN"
 # Jobs that may wait at once, per kind, and per browser session (`musicgen.web.FairQueue`):
 # no kind can fill the queue of the others. A Generate job is one person's click (the
 # button is locked while it runs), so a session waits for one at a time.

@@ -47,7 +47,8 @@ NEAR_FLOOR_S = 3.0  # a group whose median vote comes this close to the floor is
 NEAR_FLOOR_MIN_VOTES = 3
 MAX_VOTES_PER_LISTENER = 40  # votes beyond this many from one listener are not counted
 SAME_SIDE_VOTES = 8  # always A (or always B) over this many decisive votes: p < 1% by chance
-SAME_CONDITION_PAIRS = {"rater": 10, "address": 20}  # always the same condition when present
+# Always the same condition whenever it was in the pair, over this many pairs.
+SAME_CONDITION_PAIRS = {"rater": 10, "account": 10, "address": 20}
 DROP_REASONS = {
     "not_heard": "no record that both clips were downloaded",
     "at_the_floor": "votes as soon as the server allowed, again and again",
@@ -60,12 +61,14 @@ DROP_REASONS = {
 def scripted_votes(votes: list[dict], floor_s: float = 2 * MIN_LISTEN_SECONDS) -> dict[str, str]:
     """The votes that look scripted: token -> the reason (a key of `DROP_REASONS`).
 
-    Judged per listener and, where the address is known, per network address
-    (a script opens many listeners from one address): a vote with no record
+    Judged per listener and, where known, per account (one may use many
+    browsers) and per network address (a script opens many listeners from one
+    address): a vote with no record
     that both clips were downloaded; a listener or address whose median vote
     came within `NEAR_FLOOR_S` of the earliest allowed (`floor_s` after the
-    download); a listener's votes beyond `MAX_VOTES_PER_LISTENER`; a listener
-    who chose the same side in all of `SAME_SIDE_VOTES` or more decisive votes;
+    download); a listener's (account's) votes beyond `MAX_VOTES_PER_LISTENER`; a
+    listener (account) who chose the same side in all of `SAME_SIDE_VOTES` or more
+    decisive votes;
     a listener (address) who chose one condition every time it was in the pair,
     over `SAME_CONDITION_PAIRS` pairs or more.
     """
@@ -73,7 +76,7 @@ def scripted_votes(votes: list[dict], floor_s: float = 2 * MIN_LISTEN_SECONDS) -
     for vote in votes:
         if vote["seconds_since_heard"] is None:
             dropped[vote["token"]] = "not_heard"
-    for key in ("rater", "address"):
+    for key in ("rater", "account", "address"):
         groups: dict[str, list[dict]] = {}
         for vote in votes:
             if vote[key] is not None and vote["token"] not in dropped:
@@ -83,7 +86,7 @@ def scripted_votes(votes: list[dict], floor_s: float = 2 * MIN_LISTEN_SECONDS) -
             for vote in group:
                 if reason is not None:
                     dropped.setdefault(vote["token"], reason)
-            if key == "rater":
+            if key != "address":
                 for vote in group[MAX_VOTES_PER_LISTENER:]:  # votes come oldest first
                     dropped.setdefault(vote["token"], "too_many")
     return dropped
@@ -95,7 +98,7 @@ def _group_reason(group: list[dict], floor_s: float, key: str) -> str | None:
     if len(waits) >= NEAR_FLOOR_MIN_VOTES and float(np.median(waits)) < NEAR_FLOOR_S:
         return "at_the_floor"
     decisive = [vote["choice"] for vote in group if vote["choice"] in ("a", "b")]
-    if key == "rater" and len(decisive) >= SAME_SIDE_VOTES and len(set(decisive)) == 1:
+    if key != "address" and len(decisive) >= SAME_SIDE_VOTES and len(set(decisive)) == 1:
         return "same_side"
     present: dict[str, list[bool]] = {}
     for vote in group:

@@ -381,13 +381,18 @@ class ListeningTest:
         rng: Random source for pairs and order (None: seeded from the OS).
         caps: Pairs and votes allowed per listener and per address.
         clock: The time of serving, downloads and votes (tests pass a fake one).
+        require_account: Serve pairs and take votes only from listeners signed in
+            with an account (on a Space: Hugging Face); the caps then count per
+            account, however many browsers it uses.
     """
 
     def __init__(self, store: RatingsStore, audio_root: str | os.PathLike,
                  min_listen_s: float = MIN_LISTEN_SECONDS, rng: random.Random | None = None,
-                 caps: Caps = Caps(), clock: Callable[[], float] = time.time):
+                 caps: Caps = Caps(), clock: Callable[[], float] = time.time,
+                 require_account: bool = False):
         self.store = store
         self.clock = clock
+        self.require_account = require_account
         self.audio_root = Path(audio_root)
         self.min_listen_s = min_listen_s
         self.keys = ListenerKeys(Path(store.path).parent / "listener.key")
@@ -408,27 +413,31 @@ class ListeningTest:
         return self.store.latest_pool()
 
     def next_pair(self, rater: str, training_years: int | None = None,
-                  headphones: bool | None = None, address: str | None = None) -> ServedPair:
+                  headphones: bool | None = None, address: str | None = None,
+                  account: str | None = None) -> ServedPair:
         """Serve this listener a pair they have not had.
 
         Args:
             rater: The listener's id (`ListenerKeys.listener`).
             training_years, headphones: Optional self-report.
             address: The listener's network address, for the caps (None: not capped).
+            account: The account they signed in with (None: none).
 
         Raises:
-            UserError: No pool is built, the listener has heard every pair, or
-                the listener or their address asked for too many pairs this minute.
+            UserError: No pool is built, an account is required and missing, the
+                listener has heard every pair, or the listener or their address
+                asked for too many pairs this minute.
         """
         pool = self.pool()
         if pool is None:
             raise UserError("no listening test is set up yet: run `python -m musicgen "
                             "listening build` first")
-        self._within_caps(self._pairs, rater, address, (
+        self._signed_in(account)
+        self._within_caps(self._pairs, account or rater, address, (
             "you asked for many pairs in the last minute: listen to these, then try again",
             "many pairs were asked for from your network in the last minute; try again in a "
             "minute"))
-        self.store.add_rater(rater, training_years, headphones)
+        self.store.add_rater(rater, training_years, headphones, account)
         clips = self.store.pool_clips(pool)
         by_prompt: dict[str, list[dict]] = {}
         for clip in clips:
@@ -452,7 +461,7 @@ class ListeningTest:
         token = secrets.token_hex(16)
         links = {side: secrets.token_hex(16) for side in CLIP_SIDES}
         self.store.serve_pair(token, rater, a["id"], b["id"], links, self.clock())
-        self._count(self._pairs, rater, address)
+        self._count(self._pairs, account or rater, address)
         return ServedPair(token, links, self.min_listen_s, self.store.pool_has_real(pool))
 
     def open_clip(self, rater: str | None, ticket: str) -> Path:
@@ -489,7 +498,8 @@ class ListeningTest:
 
     def vote(self, rater: str, token: str, choice: str, musical_a: int | None = None,
              musical_b: int | None = None, guess_a: str | None = None,
-             guess_b: str | None = None, address: str | None = None) -> Reveal:
+             guess_b: str | None = None, address: str | None = None,
+             account: str | None = None) -> Reveal:
         """Store a vote (committed before this returns) and reveal the pair's conditions.
 
         The same vote sent again (a retry after a lost answer) is recognised by
@@ -502,35 +512,43 @@ class ListeningTest:
             musical_a, musical_b: Optional 1-5 "how musical" per clip.
             guess_a, guess_b: Optional "human" or "computer" per clip.
             address: The listener's network address, for the caps (None: not capped).
+            account: The account they signed in with (None: none).
 
         Raises:
-            UserError: A pair not served to this listener, another vote on it, a
+            UserError: An account required and missing, a pair not served to this
+                listener, another vote on it, a
                 clip not downloaded in full, a vote sooner than `listening_floor`
                 after that, a cap reached, or a value out of range.
         """
         pair = self.store.served_pair(token) if token else None
         if pair is not None and pair["rater"] == rater and pair["choice"] == choice:
             return Reveal(pair["condition_a"], pair["condition_b"], choice, again=True)
+        self._signed_in(account)
         pair = self._served(rater, token)
         heard = self._heard(pair)
         now = self.clock()
         if heard is None or now - heard < self.listening_floor():
             raise UserError(f"listen to both clips first (at least {self.min_listen_s:g} s "
                             "each), then vote")
-        self._within_caps(self._votes, rater, address, (
+        self._within_caps(self._votes, account or rater, address, (
             "you have voted many times in the last hour: thank you! Come back later",
             "many votes came from your network in the last hour; try again later"))
         self.store.record_vote(token, choice, now - pair["served"],
                                {pair["clip_a"]: (musical_a, guess_a),
                                 pair["clip_b"]: (musical_b, guess_b)},
                                now - heard, self.keys.address(address))
-        self._count(self._votes, rater, address)
+        self._count(self._votes, account or rater, address)
         with self._counts_lock:
             if pair["pool"] in self._counts:
                 conditions = frozenset((pair["condition_a"], pair["condition_b"]))
                 counts = self._counts[pair["pool"]][1]
                 counts[conditions] = counts.get(conditions, 0) + 1
         return Reveal(pair["condition_a"], pair["condition_b"], choice)
+
+    def _signed_in(self, account: str | None) -> None:
+        if self.require_account and not account:
+            raise UserError("sign in with Hugging Face first (the button above): this "
+                            "listening test counts one voice per account")
 
     def _within_caps(self, windows: dict[str, _SlidingCount], rater: str,
                      address: str | None, messages: tuple[str, str]) -> None:

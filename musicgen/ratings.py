@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS raters (
     id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 100),
     created REAL NOT NULL,
     training_years INTEGER CHECK (training_years IS NULL OR training_years BETWEEN 0 AND 80),
-    headphones INTEGER CHECK (headphones IS NULL OR headphones IN (0, 1))
+    headphones INTEGER CHECK (headphones IS NULL OR headphones IN (0, 1)),
+    -- The Hugging Face account signed in with, where the app asks for one.
+    account TEXT CHECK (account IS NULL OR length(account) BETWEEN 1 AND 100)
 );
 CREATE TABLE IF NOT EXISTS pools (
     id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
@@ -133,9 +135,11 @@ CREATE TABLE IF NOT EXISTS imports (
 VOTE_COLUMNS = ("token", "rater", "pool", "prompt", "source", "condition_a", "condition_b",
                 "choice", "seconds_since_served", "voted", "musical_a", "musical_b",
                 "guess_a", "guess_b", "real_a", "real_b", "training_years", "headphones",
-                "seconds_since_heard", "address")
+                "seconds_since_heard", "address", "account")
 # Columns added to existing tables since schema 2 (CREATE TABLE IF NOT EXISTS keeps old ones).
-ADDED_COLUMNS = {"votes": ("seconds_since_heard REAL CHECK (seconds_since_heard IS NULL OR "
+ADDED_COLUMNS = {"raters": ("account TEXT CHECK (account IS NULL OR length(account) BETWEEN 1 "
+                            "AND 100)",),
+                 "votes": ("seconds_since_heard REAL CHECK (seconds_since_heard IS NULL OR "
                            "seconds_since_heard >= 0)",
                            "address TEXT CHECK (address IS NULL OR length(address) = 16)")}
 
@@ -220,8 +224,8 @@ class RatingsStore:
     # --- listeners ---
 
     def add_rater(self, rater: str, training_years: int | None = None,
-                  headphones: bool | None = None) -> None:
-        """Record a listener (again: their self-report is updated where given).
+                  headphones: bool | None = None, account: str | None = None) -> None:
+        """Record a listener (again: their self-report and account are updated where given).
 
         Raises:
             UserError: Years of training outside 0-80.
@@ -230,12 +234,13 @@ class RatingsStore:
             raise UserError(f"Years of musical training must be between 0 and 80, not "
                             f"{training_years}")
         with self._write() as db:
-            db.execute("INSERT INTO raters (id, created, training_years, headphones) "
-                       "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            db.execute("INSERT INTO raters (id, created, training_years, headphones, account) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                        "training_years = coalesce(excluded.training_years, training_years), "
-                       "headphones = coalesce(excluded.headphones, headphones)",
+                       "headphones = coalesce(excluded.headphones, headphones), "
+                       "account = coalesce(excluded.account, account)",
                        (rater, time.time(), training_years,
-                        None if headphones is None else int(headphones)))
+                        None if headphones is None else int(headphones), account))
 
     # --- the listening pool ---
 
@@ -422,7 +427,7 @@ class RatingsStore:
             "v.choice, "
             "v.seconds_since_served, v.created, sa.musical, sb.musical, sa.guess, sb.guess, "
             "a.is_real, b.is_real, r.training_years, r.headphones, v.seconds_since_heard, "
-            "v.address FROM votes v "
+            "v.address, r.account FROM votes v "
             "JOIN pairs p ON p.token = v.token JOIN clips a ON a.id = p.clip_a "
             "JOIN clips b ON b.id = p.clip_b JOIN prompts q ON q.id = a.prompt "
             "JOIN raters r ON r.id = p.rater "

@@ -119,13 +119,15 @@ class Studio:
         min_listen_s: Seconds each clip of a listening-test pair must play
             before a vote (tests use less).
         caps: Listening-test pairs and votes allowed per listener and address.
+        require_account: Take listening-test votes only from signed-in listeners.
     """
 
     def __init__(self, checkpoint_dir: str | os.PathLike | None = None,
                  output_dir: str | os.PathLike | None = None,
                  ratings_path: str | os.PathLike | None = None,
                  maestro_dir: str | os.PathLike | None = None,
-                 min_listen_s: float = MIN_LISTEN_SECONDS, caps: Caps | None = None):
+                 min_listen_s: float = MIN_LISTEN_SECONDS, caps: Caps | None = None,
+                 require_account: bool = False):
         found = compose.find_checkpoints(checkpoint_dir)
         if not found:
             raise UserError(f"there are no checkpoints in "
@@ -138,7 +140,7 @@ class Studio:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.ratings = RatingsStore(ratings_path)
         self.listening = ListeningTest(self.ratings, pool_dir(self.ratings.path), min_listen_s,
-                                       caps=caps or Caps())
+                                       caps=caps or Caps(), require_account=require_account)
         self.refuse_to_serve_the_database([*self.served_dirs(), self.listening.audio_root])
         old_ratings = self.output_dir / "ratings.jsonl"  # before the database, the app wrote here
         if old_ratings.is_file():
@@ -481,7 +483,7 @@ class Studio:
     # --- the blind listening test ---
 
     def next_pair(self, listener: str, training_years=None, listening_on: str | None = None,
-                  address: str | None = None) -> ServedPair:
+                  address: str | None = None, account: str | None = None) -> ServedPair:
         """Serve this listener the next pair of the listening test.
 
         Args:
@@ -489,9 +491,11 @@ class Studio:
             training_years: Optional self-report (a number, or "" for none).
             listening_on: Optional self-report: "headphones", "speakers" or None.
             address: Their network address, for the caps.
+            account: The account they signed in with, if any.
 
         Raises:
-            UserError: No pool, every pair heard, a cap reached, or a bad self-report.
+            UserError: No pool, no account where one is required, every pair heard,
+                a cap reached, or a bad self-report.
         """
         years = (None if training_years in (None, "") else
                  to_number("Years of musical training", training_years, True))
@@ -499,7 +503,8 @@ class Studio:
             raise UserError(f"listening on is 'headphones' or 'speakers', not {listening_on}")
         return self.listening.next_pair(listener, years, {"headphones": True,
                                                           "speakers": False}.get(
-                                                              listening_on or ""), address)
+                                                              listening_on or ""), address,
+                                        account)
 
     def may_vote(self, listener: str, token: str | None) -> bool:
         """Whether both clips have been downloaded and out long enough for a vote (the
@@ -507,7 +512,8 @@ class Studio:
         return self.listening.wait_left(listener, token or "") == 0.0
 
     def vote(self, listener: str, token: str | None, choice: str, musical_a=None,
-             musical_b=None, guess_a=None, guess_b=None, address: str | None = None) -> Reveal:
+             musical_b=None, guess_a=None, guess_b=None, address: str | None = None,
+             account: str | None = None) -> Reveal:
         """Store a vote on the pair served to this listener and say what the clips were.
 
         Scores arrive as the UI gives them ("1".."5" or None; "human"/"computer" or None).
@@ -518,7 +524,8 @@ class Studio:
         if not token:
             raise UserError("ask for a pair first")
         return self.listening.vote(listener, token, choice, _score(musical_a),
-                                   _score(musical_b), guess_a or None, guess_b or None, address)
+                                   _score(musical_b), guess_a or None, guess_b or None, address,
+                                   account)
 
     def results(self) -> tuple[str, str | None]:
         """The listening test's aggregates for the Results tab: (Markdown, chart SVG or None).

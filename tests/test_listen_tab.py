@@ -109,6 +109,40 @@ def test_without_a_listener_cookie_there_is_no_pair(served):
     assert "<audio" not in out["pair_player"]
 
 
+def test_where_the_owner_asks_for_sign_in_the_tab_has_a_login_and_votes_carry_the_account(
+        served, monkeypatch):
+    from types import SimpleNamespace
+
+    import gradio as gr
+    import gradio.oauth
+
+    import app
+    from musicgen.errors import UserError
+
+    url, studio = served
+    monkeypatch.setattr(studio.listening, "require_account", True)
+    # As a Space with `hf_oauth: true` has it (off a Space, Gradio asks for an HF login).
+    monkeypatch.setenv("SPACE_ID", "someone/musicgen")
+    monkeypatch.setenv("SYSTEM", "spaces")
+    for name, value in (("OAUTH_CLIENT_ID", "id"), ("OAUTH_CLIENT_SECRET", "secret"),
+                        ("OAUTH_SCOPES", "openid profile"),
+                        ("OPENID_PROVIDER_URL", "https://huggingface.co")):
+        monkeypatch.setattr(gradio.oauth, name, value)
+    with app.build_app(studio) as demo:
+        assert any(isinstance(block, gr.LoginButton) for block in demo.blocks.values())
+    cookie = studio.listening.keys.new_listener()
+    request = SimpleNamespace(headers={"cookie": f"musicgen_listener={cookie}"},
+                              client=SimpleNamespace(host="192.0.2.5"))
+    with pytest.raises(UserError, match="sign in with Hugging Face first"):
+        app.on_listen_next(studio, "", None, None, request, None)
+    served_pair = app.on_listen_next(studio, "", None, None, request,
+                                     SimpleNamespace(username="ana"))
+    assert "<audio" in served_pair["pair_player"]
+    rows = studio.ratings._read("SELECT account FROM raters WHERE id = ?",
+                                (studio.listening.keys.listener(cookie),))
+    assert rows == [("hf:ana",)]
+
+
 def test_a_fresh_client_without_a_pair_is_told_to_ask_for_one(served):
     client, _ = _listener(served[0])
     out = _outputs(client.predict(musical_a=None, musical_b=None, guess_a=None, guess_b=None,

@@ -255,9 +255,9 @@ def test_the_statistics_hold_for_large_samples():
 
 
 def _voter(rater: str, k: int, a: str, b: str, choice: str, waited: float | None = 20.0,
-           address: str | None = None) -> dict:
+           address: str | None = None, account: str | None = None) -> dict:
     return vote(a, b, choice, token=f"{rater}-{k}", rater=rater, address=address,
-                seconds_since_heard=None if waited is None else 10.0 + waited)
+                account=account, seconds_since_heard=None if waited is None else 10.0 + waited)
 
 
 def test_votes_that_look_scripted_are_dropped_with_their_reason():
@@ -282,8 +282,13 @@ def test_votes_that_look_scripted_are_dropped_with_their_reason():
              for k in range(20)]
     busy = [_voter("busy", k, "lstm", "transformer", ["a", "b", "tie"][k % 3])
             for k in range(45)]
+    # One account from ten browsers, always the same side.
+    account = [_voter(f"browser-{k}", 0, "lstm", "transformer", "b", account="hf:someone",
+                      address=f"net-{k}") for k in range(10)]
     dropped = leaderboard.scripted_votes(
-        people + busy + swarm + [v for group in scripts.values() for v in group], floor_s=10.0)
+        people + busy + swarm + account + [v for group in scripts.values() for v in group],
+        floor_s=10.0)
+    assert {dropped.get(v["token"]) for v in account} == {"same_side"}
     assert not {v["token"] for v in people} & set(dropped)  # people are counted
     for reason, group in scripts.items():
         assert {dropped.get(v["token"]) for v in group} == {reason}, reason

@@ -62,8 +62,9 @@ def test_constraints_refuse_values_out_of_range(store):
         ("INSERT INTO votes (token, choice, created, seconds_since_served, address) "
          "VALUES (?, ?, ?, ?, ?)", (pair.token, "a", 0.0, 1.0, "10.0.0.1")),  # not a hash
         ("INSERT INTO clip_links VALUES (?, ?, ?, ?)", ("d" * 32, pair.token, "c", None)),
-        ("INSERT INTO raters VALUES (?, ?, ?, ?)", ("r", 0.0, 200, None)),
-        ("INSERT INTO raters VALUES (?, ?, ?, ?)", ("r", 0.0, None, 2)),
+        ("INSERT INTO raters VALUES (?, ?, ?, ?, ?)", ("r", 0.0, 200, None, None)),
+        ("INSERT INTO raters VALUES (?, ?, ?, ?, ?)", ("r", 0.0, None, 2, None)),
+        ("INSERT INTO raters VALUES (?, ?, ?, ?, ?)", ("r", 0.0, None, None, "")),
         ("INSERT INTO clip_ratings VALUES (?, ?, ?, ?, ?, ?, ?)",
          ("s", "0" * 64, 6, "", "{}", 0.0, 0.0)),
         ("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
@@ -383,3 +384,22 @@ def test_a_file_that_is_not_a_database_is_a_plain_message(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(UserError, match="not a usable ratings database"):
         RatingsStore(path)
+
+
+def test_where_sign_in_is_required_only_accounts_get_pairs_and_their_caps_span_browsers(store):
+    fake_pool(store, conditions=[f"c{k}" for k in range(6)], prompts=3)
+    test = ListeningTest(store, store.path.parent, min_listen_s=0, require_account=True,
+                         caps=Caps(pairs_per_minute=2, votes_per_hour=60))
+    with pytest.raises(UserError, match="sign in with Hugging Face first"):
+        test.next_pair("browser-1")
+    first = test.next_pair("browser-1", account="hf:ana")
+    test.next_pair("browser-2", account="hf:ana")  # the same person in another browser
+    with pytest.raises(UserError, match="many pairs in the last minute"):
+        test.next_pair("browser-3", account="hf:ana")
+    assert test.next_pair("browser-3", account="hf:ben")
+    heard(test, first)
+    with pytest.raises(UserError, match="sign in with Hugging Face first"):
+        test.vote("browser-1", first.token, "a")
+    test.vote("browser-1", first.token, "a", account="hf:ana")
+    (vote,) = store.votes()
+    assert vote["account"] == "hf:ana" and vote["rater"] == "browser-1"
