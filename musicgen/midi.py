@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,27 @@ SUSTAIN_THRESHOLD = 64  # CC64 values >= 64 hold the pedal down (as Magenta does
 MidiSource = str | os.PathLike | bytes | bytearray
 
 
+@dataclass(frozen=True)
+class MidiParts:
+    """What reading a file did to it: how many of its tracks were merged into the one
+    piano part and how many drum tracks were left out, and its first tempo."""
+
+    pitched_tracks: int
+    drum_tracks: int
+    tempo_qpm: float | None
+
+    @property
+    def text(self) -> str:
+        """In words, or "" for a plain one-track piano file."""
+        said = []
+        if self.pitched_tracks > 1:
+            said.append(f"{self.pitched_tracks} tracks merged into one piano part")
+        if self.drum_tracks:
+            said.append(f"{'drums' if self.drum_tracks == 1 else f'{self.drum_tracks} drum tracks'}"
+                        " left out")
+        return "; ".join(said)
+
+
 def read_midi(source: MidiSource) -> Notes:
     """Read a .mid/.midi file into one piano part with the sustain pedal applied.
 
@@ -56,6 +78,15 @@ def read_midi(source: MidiSource) -> Notes:
         MidiError: The file is empty, too large, not a MIDI file, truncated,
             of type 2, has an absurd tempo, or holds no piano notes.
     """
+    return read_midi_parts(source)[0]
+
+
+def read_midi_parts(source: MidiSource) -> tuple[Notes, MidiParts]:
+    """`read_midi`, and what it did to the file's tracks (`MidiParts`).
+
+    Raises:
+        MidiError: As `read_midi`.
+    """
     data = _read_bytes(source)
     _check_structure(data)
     try:
@@ -69,7 +100,10 @@ def read_midi(source: MidiSource) -> Notes:
     parts = [p for p in parts if len(p)]
     if not parts:
         raise MidiError("the MIDI file contains no (non-drum) notes")
-    return _resolve_overlaps(Notes.concatenate(*parts))
+    report = MidiParts(len(parts), sum(1 for track in score.tracks
+                                       if track.is_drum and len(track.notes)),
+                       float(ticks.tempos[0].qpm) if len(ticks.tempos) else None)
+    return _resolve_overlaps(Notes.concatenate(*parts)), report
 
 
 def _read_bytes(source: MidiSource) -> bytes:

@@ -20,7 +20,7 @@ import numpy as np
 from musicgen.errors import MidiError, SettingsError, UserError
 from musicgen.events import STEPS_PER_SECOND, decode_events, encode_notes, event_steps
 from musicgen.examples import example_names, example_notes
-from musicgen.midi import read_midi
+from musicgen.midi import MidiParts, read_midi_parts
 from musicgen.notes import Notes
 from musicgen.settings import Limit, to_number
 
@@ -125,6 +125,11 @@ def prompt_from_file(path: str | os.PathLike, seconds: float,
 
 def read_seed_file(path: str | os.PathLike) -> Notes:
     """The notes of a seed MIDI file, after the checks of `prompt_from_file`."""
+    return read_seed_file_parts(path)[0]
+
+
+def read_seed_file_parts(path: str | os.PathLike) -> tuple[Notes, MidiParts]:
+    """`read_seed_file`, and what reading it did to the file's tracks."""
     path = Path(path)
     if path.suffix.lower() not in MIDI_SUFFIXES:
         raise MidiError(f"{path.name} is not a MIDI file name; choose a .mid or .midi file")
@@ -134,7 +139,7 @@ def read_seed_file(path: str | os.PathLike) -> Notes:
     if size > MAX_UPLOAD_BYTES:
         raise MidiError(f"{path.name} is {size / 2**20:.1f} MB; seed MIDI files are limited "
                         f"to {MAX_UPLOAD_BYTES // 2**20} MB")
-    return read_midi(path)
+    return read_midi_parts(path)
 
 
 def prompt_from_example(name: str, seconds: float) -> Prompt:

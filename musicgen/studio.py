@@ -22,9 +22,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from musicgen import compose
 from musicgen.audio import LiveRender, Renderer, soundfont_path, write_audio
 from musicgen.batcher import MAX_ROWS
+from musicgen.controls import detect_key
 from musicgen.errors import UserError
 from musicgen.examples import example_names
 from musicgen.leaderboard import MIN_VOTES, chart, for_the_public, format_summary, summarise
@@ -40,7 +43,13 @@ from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
 from musicgen.outputs import write_candidate
 from musicgen.plots import confidence, piano_roll_svg
-from musicgen.prompt import Prompt, choose_prompt, default_start, prompt_from_notes, read_seed_file
+from musicgen.prompt import (
+    Prompt,
+    choose_prompt,
+    default_start,
+    prompt_from_notes,
+    read_seed_file_parts,
+)
 from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
@@ -48,6 +57,7 @@ from musicgen.sample_report import CARD_FEATURES, current_samples
 from musicgen.samples import FRECHET_FEATURES
 from musicgen.settings import Settings, to_number
 
+KEY_FIT_TO_SAY = 0.6  # the correlation with a key profile from which an upload's key is named
 # The leaderboard is recomputed at most this often, and only when votes change.
 RESULTS_REFRESH_S = 5.0
 
@@ -260,12 +270,16 @@ class Studio:
         Raises:
             MidiError: The file cannot be used.
         """
-        notes = read_seed_file(path)
+        notes, parts = read_seed_file_parts(path)
         start = default_start(notes, seconds)
         minutes, rest = divmod(notes.duration, 60)
+        merged = f"; {parts.text}" if parts.text else ""
+        key, fit = detect_key(np.bincount(notes.pitch % 12, minlength=12))
+        # Below this fit the pitch classes name no key clearly (atonal, or modulating).
+        heard = f" It is mostly in {key}." if fit >= KEY_FIT_TO_SAY else ""
         summary = (f"**{Path(path).name}**: {int(minutes)}:{rest:04.1f} long, {len(notes):,} "
-                   f"notes. The excerpt starts at {start:.0f} s by default: a lively part, "
-                   "not the final bars.")
+                   f"notes{merged}.{heard} The excerpt starts at {start:.0f} s by default: a "
+                   "lively part, not the final bars.")
         return SeedFile(notes.duration, len(notes), start, summary)
 
     def continuation_seed(self, clip: Clip, seconds: float) -> tuple[str, float]:

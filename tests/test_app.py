@@ -243,8 +243,9 @@ def _generate_in(page, timeout=120_000):
     page.get_by_role("button", name="Generate", exact=True).wait_for(timeout=timeout)
 
 
-def _performance(tmp_path, minutes=3.0) -> Path:
-    """A MAESTRO-like performance: minutes of dense playing, then a long final chord."""
+def _performance(tmp_path, minutes=3.0, band: bool = False) -> Path:
+    """A MAESTRO-like performance: minutes of dense playing, then a long final chord
+    (with `band`, a bass track and drums besides)."""
     rng = np.random.default_rng(0)
     notes, t = [], 0.0
     while t < 60 * minutes:
@@ -254,7 +255,8 @@ def _performance(tmp_path, minutes=3.0) -> Path:
         t += float(rng.uniform(0.1, 0.4))
     notes += [(pitch, 50, t, t + 8.0) for pitch in (36, 48, 55, 60)]
     path = tmp_path / "performance.mid"
-    path.write_bytes(midi_bytes(notes))
+    extra = {"extra_instruments": [[(36, 80, 0.0, 4.0)]], "drums": [(36, 100, 0.0, 0.1)]}
+    path.write_bytes(midi_bytes(notes, **(extra if band else {})))
     return path
 
 
@@ -266,8 +268,10 @@ def test_generate_is_in_view_and_a_long_upload_continues_a_lively_part(browser, 
     # Room under the button for the progress bar and queue position.
     assert page.locator(".mg-status").first.bounding_box()["height"] >= 30
     _shot(page, "generate-tab")
-    page.locator("input[type=file]").first.set_input_files(str(_performance(tmp_path)))
-    page.get_by_text("notes. The excerpt starts at").wait_for(timeout=30_000)
+    page.locator("input[type=file]").first.set_input_files(str(_performance(tmp_path,
+                                                                           band=True)))
+    page.get_by_text("notes; 2 tracks merged into one piano part; drums left out.").wait_for(
+        timeout=30_000)
     assert page.get_by_label("Your MIDI file").is_checked()  # dropping a file chose it
     start = float(page.get_by_label("Excerpt starts at (seconds)").input_value())
     assert 30 < start < 170  # not the final chord

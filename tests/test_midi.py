@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import midi_bytes
 
-from musicgen.midi import MAX_MIDI_BYTES, MidiError, apply_sustain, read_midi
+from musicgen.midi import MAX_MIDI_BYTES, MidiError, apply_sustain, read_midi, read_midi_parts
 
 
 def test_reads_notes_sorted_with_seconds():
@@ -206,3 +206,17 @@ def test_missing_path(tmp_path):
 
 def test_midi_error_is_a_value_error():
     assert issubclass(MidiError, ValueError)
+
+
+def test_reading_says_which_tracks_were_merged_and_which_left_out():
+    piano = [(60 + k, 80, k * 0.5, k * 0.5 + 0.4) for k in range(8)]
+    strings = [(48, 70, 0.0, 2.0)]
+    bass = [(36, 70, 0.0, 4.0)]
+    drums = [(36, 100, 0.0, 0.1), (38, 100, 0.5, 0.6)]
+    notes, parts = read_midi_parts(midi_bytes(piano, drums=drums,
+                                              extra_instruments=[strings, bass]))
+    assert len(notes) == 10 and (parts.pitched_tracks, parts.drum_tracks) == (3, 1)
+    assert parts.text == "3 tracks merged into one piano part; drums left out"
+    assert parts.tempo_qpm == pytest.approx(120.0)
+    _, plain = read_midi_parts(midi_bytes(piano))
+    assert plain.text == "" and plain.drum_tracks == 0

@@ -163,6 +163,25 @@ def test_outputs_and_the_ui_cache_are_capped_together_oldest_first(studio, tmp_p
     assert made[3].exists() and made[4].exists()
 
 
+def test_an_upload_s_summary_says_what_was_merged_and_its_key(studio, tmp_path):
+    from conftest import midi_bytes
+
+    scale = [0, 2, 4, 5, 7, 9, 11, 12]  # G major, twice over, with its tonic chord
+    piano = [(55 + scale[k % 8], 80, k * 0.25, k * 0.25 + 0.2) for k in range(64)]
+    piano += [(pitch, 70, 16.0, 18.0) for pitch in (43, 55, 59, 62)]
+    song = tmp_path / "song.mid"
+    song.write_bytes(midi_bytes(piano, drums=[(36, 100, 0.0, 0.1)],
+                                extra_instruments=[[(43, 60, 0.0, 8.0)]]))
+    summary = studio.seed_file(str(song), 10).summary
+    assert "2 tracks merged into one piano part; drums left out." in summary
+    assert "It is mostly in G major." in summary
+    solo = tmp_path / "solo.mid"
+    solo.write_bytes(midi_bytes([(60 + (k * 5) % 12, 80, k * 0.3, k * 0.3 + 0.2)
+                                 for k in range(12)]))  # all twelve pitch classes alike
+    summary = studio.seed_file(str(solo), 10).summary
+    assert "merged" not in summary and "mostly in" not in summary
+
+
 def test_reference_needs_a_maestro_folder_with_a_test_split(studio, tmp_path):
     with pytest.raises(UserError, match="MUSICGEN_MAESTRO_DIR"):
         studio.reference(0, 0, 5, 5)
