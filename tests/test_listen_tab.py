@@ -98,6 +98,18 @@ def test_a_client_gets_a_pair_votes_once_after_listening_and_the_vote_is_exporte
     assert len(row["address"]) == 16 and "127.0.0.1" not in rows[0].values()
 
 
+def test_the_page_is_sent_compressed_and_the_clips_as_they_are(served):
+    url, _ = served
+    page = httpx.get(url, headers={"Accept-Encoding": "gzip"})
+    assert page.headers["content-encoding"] == "gzip"
+    assert int(page.headers["content-length"]) < len(page.content) / 3
+    client, cookies = _listener(url)
+    links = _links(client.predict(training_years="", listening_setup=None,
+                                  api_name="/listen_next")[0])
+    clip = httpx.get(url + links[1], cookies=cookies, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in clip.headers and clip.content[:3] == b"ID3"
+
+
 def test_without_a_listener_cookie_there_is_no_pair(served):
     from gradio_client import Client
 
