@@ -207,9 +207,10 @@ def flood(url: str, kind: str, clients: int, seconds: float) -> dict:
     threads = [threading.Thread(target=keep, args=(k,), daemon=True) for k in range(clients)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=seconds + 30)
-    return tally
+    for thread in threads:  # one deadline for all: a call stuck in its client is left behind
+        thread.join(timeout=max(0.0, until + 10 - time.monotonic()))
+    with lock:
+        return dict(tally)
 
 
 def floods_phase(url: str, results_clients: int, generate_clients: int, probes: int,
@@ -230,7 +231,11 @@ def floods_phase(url: str, results_clients: int, generate_clients: int, probes: 
             Path(f"/proc/{worker.pid}/autogroup").write_text("19")
         time.sleep(warmup_s)  # let the flood fill its line
         answers = [probe(url) for _ in range(probes)]
-        out, _ = worker.communicate(timeout=seconds + 120)
+        try:
+            out, _ = worker.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            out = json.dumps({"the flooding process did not finish": 1})
         worst = max(max(a[key] for key in ("page_s", "pair_s", "vote_s") if a[key] is not None)
                     for a in answers)
         report[kind] = {"flood_clients": clients, "flood_calls": json.loads(out or "{}"),
@@ -256,8 +261,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood:  # the flooding client, in a process of its own (floods_phase)
-        print(json.dumps(flood(args.url, args.flood, args.clients, args.seconds)))
-        return
+        print(json.dumps(flood(args.url, args.flood, args.clients, args.seconds)), flush=True)
+        os._exit(0)  # calls still in flight hold client threads that would keep it alive
     machine = cpu_details()
     print(cpu_line(machine), flush=True)
     meter = LoadMeter()
