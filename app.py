@@ -615,7 +615,12 @@ def build_compare_tab(studio: Studio, ui: dict) -> None:
     with gr.Row():
         ui["use_maestro"] = gr.Checkbox(False, label="Use a MAESTRO test-split excerpt",
                                         visible=studio.maestro_dir is not None)
+        pieces = studio.maestro_pieces()
+        # The range in words, not as Number's minimum/maximum: out of range, Gradio
+        # would answer in its own words and mark the field; `Studio.reference` says why.
         ui["maestro_piece"] = gr.Number(0, precision=0, label="Test piece number",
+                                        info=(f"0 to {len(pieces) - 1}; 0 is {pieces[0]}"
+                                              if pieces else None),
                                         visible=studio.maestro_dir is not None)
         ui["maestro_start"] = gr.Number(30, label="Excerpt start (s)",
                                         visible=studio.maestro_dir is not None)

@@ -87,6 +87,18 @@ def list_midi_files(data_dir: Path) -> list[tuple[Path, str | None]]:
     return [(path, None) for path in sorted(found)]
 
 
+def maestro_titles(data_dir: Path) -> dict[Path, str]:
+    """Each MAESTRO file's piece in words, "composer: title (year)" (empty for a folder
+    without the MAESTRO CSV)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / MAESTRO_CSV).is_file():
+        return {}
+    with open(data_dir / MAESTRO_CSV, newline="", encoding="utf-8") as handle:
+        return {data_dir / row["midi_filename"]:
+                f"{row['canonical_composer']}: {row['canonical_title']} ({row['year']})"
+                for row in csv.DictReader(handle)}
+
+
 def hash_split(sha256: str) -> str:
     """Deterministic 90/5/5 train/validation/test split from a content hash."""
     bucket = int(sha256[:8], 16) % 100

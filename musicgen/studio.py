@@ -158,6 +158,7 @@ class Studio:
             old_ratings.unlink()  # it sat in a served folder; its rows are in the database now
         self.maestro_dir = Path(maestro_dir) if maestro_dir else None
         self._maestro_tests: list[Path] | None = None
+        self._maestro_titles: dict[Path, str] = {}
         self._maestro_lock = threading.Lock()
         self.examples = example_names()
         self.concurrent_requests = MAX_ROWS
@@ -433,6 +434,7 @@ class Studio:
             raise UserError(f"the test piece number must be between 0 and {len(tests) - 1}, "
                             f"not {piece}")
         path = tests[piece]
+        title = self._maestro_titles.get(path, path.name)
         notes = read_midi(path)
         start = 0.0 if start in (None, "") else to_number("The excerpt's start", start)
         start = min(max(0.0, start), max(0.0, notes.duration - prompt_seconds - seconds))
@@ -449,20 +451,30 @@ class Studio:
         clip = Clip("human performance (MAESTRO test split)", str(audio), str(midi_path),
                     piano_roll_svg(both, prompt_seconds, rendering.seconds),
                     rendering.seconds, compose.describe_stats(stats),
-                    f"{path.name} from {start:.1f} s (CC BY-NC-SA 4.0)", recipe)
+                    f"{title}, {path.name}, from {start:.1f} s (CC BY-NC-SA 4.0)", recipe)
         return prompt, clip, both
+
+    def maestro_pieces(self) -> list[str]:
+        """The MAESTRO test pieces `reference` takes by number, in words (none without a
+        MAESTRO folder)."""
+        try:
+            tests = self._maestro_test_files()
+        except UserError:
+            return []
+        return [self._maestro_titles.get(path, path.name) for path in tests]
 
     def _maestro_test_files(self) -> list[Path]:
         """The test split's files, listed once (the tree is large and does not change)."""
         if self.maestro_dir is None:
             raise UserError("no MAESTRO folder is configured; set MUSICGEN_MAESTRO_DIR to "
                             "use test-split excerpts")
-        from musicgen.corpus import list_midi_files  # noqa: PLC0415 - only with MAESTRO
+        from musicgen.corpus import list_midi_files, maestro_titles  # noqa: PLC0415 - only with MAESTRO
 
         with self._maestro_lock:
             if self._maestro_tests is None:
                 self._maestro_tests = [path for path, split in list_midi_files(self.maestro_dir)
                                        if split == "test"]
+                self._maestro_titles = maestro_titles(self.maestro_dir)
         if not self._maestro_tests:
             raise UserError(f"the MAESTRO folder {self.maestro_dir} has no test-split files")
         return self._maestro_tests

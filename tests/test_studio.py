@@ -196,6 +196,7 @@ def test_reference_needs_a_maestro_folder_with_a_test_split(studio, tmp_path):
                       ratings_path=tmp_path / "r.sqlite", maestro_dir=maestro)
     with pytest.raises(UserError, match="has no test-split files"):
         no_tests.reference(0, 0, 5, 5)
+    assert no_tests.maestro_pieces() == [] and studio.maestro_pieces() == []
 
 
 def test_reference_lists_the_test_split_once(studio, tmp_path, monkeypatch):
@@ -213,9 +214,11 @@ def test_reference_lists_the_test_split_once(studio, tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "list_midi_files", lambda d: calls.append(d) or listing(d))
     reference = Studio(studio.output_dir.parent / "checkpoints", output_dir=tmp_path / "out",
                        ratings_path=tmp_path / "r.sqlite", maestro_dir=maestro)
+    assert reference.maestro_pieces() == ["A: B (2004)"]
     for start in (0, 5):
         prompt, clip, notes = reference.reference(0, start, 5, 5)
         assert prompt.source == "maestro-test:a.midi" and os.path.getsize(clip.audio) > 1000
+        assert clip.recipe.startswith("A: B (2004), a.midi, from ")
         clips = reference.compare(prompt, Settings(seconds=2, seed=1), human=(notes, clip))
         assert [c.title for c in clips][-1].startswith("human performance")
         axes = {tuple(re.findall(r">(C-?\d+)</text>", c.roll_svg)) for c in clips}
