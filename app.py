@@ -507,7 +507,8 @@ def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_s
            "session": {**session, "clips": clips},
            "status": f"Done: variation {settings.seed}." + (
                f" {settings.n} candidates, variations {settings.seed}-"
-               f"{settings.seed + settings.n - 1}." if settings.n > 1 else "")}
+               f"{settings.seed + settings.n - 1}." if settings.n > 1 else "")
+           + " (A variation number gives the same notes again: type it under Advanced.)"}
 
 
 GENERATE_OUTPUTS = [*(f"{kind}{i}" for i in range(SLOTS)

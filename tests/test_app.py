@@ -108,6 +108,7 @@ def test_upload_generate_two_candidates_that_decode(client, tmp_path):
         assert f"variation {1 + i}," in out[f"info{i}"]
     assert out["files2"] is None  # the third slot stays empty
     assert out["status"].startswith("Done: variation 1.")
+    assert "A variation number gives the same notes again" in out["status"]
 
 
 def test_a_corrupt_upload_is_a_plain_message_and_the_app_keeps_serving(client, tmp_path):
