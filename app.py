@@ -260,7 +260,7 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
                 return problem(error)
     # Gradio finds these parameters by their types; the wrapper has no annotations.
     special = {"request": gr.Request, "profile": gr.OAuthProfile | None}
-    run.__annotations__ = {name: kind for name, kind in special.items()
+    run.__annotations__ = {name: annotation for name, annotation in special.items()
                            if name in inspect.signature(bound).parameters}
     dependency = event(run, inputs=[ui[name] for name in names], outputs=targets, **kwargs)
     ui.setdefault("kinds", {})[dependency["id"]] = kind
@@ -799,8 +799,12 @@ def _listener(studio: Studio, request: gr.Request | None) -> tuple[str, str | No
 
 
 def _account(profile) -> str | None:
-    """The Hugging Face account a listener signed in with (None: not signed in)."""
-    return f"hf:{profile.username}" if profile is not None else None
+    """The Hugging Face account a listener signed in with (None: not signed in): its
+    never-changing id where the profile has one (a user name can be renamed)."""
+    if profile is None:
+        return None
+    sub = profile.get("sub") if isinstance(profile, dict) else None
+    return f"hf:{sub or profile.username}"
 
 
 def on_listen_next(studio: Studio, training_years, listening_setup, listener,
@@ -937,6 +941,9 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: musicgen.resources.checkpoint_dir())")
     args = parser.parse_args(argv)
     try:
+        if os.environ.get(SIGN_IN_ENV) == "1" and not os.environ.get("OAUTH_CLIENT_ID"):
+            raise UserError(f"{SIGN_IN_ENV}=1 needs a Hugging Face Space with `hf_oauth: true` "
+                            "in its README's front matter (OAUTH_CLIENT_ID is not set)")
         studio = Studio(args.checkpoints, output_dir=ROOT / "tmp" / "outputs",
                         maestro_dir=os.environ.get("MUSICGEN_MAESTRO_DIR"),
                         require_account=os.environ.get(SIGN_IN_ENV) == "1")
@@ -955,6 +962,8 @@ SIGN_IN_ENV = "MUSICGEN_LISTEN_SIGN_IN"
 QUEUE_LIMITS = {"generate": 48, "compare": 16, "versus": 16, "results": 16, "listen": 64,
                 "other": 128}
 QUEUE_PER_SESSION = {"generate": 1, "compare": 1, "versus": 1, "results": 1, "listen": 4}
+# A script chooses its own session ids but not its address; a classroom shares one.
+QUEUE_PER_ADDRESS = {kind: limit // 2 for kind, limit in QUEUE_LIMITS.items()}
 
 
 def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
@@ -967,9 +976,12 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     gradio_cache = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))
     studio.refuse_to_serve_the_database([gradio_cache])
     studio.start_pruning([gradio_cache])
-    kinds = demo.queue_kinds
+    kinds = demo.queue_kinds  # event index -> kind
+    kinds |= {fn.api_name: kinds.get(index, "other") for index, fn in demo.fns.items()
+              if fn.api_name}  # the API's /call/<name> routes name the event
 
     def waiting(kind: str) -> list:
+        # Gradio's own waiting lines: no public API tells their length per event.
         return [event for line in list(demo._queue.event_queue_per_concurrency_id.values())
                 for event in list(line.queue) if kinds.get(event.fn._id, "other") == kind]
 
@@ -981,7 +993,8 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
                 allowed_paths=[str(path) for path in studio.served_dirs()],
                 app_kwargs=server_additions(studio.listening, {
                     "waiting": waiting, "kind_of": lambda index: kinds.get(index, "other"),
-                    "limits": QUEUE_LIMITS, "per_session": QUEUE_PER_SESSION}), **kwargs)
+                    "limits": QUEUE_LIMITS, "per_session": QUEUE_PER_SESSION,
+                    "per_address": QUEUE_PER_ADDRESS}), **kwargs)
 
 
 if __name__ == "__main__":

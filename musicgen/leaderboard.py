@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from musicgen.plots import leaderboard_chart
-from musicgen.ratings import CHOICES, MIN_LISTEN_SECONDS, VOTE_COLUMNS, RatingsStore
+from musicgen.ratings import CHOICES, VOTE_COLUMNS, RatingsStore, listening_floor
 
+REAL_CONDITION = "real"  # the pianist's continuation (musicgen.listening.REAL)
 MIN_VOTES = 30  # below this the leaderboard is not shown in the app (Music Arena's rule)
 MIN_CELL = 5  # the app shows a mean score only from this many answers
 BOOTSTRAP = 1000
@@ -43,14 +44,17 @@ SCORE_SCALE = (1, 5)  # the 1-5 scores: "how musical", and the Generate tab's ra
 # What makes a vote look scripted (`scripted_votes`). A script can open sessions and
 # fetch clips as a person does; what it does not do is listen: it votes as soon as the
 # server allows, on many pairs, always the same way.
-NEAR_FLOOR_S = 3.0  # a group whose median vote comes this close to the floor is a script
+# A group whose median vote comes this close to the floor is a script: a person who
+# plays each clip the asked 5 s still needs a moment to switch clips and to click.
+NEAR_FLOOR_S = 1.0
 NEAR_FLOOR_MIN_VOTES = 3
 MAX_VOTES_PER_LISTENER = 40  # votes beyond this many from one listener are not counted
 SAME_SIDE_VOTES = 8  # always A (or always B) over this many decisive votes: p < 1% by chance
 # Always the same condition whenever it was in the pair, over this many pairs.
 SAME_CONDITION_PAIRS = {"rater": 10, "account": 10, "address": 20}
 DROP_REASONS = {
-    "not_heard": "no record that both clips were downloaded",
+    "not_heard": "no record that both clips were downloaded (as for every vote cast before "
+                 "the server recorded downloads)",
     "at_the_floor": "votes as soon as the server allowed, again and again",
     "too_many": f"beyond {MAX_VOTES_PER_LISTENER} votes of one listener",
     "same_side": f"always the same side over {SAME_SIDE_VOTES} or more votes",
@@ -58,7 +62,7 @@ DROP_REASONS = {
 }
 
 
-def scripted_votes(votes: list[dict], floor_s: float = 2 * MIN_LISTEN_SECONDS) -> dict[str, str]:
+def scripted_votes(votes: list[dict], floor_s: float = listening_floor()) -> dict[str, str]:
     """The votes that look scripted: token -> the reason (a key of `DROP_REASONS`).
 
     Judged per listener and, where known, per account (one may use many
@@ -70,7 +74,9 @@ def scripted_votes(votes: list[dict], floor_s: float = 2 * MIN_LISTEN_SECONDS) -
     listener (account) who chose the same side in all of `SAME_SIDE_VOTES` or more
     decisive votes;
     a listener (address) who chose one condition every time it was in the pair,
-    over `SAME_CONDITION_PAIRS` pairs or more.
+    over `SAME_CONDITION_PAIRS` pairs or more, unless it is the pianist's (a
+    careful listener may well always pick the real continuation). Votes stored
+    before downloads were recorded (schema 2) have no such record either.
     """
     dropped: dict[str, str] = {}
     for vote in votes:
@@ -108,7 +114,7 @@ def _group_reason(group: list[dict], floor_s: float, key: str) -> str | None:
         for condition in (vote["condition_a"], vote["condition_b"]):
             present.setdefault(condition, []).append(chosen == condition)
     if any(len(picks) >= SAME_CONDITION_PAIRS[key] and all(picks)
-           for picks in present.values()):
+           for condition, picks in present.items() if condition != REAL_CONDITION):
         return "same_condition"
     return None
 
@@ -345,7 +351,7 @@ def quick_ratings(rows: list[dict]) -> dict[str, dict]:
 
 
 def summarise(store: RatingsStore, resamples: int = BOOTSTRAP, seed: int = 0,
-              all_pools: bool = False, floor_s: float = 2 * MIN_LISTEN_SECONDS,
+              all_pools: bool = False, floor_s: float = listening_floor(),
               unfiltered: bool = False) -> dict:
     """Everything the ratings say, JSON-ready (aggregates only, no rater ids).
 

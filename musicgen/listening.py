@@ -39,7 +39,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +52,14 @@ from musicgen.examples import example_names, example_notes
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, Prompt, default_start, prompt_from_notes
-from musicgen.ratings import MIN_LISTEN_SECONDS, RatingsStore
+from musicgen.ratings import MIN_LISTEN_SECONDS, RatingsStore, listening_floor
 from musicgen.recipe import without_tokens
 from musicgen.settings import Settings
 
 COUNTS_RELOAD_S = 600.0  # how stale the balancing counts may grow (other writers)
 
+KEY_BYTES = 32
+MAX_PARTIAL_DOWNLOADS = 100_000  # links whose bytes went out in part, remembered at once
 CLIP_SIDES = ("prompt", "a", "b")  # the files of a pair, each behind a link of its own
 CLIP_SECONDS = 20.0
 PROMPTS = 20
@@ -70,7 +72,7 @@ POOL_FILE_TIME = 1_000_000_000  # every pool file's mtime: hides the order of wr
 
 def pool_dir(ratings_path: str | os.PathLike) -> Path:
     """Where a database's pool audio lives: `listening/` beside it (never served as such:
-    the app links each pair's files under new names, `Studio.next_pair`)."""
+    a pair's files go out through its own links, `ListeningTest.serving`)."""
     return Path(ratings_path).parent / "listening"
 
 
@@ -286,8 +288,9 @@ class Caps:
 
     pairs_per_minute: int = 10
     votes_per_hour: int = 60
-    address_pairs_per_minute: int = 60
-    address_votes_per_hour: int = 300
+    # A class of 30 voting for an hour; a script from one address meets the filter too.
+    address_pairs_per_minute: int = 120
+    address_votes_per_hour: int = 1000
 
 
 class _SlidingCount:
@@ -302,6 +305,11 @@ class _SlidingCount:
         while times and times[0] <= now - self.seconds:
             times.popleft()
         return bool(times) and len(times) >= self.limit
+
+    def remove(self, key: str, when: float) -> None:
+        times = self._times.get(key)
+        if times and when in times:
+            times.remove(when)
 
     def add(self, key: str, now: float) -> None:
         if len(self._times) > 50_000:  # listeners who left: forget their spent windows
@@ -326,13 +334,25 @@ class ListenerKeys:
         path = Path(path)
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Written whole under another name, then linked in: a reader never sees a
+            # half-written (or empty) key, and of two processes the first link wins.
+            draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+            descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(secrets.token_bytes(KEY_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())
             try:
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(secrets.token_bytes(32))
-            except FileExistsError:  # another process made it first
+                os.link(draft, path)
+            except FileExistsError:
                 pass
+            finally:
+                draft.unlink()
         self._secret = path.read_bytes()
+        if len(self._secret) != KEY_BYTES:
+            raise UserError(f"{path} is not a listener key ({len(self._secret)} bytes, not "
+                            f"{KEY_BYTES}); delete it and a new one is made (listeners "
+                            "then get new ids)")
 
     def new_listener(self) -> str:
         """A new listener's cookie value: "<id>.<signature>"."""
@@ -342,7 +362,8 @@ class ListenerKeys:
     def listener(self, cookie: str | None) -> str | None:
         """The listener id a cookie value carries, or None if it is missing or forged."""
         identifier, _, signature = (cookie or "").partition(".")
-        if len(identifier) != 32 or not hmac.compare_digest(signature, self._sign(identifier)):
+        if len(identifier) != 32 or not hmac.compare_digest(
+                signature.encode("utf-8", "replace"), self._sign(identifier).encode()):
             return None
         return identifier
 
@@ -350,20 +371,58 @@ class ListenerKeys:
         """A network address as 16 hex digits of a keyed hash (None stays None)."""
         return None if not address else self._sign("address:" + address)[:16]
 
+    def serving_seed(self, ticket: str) -> bytes:
+        """What fixes the bytes of one link's serving (`serving_bytes`)."""
+        return hmac.new(self._secret, ("serving:" + ticket).encode(), hashlib.sha256).digest()
+
     def _sign(self, text: str) -> str:
-        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(self._secret, text.encode("utf-8", "replace"),
+                        hashlib.sha256).hexdigest()[:32]
 
 
-def serving_bytes(path: str | os.PathLike, chunk: int = 65536) -> Iterator[bytes]:
-    """A pool MP3 as one serving of it: the same audio behind an ID3 tag of random
-    content and length, so no two servings share their bytes, hash or size."""
-    padding = secrets.token_bytes(16 + secrets.randbelow(2048))
+# MPEG audio frame sizes, for `serving_bytes` (layer III only: what LAME writes).
+_L3_KBPS = {1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+            2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+_RATES = {1: (44100, 48000, 32000), 2: (22050, 24000, 16000), 25: (11025, 12000, 8000)}
+
+
+def serving_bytes(path: str | os.PathLike, seed: bytes) -> bytes:
+    """A pool MP3 as one serving of it, the same audio in other bytes.
+
+    An ID3 tag of random content and length goes in front, and each MPEG
+    frame's private bit (which decoders ignore) is set at random, so neither
+    the file nor any stretch of frames has the same bytes, hash or size as in
+    another serving: telling two servings of a clip apart takes decoding the
+    audio. `seed` fixes the serving, so the byte ranges a browser asks for one
+    after another come from one file.
+    """
+    rng = random.Random(seed)
+    padding = rng.randbytes(16 + rng.randrange(2048))
     frame = b"PRIV" + struct.pack(">I", 9 + len(padding)) + b"\0\0" + b"musicgen\0" + padding
     size = len(frame)  # ID3v2 tag sizes are "syncsafe": 7 bits per byte
-    yield b"ID3\x03\x00\x00" + bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0)) + frame
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            yield block
+    tag = b"ID3\x03\x00\x00" + bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0)) + frame
+    audio = bytearray(Path(path).read_bytes())
+    position, first = 0, True
+    while position + 4 <= len(audio) and audio[position] == 0xFF and audio[position + 1] >= 0xE0:
+        length = _frame_length(audio, position)
+        if length is None:
+            break
+        if not first:  # the first frame may hold LAME's tag, whose CRC covers its header
+            audio[position + 2] = (audio[position + 2] & 0xFE) | rng.getrandbits(1)
+        position, first = position + length, False
+    return tag + bytes(audio)
+
+
+def _frame_length(audio: bytearray, at: int) -> int | None:
+    """The length of the layer III frame whose header starts at `at` (None: not one)."""
+    version = {3: 1, 2: 2, 0: 25}.get((audio[at + 1] >> 3) & 3)
+    layer = (audio[at + 1] >> 1) & 3
+    kbps_index, rate_index = audio[at + 2] >> 4, (audio[at + 2] >> 2) & 3
+    if version is None or layer != 1 or kbps_index in (0, 15) or rate_index == 3:
+        return None
+    kbps = _L3_KBPS[1 if version == 1 else 2][kbps_index]
+    per_frame = 144 if version == 1 else 72
+    return per_frame * kbps * 1000 // _RATES[version][rate_index] + ((audio[at + 2] >> 1) & 1)
 
 
 class ListeningTest:
@@ -403,6 +462,8 @@ class ListeningTest:
         self._counts: dict[str, tuple[float, dict[frozenset[str], int]]] = {}
         self._counts_lock = threading.Lock()
         self._caps_lock = threading.Lock()
+        self._sent: dict[str, list[tuple[int, int]]] = {}  # ticket -> byte spans sent
+        self._sent_lock = threading.Lock()
         self._pairs = {"listener": _SlidingCount(caps.pairs_per_minute, 60.0),
                        "address": _SlidingCount(caps.address_pairs_per_minute, 60.0)}
         self._votes = {"listener": _SlidingCount(caps.votes_per_hour, 3600.0),
@@ -433,17 +494,27 @@ class ListeningTest:
             raise UserError("no listening test is set up yet: run `python -m musicgen "
                             "listening build` first")
         self._signed_in(account)
-        self._within_caps(self._pairs, account or rater, address, (
+        counted = self._reserve(self._pairs, account or rater, address, (
             "you asked for many pairs in the last minute: listen to these, then try again",
             "many pairs were asked for from your network in the last minute; try again in a "
             "minute"))
+        try:
+            return self._serve(pool, rater, training_years, headphones, account)
+        except BaseException:
+            self._release(self._pairs, account or rater, address, counted)
+            raise
+
+    def _serve(self, pool: str, rater: str, training_years: int | None,
+               headphones: bool | None, account: str | None) -> ServedPair:
         self.store.add_rater(rater, training_years, headphones, account)
         clips = self.store.pool_clips(pool)
         by_prompt: dict[str, list[dict]] = {}
         for clip in clips:
             by_prompt.setdefault(clip["prompt"], []).append(clip)
-        # A clip whose condition was revealed would not be blind a second time.
-        served, revealed = self.store.served_to(rater), self.store.revealed_to(rater)
+        # A clip whose condition was revealed would not be blind a second time (to this
+        # listener, or to this account in any browser).
+        served = self.store.served_to(rater, account)
+        revealed = self.store.revealed_to(rater, account)
         options = [(a, b) for group in by_prompt.values()
                    for a, b in itertools.combinations(group, 2)
                    if frozenset((a["id"], b["id"])) not in served
@@ -461,7 +532,6 @@ class ListeningTest:
         token = secrets.token_hex(16)
         links = {side: secrets.token_hex(16) for side in CLIP_SIDES}
         self.store.serve_pair(token, rater, a["id"], b["id"], links, self.clock())
-        self._count(self._pairs, account or rater, address)
         return ServedPair(token, links, self.min_listen_s, self.store.pool_has_real(pool))
 
     def open_clip(self, rater: str | None, ticket: str) -> Path:
@@ -475,14 +545,42 @@ class ListeningTest:
             raise UserError("this clip is not yours to hear; ask for a new pair")
         return self.audio_root / link["audio"]
 
+    def serving(self, rater: str | None, ticket: str) -> bytes:
+        """The bytes of a link's serving (`serving_bytes`), for its own listener only.
+
+        Raises:
+            UserError: As `open_clip`.
+        """
+        return serving_bytes(self.open_clip(rater, ticket), self.keys.serving_seed(ticket))
+
+    def sent(self, ticket: str, start: int, end: int, total: int) -> None:
+        """Record that bytes `start`..`end` (exclusive) of a link's `total`-byte serving
+        went out; once every byte has (in one response or in ranges), it is `heard`."""
+        with self._sent_lock:
+            if len(self._sent) > MAX_PARTIAL_DOWNLOADS:  # abandoned downloads: forget them
+                self._sent = dict(list(self._sent.items())[len(self._sent) // 2:])
+            spans = sorted([*self._sent.get(ticket, []), (start, end)])
+            merged = [spans[0]]
+            for low, high in spans[1:]:
+                if low <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+                else:
+                    merged.append((low, high))
+            whole = merged[0][0] <= 0 and merged[0][1] >= total
+            if whole:
+                self._sent.pop(ticket, None)
+            else:
+                self._sent[ticket] = merged
+        if whole:
+            self.heard(ticket)
+
     def heard(self, ticket: str) -> None:
         """Record that a link's file reached its listener in full."""
         self.store.mark_fetched(ticket, self.clock())
 
     def listening_floor(self) -> float:
-        """Seconds from the later clip's full download to the earliest vote: each clip's
-        `min_listen_s`, one after the other."""
-        return 2 * self.min_listen_s
+        """Seconds from the later clip's full download to the earliest vote."""
+        return listening_floor(self.min_listen_s)
 
     def wait_left(self, rater: str, token: str) -> float:
         """Seconds this listener must still wait before voting on the pair (0: may vote;
@@ -530,14 +628,17 @@ class ListeningTest:
         if heard is None or now - heard < self.listening_floor():
             raise UserError(f"listen to both clips first (at least {self.min_listen_s:g} s "
                             "each), then vote")
-        self._within_caps(self._votes, account or rater, address, (
+        counted = self._reserve(self._votes, account or rater, address, (
             "you have voted many times in the last hour: thank you! Come back later",
             "many votes came from your network in the last hour; try again later"))
-        self.store.record_vote(token, choice, now - pair["served"],
-                               {pair["clip_a"]: (musical_a, guess_a),
-                                pair["clip_b"]: (musical_b, guess_b)},
-                               now - heard, self.keys.address(address))
-        self._count(self._votes, account or rater, address)
+        try:
+            self.store.record_vote(token, choice, now - pair["served"],
+                                   {pair["clip_a"]: (musical_a, guess_a),
+                                    pair["clip_b"]: (musical_b, guess_b)},
+                                   now - heard, self.keys.address(address))
+        except BaseException:
+            self._release(self._votes, account or rater, address, counted)
+            raise
         with self._counts_lock:
             if pair["pool"] in self._counts:
                 conditions = frozenset((pair["condition_a"], pair["condition_b"]))
@@ -550,22 +651,29 @@ class ListeningTest:
             raise UserError("sign in with Hugging Face first (the button above): this "
                             "listening test counts one voice per account")
 
-    def _within_caps(self, windows: dict[str, _SlidingCount], rater: str,
-                     address: str | None, messages: tuple[str, str]) -> None:
+    def _reserve(self, windows: dict[str, _SlidingCount], rater: str,
+                 address: str | None, messages: tuple[str, str]) -> float:
+        """Count one more pair (or vote) for the listener and address, or raise UserError
+        if either is at its cap; check and count under one lock, so that requests at
+        the same moment cannot all slip under it. Returns the time counted (`_release`)."""
         now = self.clock()
         with self._caps_lock:
             if windows["listener"].full(rater, now):
                 raise UserError(messages[0])
             if address is not None and windows["address"].full(address, now):
                 raise UserError(messages[1])
-
-    def _count(self, windows: dict[str, _SlidingCount], rater: str,
-               address: str | None) -> None:
-        now = self.clock()
-        with self._caps_lock:
             windows["listener"].add(rater, now)
             if address is not None:
                 windows["address"].add(address, now)
+        return now
+
+    def _release(self, windows: dict[str, _SlidingCount], rater: str,
+                 address: str | None, when: float) -> None:
+        """Take back a count `_reserve` made, for a request that failed after it."""
+        with self._caps_lock:
+            windows["listener"].remove(rater, when)
+            if address is not None:
+                windows["address"].remove(address, when)
 
     @staticmethod
     def _heard(pair: dict) -> float | None:

@@ -43,6 +43,12 @@ CHOICES = ("a", "b", "tie", "both_bad")
 # Seconds each clip of a pair must play before a vote; a vote waits for both, one after
 # the other, from the later one's full download (`musicgen.listening`).
 MIN_LISTEN_SECONDS = 5.0
+
+
+def listening_floor(min_listen_s: float = MIN_LISTEN_SECONDS) -> float:
+    """Seconds from the later clip's full download to the earliest vote: each clip's
+    `min_listen_s`, one after the other."""
+    return 2 * min_listen_s
 GUESSES = ("human", "computer")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS raters (
@@ -191,12 +197,18 @@ class RatingsStore:
                 # v1 had clip_ratings only; v2 adds the listening test's tables; v3 the
                 # clips' links and what each vote's listener fetched.
                 self._connection.executescript(SCHEMA)
+                # One transaction: of two processes opening an old file at once, the second
+                # finds the columns the first added.
+                self._connection.execute("BEGIN IMMEDIATE")
                 for table, columns in ADDED_COLUMNS.items():
                     have = {row[1] for row in self._connection.execute(
                         f"PRAGMA table_info({table})")}
                     for column in columns:
                         if column.split()[0] not in have:
                             self._connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                self._connection.execute("CREATE INDEX IF NOT EXISTS raters_by_account ON "
+                                         "raters (account)")  # a column old files lacked
+                self._connection.execute("COMMIT")
                 self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             self._connection.close()
@@ -342,15 +354,24 @@ class RatingsStore:
                               "(SELECT 1 FROM votes v WHERE v.token = pairs.token)",
                               (served_before,)).rowcount
 
-    def served_to(self, rater: str) -> set[frozenset[str]]:
-        """The pairs of clips (unordered) a rater has been served."""
-        return {frozenset(row) for row in
-                self._read("SELECT clip_a, clip_b FROM pairs WHERE rater = ?", (rater,))}
+    def served_to(self, rater: str, account: str | None = None) -> set[frozenset[str]]:
+        """The pairs of clips (unordered) a rater has been served, and with an account,
+        those served to any listener signed in with it."""
+        rows = self._read("SELECT clip_a, clip_b FROM pairs WHERE rater = ?", (rater,))
+        if account is not None:
+            rows += self._read("SELECT p.clip_a, p.clip_b FROM raters r JOIN pairs p "
+                               "ON p.rater = r.id WHERE r.account = ?", (account,))
+        return {frozenset(row) for row in rows}
 
-    def revealed_to(self, rater: str) -> set[str]:
-        """The clips whose condition a rater has been told (those of the pairs they voted on)."""
+    def revealed_to(self, rater: str, account: str | None = None) -> set[str]:
+        """The clips whose condition a rater (or, with an account, any listener signed in
+        with it) has been told: those of the pairs they voted on."""
         rows = self._read("SELECT p.clip_a, p.clip_b FROM pairs p JOIN votes v "
                           "ON v.token = p.token WHERE p.rater = ?", (rater,))
+        if account is not None:
+            rows += self._read("SELECT p.clip_a, p.clip_b FROM raters r JOIN pairs p "
+                               "ON p.rater = r.id JOIN votes v ON v.token = p.token "
+                               "WHERE r.account = ?", (account,))
         return {clip for row in rows for clip in row}
 
     def pair_counts(self, pool: str) -> dict[frozenset[str], int]:

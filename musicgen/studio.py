@@ -69,7 +69,7 @@ PAIR_TTL_S = 24 * 3600.0  # a pair not voted on within a day is forgotten
 # Outputs plus the UI's cache may hold this much; beyond it the oldest go first (a
 # maximum Generate writes about 6 MB, so this is some 170 of them).
 DISK_CAP_BYTES = 1 << 30
-# What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
+DISK_MIN_AGE_S = 600.0# What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
 # continuation with its 10 s seed, where the WAV was 7 MB (musicgen.audio).
 CLIP_SUFFIX = ".mp3"
 # How the models answer, in words, by kind (BENCHMARKS.md, 2-core machine: a
@@ -570,12 +570,16 @@ class Studio:
                 if chart_kept and ((last_pool == pool and last_votes == votes) or (
                         time.monotonic() - computed < RESULTS_REFRESH_S)):
                     return shown
-            if votes < MIN_VOTES:  # no bootstrap for a page that shows none
-                shown = (f"{votes} {'vote' if votes == 1 else 'votes'} so far on this listening "
-                         f"test. The leaderboard appears from {MIN_VOTES} votes on: fewer say "
-                         "too little.", None)
+            # Fewer stored votes than the board needs: no bootstrap for a page that shows
+            # none. Otherwise the count that decides is the one left after the filter.
+            result = (summarise(self.ratings, floor_s=self.listening.listening_floor())
+                      if votes >= MIN_VOTES else None)
+            counted = votes if result is None else result["votes"]
+            if counted < MIN_VOTES:
+                shown = (f"{counted} {'vote' if counted == 1 else 'votes'} so far on this "
+                         f"listening test. The leaderboard appears from {MIN_VOTES} votes on: "
+                         "fewer say too little.", None)
             else:
-                result = summarise(self.ratings, floor_s=self.listening.listening_floor())
                 path = self._request_folder() / "leaderboard.svg"
                 shown = format_summary(for_the_public(result)), str(chart(result, path))
             self._results = ((pool, votes), time.monotonic(), shown)
@@ -627,8 +631,11 @@ class Studio:
                    if entry.is_dir() and len(entry.name) >= 32
                    and all(char in string.hexdigits for char in entry.name)]
         total = sum(size for _, size, _ in entries)
-        for _, size, entry in sorted(entries, key=lambda item: item[0]):
-            if total <= self.disk_cap_bytes:
+        # Nothing younger than DISK_MIN_AGE_S goes: a page may still be playing it, or an
+        # upload still be read.
+        young = time.time() - DISK_MIN_AGE_S
+        for changed, size, entry in sorted(entries, key=lambda item: item[0]):
+            if total <= self.disk_cap_bytes or changed >= young:
                 break
             shutil.rmtree(entry, ignore_errors=True)
             total -= size

@@ -24,19 +24,29 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from musicgen.errors import UserError
-from musicgen.listening import ListenerKeys, ListeningTest, serving_bytes
+from musicgen.listening import ListenerKeys, ListeningTest
 
 LISTENER_COOKIE = "musicgen_listener"
 LISTENER_COOKIE_DAYS = 365
 CLIP_PATH = "listen/clip/"  # relative to the page, so it works under any root path
 # How many proxies in front of the app append to X-Forwarded-For (a Space has one).
 PROXIES_ENV = "MUSICGEN_TRUSTED_PROXIES"
+CHUNK = 65536
+_PROXIES = 0  # trusted_proxies(), read by `server_additions`
 
 
 def trusted_proxies() -> int:
     """Proxies whose X-Forwarded-For entries are believed: $MUSICGEN_TRUSTED_PROXIES,
-    else 1 on a Hugging Face Space (which sets SPACE_ID), else 0."""
-    return int(os.environ.get(PROXIES_ENV, "1" if os.environ.get("SPACE_ID") else "0"))
+    else 1 on a Hugging Face Space (which sets SPACE_ID), else 0.
+
+    Raises:
+        UserError: The variable is not a whole number from 0 to 10.
+    """
+    value = os.environ.get(PROXIES_ENV, "1" if os.environ.get("SPACE_ID") else "0")
+    if not value.strip().isdigit() or int(value) > 10:
+        raise UserError(f"{PROXIES_ENV} is the number of proxies in front of the app (0 to "
+                        f"10), not {value!r}")
+    return int(value)
 
 
 def client_address(headers: Headers | dict, socket_host: str | None,
@@ -44,7 +54,7 @@ def client_address(headers: Headers | dict, socket_host: str | None,
     """The visitor's network address: the socket's peer, or behind `proxies` trusted
     proxies the entry the outermost one appended (the entries before it are the
     visitor's own words, and a script can write anything there)."""
-    proxies = trusted_proxies() if proxies is None else proxies
+    proxies = _PROXIES if proxies is None else proxies
     if proxies > 0:
         forwarded = [part.strip() for part in
                      (headers.get("x-forwarded-for") or "").split(",") if part.strip()]
@@ -79,10 +89,13 @@ class ListenerCookie:
                 self.keys, Headers(scope=scope).get("cookie")) is not None:
             await self.app(scope, receive, send)
             return
-        secure = "; Secure" if Headers(scope=scope).get("x-forwarded-proto") == "https" or (
-            scope.get("scheme") == "https") else ""
-        cookie = (f"{LISTENER_COOKIE}={self.keys.new_listener()}; Path=/; HttpOnly; "
-                  f"SameSite=Lax; Max-Age={LISTENER_COOKIE_DAYS * 86400}{secure}")
+        # Over https (a Space) the page runs in huggingface.co's frame, where a Lax
+        # cookie is not sent: None, Secure, and partitioned per embedding site.
+        https = Headers(scope=scope).get("x-forwarded-proto") == "https" or (
+            scope.get("scheme") == "https")
+        site = "SameSite=None; Secure; Partitioned" if https else "SameSite=Lax"
+        cookie = (f"{LISTENER_COOKIE}={self.keys.new_listener()}; Path=/; HttpOnly; {site}; "
+                  f"Max-Age={LISTENER_COOKIE_DAYS * 86400}")
 
         async def with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -94,56 +107,94 @@ class ListenerCookie:
 
 
 def clip_route(listening: ListeningTest) -> Route:
-    """GET `CLIP_PATH<ticket>`: one file of a served pair, for its own listener only, its
-    bytes different at every serving; a clip sent to the end is recorded as heard."""
+    """GET `CLIP_PATH<ticket>`: one file of a served pair, for its own listener only, in
+    bytes of its own (`serving_bytes`), whole or by byte range (Safari asks in ranges);
+    once every byte of it has gone out, the clip counts as heard."""
     def serve(request: Request) -> Response:
+        if request.method != "GET":  # HEAD would "send" the body without a byte going out
+            return PlainTextResponse("GET only.", status_code=405)
         ticket = request.path_params["ticket"]
         listener = listener_of(listening.keys, request.headers.get("cookie"))
         try:
-            path = listening.open_clip(listener, ticket)
+            data = listening.serving(listener, ticket)
         except UserError as error:
             return PlainTextResponse(f"{error}.", status_code=403)
+        total = len(data)
+        span = byte_range(request.headers.get("range"), total)
+        if span is None:
+            return PlainTextResponse("That byte range is not in the file.", status_code=416,
+                                     headers={"Content-Range": f"bytes */{total}"})
+        start, end = span
+        headers = {"Cache-Control": "no-store", "Accept-Ranges": "bytes",
+                   "Content-Length": str(end - start)}
+        if request.headers.get("range"):
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
 
         def body():
-            yield from serving_bytes(path)
+            for at in range(start, end, CHUNK):
+                yield data[at:min(end, at + CHUNK)]
             # Reached only once the last block went out: a download cut short is not heard.
-            listening.heard(ticket)
+            listening.sent(ticket, start, end, total)
 
-        # No byte ranges: the whole clip in one response, so "sent to the end" is known.
-        return StreamingResponse(body(), media_type="audio/mpeg",
-                                 headers={"Cache-Control": "no-store"})
+        return StreamingResponse(body(), status_code=206 if "Content-Range" in headers else 200,
+                                 media_type="audio/mpeg", headers=headers)
 
     return Route("/" + CLIP_PATH + "{ticket}", serve, methods=["GET"])
 
 
+def byte_range(header: str | None, total: int) -> tuple[int, int] | None:
+    """The bytes a Range header asks for, as (start, end exclusive): the whole file
+    without one (or with one this route does not take: several ranges); None if it lies
+    outside the file."""
+    unit, _, ranges = (header or "").partition("=")
+    if unit.strip() != "bytes" or "," in ranges:
+        return 0, total
+    first, _, last = ranges.strip().partition("-")
+    try:
+        if not first:  # the last N bytes
+            start, end = max(0, total - int(last)), total
+        else:
+            start, end = int(first), min(total, int(last) + 1) if last else total
+    except ValueError:
+        return 0, total
+    return (start, end) if 0 <= start < end else None
+
+
 class FairQueue:
     """Refuses a new job when its kind already has `limits[kind]` jobs waiting, or when
-    the same browser session already has `per_session[kind]` of that kind waiting.
+    the same browser session, or the same network address, already has
+    `per_session[kind]` or `per_address[kind]` of that kind waiting.
 
     Gradio keeps one queue length for all its events; without this, 65 calls of
     one cheap kind filled it and every other user got "Queue is full". Runs
-    before Gradio's own join handler. `kind_of` maps a Gradio event index to a
-    kind (None: not limited here); `waiting(kind)` lists that kind's waiting
-    events. Per session rather than per address: a classroom shares one address.
+    before Gradio's own handlers of the routes that queue a job: the page's
+    `/queue/join` (which names the event by index) and the API's `/call/<name>`
+    (by name). `kind_of` maps either to a kind (None: not limited here);
+    `waiting(kind)` lists that kind's waiting events. A script picks its own
+    session ids, so the per-address limit is the one it meets; it is generous,
+    since a classroom shares one address.
     """
 
     def __init__(self, app: ASGIApp, waiting: Callable[[str], list],
-                 kind_of: Callable[[int], str | None], limits: dict[str, int],
-                 per_session: dict[str, int]):
+                 kind_of: Callable[[int | str], str | None], limits: dict[str, int],
+                 per_session: dict[str, int], per_address: dict[str, int]):
         self.app, self.waiting, self.kind_of = app, waiting, kind_of
-        self.limits, self.per_session = limits, per_session
+        self.limits, self.per_session, self.per_address = limits, per_session, per_address
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/queue/join"):
+        path = scope.get("path", "").rstrip("/")
+        queued = scope["type"] == "http" and scope.get("method") == "POST" and (
+            path.endswith("/queue/join") or "/call/" in path)
+        if not queued:
             await self.app(scope, receive, send)
             return
         chunks, more = [], True
-        while more:  # the join body is a small JSON object
+        while more:  # the body is a small JSON object
             message = await receive()
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        refusal = self._refusal(body)
+        refusal = self._refusal(path, body, scope)
         if refusal is not None:
             await JSONResponse({"detail": refusal}, status_code=503)(scope, receive, send)
             return
@@ -158,23 +209,36 @@ class FairQueue:
 
         await self.app(scope, replay, send)
 
-    def _refusal(self, body: bytes) -> str | None:
+    def _refusal(self, path: str, body: bytes, scope: Scope) -> str | None:
         try:
-            join = json.loads(body)
-            kind = self.kind_of(int(join["fn_index"]))
-        except (ValueError, KeyError, TypeError):
-            return None  # Gradio answers a malformed join itself
+            join = json.loads(body) if path.endswith("/queue/join") else {}
+            kind = self.kind_of(int(join["fn_index"]) if join else path.rsplit("/", 1)[-1])
+        except (ValueError, KeyError, TypeError, OverflowError):
+            return None  # Gradio answers a malformed request itself
         if kind is None:
             return None
         waiting = self.waiting(kind)
         if len(waiting) >= self.limits.get(kind, len(waiting) + 1):
             return (f"Many people are waiting for {kind} right now ({len(waiting)} ahead); "
                     "please try again in a minute.")
-        mine = sum(getattr(event, "session_hash", None) == join.get("session_hash")
-                   for event in waiting)
-        if mine >= self.per_session.get(kind, mine + 1):
+        session = join.get("session_hash")
+        if session is not None and sum(getattr(event, "session_hash", None) == session
+                                       for event in waiting) >= self.per_session.get(kind, 1e9):
             return f"Your last {kind} request is still waiting; it comes first."
+        address = client_address(Headers(scope=scope), (scope.get("client") or (None,))[0])
+        if sum(_address_of(event) == address for event in waiting) >= self.per_address.get(
+                kind, 1e9):
+            return (f"Many {kind} requests from your network are waiting already; please try "
+                    "again in a minute.")
         return None
+
+
+def _address_of(event) -> str | None:
+    """The network address a waiting Gradio event came from."""
+    request = getattr(event, "request", None)
+    if request is None:
+        return None
+    return client_address(request.headers, getattr(request.client, "host", None))
 
 
 def server_additions(listening: ListeningTest, fair_queue: dict | None = None) -> dict:
@@ -186,6 +250,8 @@ def server_additions(listening: ListeningTest, fair_queue: dict | None = None) -
     """
     # The page is about 300 KB of HTML, JSON and scripts, a fifth of that compressed;
     # Starlette leaves event streams and audio as they are.
+    global _PROXIES  # noqa: PLW0603 - read once, at launch, not in every request
+    _PROXIES = trusted_proxies()
     middleware = [Middleware(GZipMiddleware, minimum_size=1024),
                   Middleware(ListenerCookie, keys=listening.keys)]
     if fair_queue is not None:

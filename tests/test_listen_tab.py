@@ -98,6 +98,32 @@ def test_a_client_gets_a_pair_votes_once_after_listening_and_the_vote_is_exporte
     assert len(row["address"]) == 16 and "127.0.0.1" not in rows[0].values()
 
 
+def test_a_clip_comes_whole_or_in_ranges_and_counts_as_heard_only_when_all_went_out(served):
+    url, studio = served
+    client, cookies = _listener(url)
+    links = _links(client.predict(training_years="", listening_setup=None,
+                                  api_name="/listen_next")[0])
+    a, b = url + links[1], url + links[2]
+    whole = httpx.get(a, cookies=cookies)
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    size = len(whole.content)
+    head = httpx.head(b, cookies=cookies)  # a HEAD would "send" the body without a byte
+    assert head.status_code == 405
+    probe = httpx.get(b, cookies=cookies, headers={"Range": "bytes=0-1"})  # as Safari does
+    assert probe.status_code == 206 and probe.headers["content-range"].startswith("bytes 0-1/")
+    total = int(probe.headers["content-range"].split("/")[1])
+    ticket = links[2].rsplit("/", 1)[1]
+    assert studio.ratings.clip_link(ticket)["fetched"] is None
+    rest = httpx.get(b, cookies=cookies, headers={"Range": "bytes=2-"})
+    assert rest.status_code == 206 and len(probe.content + rest.content) == total
+    assert studio.ratings.clip_link(ticket)["fetched"] is not None
+    assert studio.ratings.clip_link(links[1].rsplit("/", 1)[1])["fetched"] is not None
+    assert httpx.get(a, cookies=cookies, headers={"Range": f"bytes={size + 5}-"}
+                     ).status_code == 416
+    again = httpx.get(b, cookies=cookies).content
+    assert again == probe.content + rest.content  # one link, one serving
+
+
 def test_the_page_is_sent_compressed_and_the_clips_as_they_are(served):
     url, _ = served
     page = httpx.get(url, headers={"Accept-Encoding": "gzip"})
@@ -171,8 +197,8 @@ def test_a_pair_is_served_through_its_own_links_and_the_pool_and_database_are_no
     assert str(studio.output_dir) not in pair["pair_player"] and "/work" not in pair[
         "pair_player"] and "gradio_api/file" not in pair["pair_player"]  # no server path
     first, second = _download(url, links, cookies), _download(url, links, cookies)
-    for one, two in zip(first, second, strict=True):  # the same clip, other bytes each time
-        assert one[:3] == two[:3] == b"ID3" and one != two
+    for one, two in zip(first, second, strict=True):  # one link, one serving (ranges fit);
+        assert one[:3] == b"ID3" and one == two  # other links: other bytes (test_ratings)
     _, other_cookies = _listener(url)
     for link in links:  # another listener, or none, gets nothing
         for jar in (other_cookies, None):
@@ -190,9 +216,13 @@ def test_a_pair_is_served_through_its_own_links_and_the_pool_and_database_are_no
         request = plain.build_request("GET", f"{url}gradio_api/file={climbing}")
         request.url = request.url.copy_with(raw_path=f"/gradio_api/file={climbing}".encode())
         assert plain.send(request).status_code in (403, 404)
-    for ticket in ("../" + "a" * 29, "%2e%2e%2fvar%2fratings.sqlite", "0" * 32):
-        assert httpx.get(f"{url}listen/clip/{ticket}", cookies=cookies).status_code in (
-            403, 404)
+    with httpx.Client(cookies=cookies) as raw:  # sent as written: httpx would tidy "../"
+        for ticket in ("../../var/" + database.name, "%2e%2e%2fvar%2fratings.sqlite",
+                       "0" * 32, "..%2f" * 8 + "etc%2fpasswd"):
+            request = raw.build_request("GET", f"{url}listen/clip/x")
+            request.url = request.url.copy_with(raw_path=f"/listen/clip/{ticket}".encode())
+            answer = raw.send(request)
+            assert answer.status_code in (403, 404) and b"SQLite" not in answer.content
 
 
 def test_the_vote_stays_locked_until_both_clips_have_played(served):

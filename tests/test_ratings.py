@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from conftest import REPO, heard, tiny_checkpoint
 
@@ -131,7 +132,6 @@ def test_a_clip_link_serves_its_own_listener_only_and_every_serving_differs(stor
     from musicgen.listening import serving_bytes
 
     fake_pool(store)
-    clip = pool_dir(store.path) / "pool-1" / "0-0.mp3"
     test = ListeningTest(store, pool_dir(store.path), min_listen_s=0)
     pair = test.next_pair("rater-1")
     paths = {side: test.open_clip("rater-1", ticket) for side, ticket in pair.links.items()}
@@ -140,15 +140,55 @@ def test_a_clip_link_serves_its_own_listener_only_and_every_serving_differs(stor
                           ("rater-1", "0" * 32), ("rater-1", "../" * 10)):
         with pytest.raises(UserError, match="not yours to hear"):
             test.open_clip(rater, ticket)
-    clip.write_bytes(bytes(range(256)) * 40)
-    servings = [b"".join(serving_bytes(clip)) for _ in range(20)]
-    assert len({hashlib.sha256(serving).digest() for serving in servings}) == 20
+    paths["a"].write_bytes(bytes(range(256)) * 40)  # the fake pool's files are empty
+    servings = [serving_bytes(paths["a"], test.keys.serving_seed(ticket))
+                for ticket in [pair.links["a"]] * 2 + [f"{k:032x}" for k in range(20)]]
+    assert servings[0] == servings[1]  # one link, one file: its byte ranges fit together
+    assert len({hashlib.sha256(serving).digest() for serving in servings}) == 21
     assert len({len(serving) for serving in servings}) > 10  # the size says nothing either
-    for serving in servings:  # an ID3v2 tag, its size as written, then the file untouched
-        assert serving[:3] == b"ID3"
-        size = sum(byte << shift for byte, shift in zip(serving[6:10], (21, 14, 7, 0),
-                                                    strict=True))
-        assert serving[10 + size:] == clip.read_bytes()
+
+
+def test_a_serving_sounds_the_same_in_other_bytes_all_through(tmp_path):
+    import soundfile
+
+    from musicgen.audio import Rendering, write_compressed
+    from musicgen.listening import serving_bytes
+
+    rate = 44100
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * rate) / rate)
+    clip = write_compressed(tmp_path / "clip.mp3", Rendering(
+        np.stack([tone, tone], axis=1).astype(np.float32), rate, "numpy-fallback", None, 3.0,
+        -10.0), "mp3", mono=True)
+    one, two = serving_bytes(clip, b"one"), serving_bytes(clip, b"two")
+    tags = [sum(byte << shift for byte, shift in zip(serving[6:10], (21, 14, 7, 0),
+                                                      strict=True)) + 10
+            for serving in (one, two)]
+    original = clip.read_bytes()
+    body_one, body_two = one[tags[0]:], two[tags[1]:]
+    assert one[:3] == two[:3] == b"ID3" and len(body_one) == len(original)
+    # Not just the tag: frames all through the file differ, so no stretch hashes alike.
+    differ = [i for i in range(len(original)) if body_one[i] != body_two[i]]
+    assert len(differ) > 20 and differ[-1] > len(original) * 0.9
+    decoded = []
+    for name, serving in (("one", one), ("two", two), ("original", original)):
+        (tmp_path / f"{name}.mp3").write_bytes(serving)
+        decoded.append(soundfile.read(tmp_path / f"{name}.mp3")[0])
+    assert np.array_equal(decoded[0], decoded[2]) and np.array_equal(decoded[1], decoded[2])
+
+
+def test_a_clip_counts_as_heard_once_every_byte_went_out_in_any_ranges(store):
+    fake_pool(store)
+    test = ListeningTest(store, pool_dir(store.path), min_listen_s=0)
+    pair = test.next_pair("rater-1")
+    ticket = pair.links["a"]
+    test.sent(ticket, 0, 2, 1000)  # Safari's probe
+    test.sent(ticket, 500, 1000, 1000)
+    assert store.clip_link(ticket)["fetched"] is None
+    test.sent(ticket, 1, 600, 1000)
+    assert store.clip_link(ticket)["fetched"] is not None
+    other = pair.links["b"]
+    test.sent(other, 0, 999, 1000)  # cut short by one byte
+    assert store.clip_link(other)["fetched"] is None
 
 
 def test_pairs_and_votes_are_capped_per_listener_and_per_address(store):
@@ -204,6 +244,12 @@ def test_listener_ids_are_signed_and_outlive_the_process(tmp_path):
                 "x" * 500):
         assert keys.listener(bad) is None
     assert ListenerKeys(tmp_path / "other.key").listener(cookie) is None
+    assert keys.listener(listener + ".é" + cookie[34:]) is None  # not ASCII: refused, not 500
+    (tmp_path / "empty.key").write_bytes(b"")  # a key file cut short would sign with nothing
+    with pytest.raises(UserError, match="is not a listener key"):
+        ListenerKeys(tmp_path / "empty.key")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.key", "listener.key",
+                                                                 "other.key"]  # no drafts
     assert keys.address("192.0.2.1") == keys.address("192.0.2.1") != keys.address("192.0.2.2")
 
 

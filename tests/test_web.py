@@ -31,14 +31,16 @@ def _app(keys: ListenerKeys, waiting: dict[str, list] | None = None) -> Starlett
         return JSONResponse({"listener": listener_of(keys, request.headers.get("cookie"))})
 
     waiting = waiting or {}
-    kinds = {0: "generate", 1: "results", 2: None}
+    kinds = {0: "generate", 1: "results", 2: None, "generate": "generate"}
     return Starlette(routes=[Route("/gradio_api/queue/join", join, methods=["POST"]),
+                             Route("/gradio_api/call/{name}", join, methods=["POST"]),
                              Route("/", page)],
                      middleware=[Middleware(ListenerCookie, keys=keys),
                                  Middleware(FairQueue, waiting=lambda kind: waiting.get(kind, []),
                                             kind_of=kinds.get,
-                                            limits={"generate": 3, "results": 2},
-                                            per_session={"generate": 1})])
+                                            limits={"generate": 4, "results": 2},
+                                            per_session={"generate": 1},
+                                            per_address={"generate": 2})])
 
 
 def test_a_browser_gets_one_signed_listener_cookie_and_keeps_it(tmp_path):
@@ -66,14 +68,20 @@ def test_the_address_is_the_socket_s_unless_a_trusted_proxy_says_otherwise():
     assert client_address({}, "10.0.0.1", proxies=1) == "10.0.0.1"  # no header: the socket
 
 
-def _event(session: str):
-    return SimpleNamespace(session_hash=session)
+def _event(session: str, address: str = "10.9.9.9"):
+    return SimpleNamespace(session_hash=session, request=SimpleNamespace(
+        headers={}, client=SimpleNamespace(host=address)))
+
+
+TESTCLIENT = "testclient"  # the address Starlette's TestClient requests come from
 
 
 @pytest.mark.parametrize(("fn_index", "session", "waiting", "refusal"), [
     (0, "s1", {}, None),
-    (0, "s1", {"generate": [_event("s2"), _event("s3")]}, None),
-    (0, "s1", {"generate": [_event("s2"), _event("s3"), _event("s4")]}, "Many people are waiting"),
+    (0, "s1", {"generate": [_event("s2"), _event("s3"), _event("s4")]}, None),
+    (0, "s1", {"generate": [_event(f"s{k}") for k in range(2, 6)]}, "Many people are waiting"),
+    (0, "s1", {"generate": [_event("s2", TESTCLIENT), _event("s3", TESTCLIENT)]},
+     "from your network"),  # fresh session ids do not get round the address
     (0, "s1", {"generate": [_event("s1")]}, "still waiting"),  # one per session
     (1, "s1", {"results": [_event("s1")]}, None),  # no per-session limit for results
     (1, "s1", {"results": [_event("s2"), _event("s3")]}, "Many people are waiting"),
@@ -92,8 +100,27 @@ def test_a_kind_of_work_cannot_fill_the_queue_of_the_others(tmp_path, fn_index, 
         assert answer.status_code == 503 and refusal in answer.json()["detail"]
 
 
+def test_the_api_s_call_route_waits_in_the_same_line(tmp_path):
+    waiting = {"generate": [_event("s2", TESTCLIENT), _event("s3", TESTCLIENT)]}
+    client = TestClient(_app(ListenerKeys(tmp_path / "listener.key"), waiting))
+    answer = client.post("/gradio_api/call/generate", json={"data": [1]})
+    assert answer.status_code == 503 and "from your network" in answer.json()["detail"]
+    waiting["generate"] = []
+    assert client.post("/gradio_api/call/generate", json={"data": [1]}).status_code == 200
+
+
+def test_a_cookie_over_https_is_one_a_space_s_frame_can_send(tmp_path):
+    keys = ListenerKeys(tmp_path / "listener.key")
+    plain = TestClient(_app(keys)).get("/").headers["set-cookie"]
+    framed = TestClient(_app(keys), base_url="https://testserver").get("/").headers[
+        "set-cookie"]
+    assert "SameSite=Lax" in plain and "Secure" not in plain
+    assert "SameSite=None; Secure; Partitioned" in framed
+
+
 def test_a_malformed_join_is_left_to_gradio(tmp_path):
     client = TestClient(_app(ListenerKeys(tmp_path / "listener.key")))
-    for body in (b"not json", b'{"session_hash": "s1"}', b'{"fn_index": "zero"}'):
+    for body in (b"not json", b'{"session_hash": "s1"}', b'{"fn_index": "zero"}',
+                 b'{"fn_index": 1e999}'):
         answer = client.post("/gradio_api/queue/join", content=body)
         assert answer.status_code == 200 and answer.json()["joined"] == body.decode()
