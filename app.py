@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import inspect
 import os
 import tempfile
@@ -297,7 +298,8 @@ def player_html(clip: Clip) -> str:
     """The clip's piano roll over its audio player; the cursor follows playback."""
     url = "gradio_api/file=" + urllib.parse.quote(clip.audio)
     return (f'<div class="mg-player"><div class="mg-title">{clip.title}</div>{clip.roll_svg}'
-            f'<audio controls preload="metadata" src="{url}"></audio></div>')
+            f'<audio controls preload="metadata" aria-label="{html.escape(clip.title)}: audio, '
+            f'{clip.seconds:.0f} s" src="{url}"></audio></div>')
 
 
 def _clip_text(clip: Clip) -> str:

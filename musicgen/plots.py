@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pretty_midi
 
 from musicgen.notes import Notes
 
@@ -163,6 +164,17 @@ def _running_mean(values: np.ndarray) -> np.ndarray:
                                                              "same"))
 
 
+def roll_label(notes: Notes, prompt_end: float, seconds: float) -> str:
+    """What a piano roll shows, in words, for a screen reader."""
+    if not len(notes):
+        return f"Piano roll: no notes in {seconds:.0f} s"
+    low, high = (pretty_midi.note_number_to_name(int(p)) for p in (notes.pitch.min(),
+                                                                    notes.pitch.max()))
+    where = (f"the seed to {prompt_end:.0f} s, the continuation after it" if prompt_end > 0
+             else "all of it continuation")
+    return f"Piano roll: {len(notes)} notes over {seconds:.0f} s, {low} to {high}; {where}"
+
+
 def piano_roll_svg(notes: Notes, prompt_end: float, seconds: float,
                    pitch_range: tuple[int, int] | None = None) -> str:
     """The piano roll as an inline SVG, with a playback cursor line (class `mg-cursor`).
@@ -186,8 +198,9 @@ def piano_roll_svg(notes: Notes, prompt_end: float, seconds: float,
     width, height, left, bottom = 1000.0, 240.0, 34.0, 16.0
     x_scale = (width - left) / max(seconds, 1e-6)
     y_scale = (height - bottom) / (high - low + 1)
+    label = roll_label(notes, prompt_end, seconds)
     parts = [f'<svg class="mg-roll" viewBox="0 0 {width:g} {height:g}" '
-             f'preserveAspectRatio="none" role="img" aria-label="piano roll" '
+             f'preserveAspectRatio="none" role="img" aria-label="{label}" '
              f'data-left="{left:g}" data-width="{width:g}" data-seconds="{seconds:.3f}">',
              f'<rect x="{left:g}" y="0" width="{width - left:g}" height="{height - bottom:g}" '
              'fill="#fafafa"/>']

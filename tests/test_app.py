@@ -4,6 +4,7 @@ The browser tests save a screenshot of each step under tmp/screenshots/ for revi
 """
 
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -283,6 +284,11 @@ def test_generate_is_in_view_and_a_long_upload_continues_a_lively_part(browser, 
     assert "⚠️" not in status, status
     info = page.get_by_text("notes/s").first.inner_text()
     assert "No notes" not in info and "upload:performance.mid" in page.content()
+    # What a screen reader is told: the roll's range and length, and the player's name.
+    roll = page.get_by_role("img", name=re.compile(r"^Piano roll: \d+ notes over \d+ s, "
+                                                   r"\S+ to \S+; the seed to 10 s"))
+    assert roll.count() >= 1
+    assert page.get_by_label(re.compile(r"^LSTM #1: audio, \d+ s$")).count() == 1
     audio = page.locator(".mg-player audio").first
     duration = audio.evaluate("a => new Promise(done => a.readyState >= 1 ? done(a.duration)"
                               " : a.addEventListener('loadedmetadata', () => done(a.duration)))")

@@ -5,6 +5,7 @@ import re
 import time
 
 import numpy as np
+import pretty_midi
 import pytest
 from conftest import midi_bytes, tiny_checkpoint
 
@@ -232,6 +233,10 @@ def test_plots(tmp_path):
     notes = example_notes("Slow waltz in D")
     roll = piano_roll_svg(notes, 4.0, notes.duration + 1)
     assert roll.count("<rect") == len(notes) + 1 and 'class="mg-cursor"' in roll
+    low, high = (pretty_midi.note_number_to_name(int(p)) for p in (notes.pitch.min(),
+                                                                    notes.pitch.max()))
+    assert (f'aria-label="Piano roll: {len(notes)} notes over {notes.duration + 1:.0f} s, '
+            f'{low} to {high}; the seed to 4 s, the continuation after it"') in roll
     # Clips side by side share a pitch axis: the same C lines whatever the notes.
     wide = piano_roll_svg(notes, 4.0, 10, pitch_range=(30, 90))
     assert wide.count(">C") == len([p for p in range(29, 92) if p % 12 == 0])
