@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import time
@@ -225,18 +226,28 @@ def test_a_pair_is_served_through_its_own_links_and_the_pool_and_database_are_no
             assert answer.status_code in (403, 404) and b"SQLite" not in answer.content
 
 
-def test_the_vote_stays_locked_until_both_clips_have_played(served):
+@contextlib.contextmanager
+def _listening_page(url: str):
+    """Chromium on the Listen tab with a pair served: (the browser, the page)."""
     sync_playwright = _chromium_or_skip()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True,
             args=[*CHROMIUM_FLAGS, "--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport=DESKTOP)
-        page.goto(served[0], wait_until="domcontentloaded")
+        page.goto(url, wait_until="domcontentloaded")
         page.get_by_role("tab", name="Listen").click()
         page.get_by_role("button", name="Next pair").click()
         page.locator(".mg-pair audio.mg-clip").nth(1).wait_for(state="attached",
                                                                 timeout=60_000)
+        try:
+            yield browser, page
+        finally:
+            browser.close()
+
+
+def test_the_vote_stays_locked_until_both_clips_have_played(served):
+    with _listening_page(served[0]) as (_, page):
         votes = [page.locator(f"#vote-{choice}") for choice in ("a", "b", "tie", "both-bad")]
         for button in votes:
             assert button.is_disabled()
@@ -258,23 +269,12 @@ def test_the_vote_stays_locked_until_both_clips_have_played(served):
         assert page.get_by_label("3", exact=True).first.is_disabled()  # answers lock too
         assert not page.get_by_label("human").count()  # no pianist in this pool: not asked
         _shot(page, "listen-revealed")
-        browser.close()
 
 
 def test_clips_played_at_16x_do_not_open_the_vote_sooner(served):
     """The browser counts played time; the server counts real time since both downloads."""
     url, studio = served
-    sync_playwright = _chromium_or_skip()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True,
-            args=[*CHROMIUM_FLAGS, "--autoplay-policy=no-user-gesture-required"])
-        page = browser.new_page(viewport=DESKTOP)
-        page.goto(url, wait_until="domcontentloaded")
-        page.get_by_role("tab", name="Listen").click()
-        page.get_by_role("button", name="Next pair").click()
-        page.locator(".mg-pair audio.mg-clip").nth(1).wait_for(state="attached",
-                                                                timeout=60_000)
+    with _listening_page(url) as (_, page):
         page.wait_for_function("[...document.querySelectorAll('.mg-pair audio.mg-clip')]"
                                ".every((a) => a.readyState >= 4)", timeout=30_000)
         started = time.monotonic()
@@ -287,7 +287,6 @@ def test_clips_played_at_16x_do_not_open_the_vote_sooner(served):
         page.wait_for_function("!document.querySelector('#vote-a').disabled", timeout=30_000)
         page.locator("#vote-tie").click()
         page.get_by_text("Saved, thank you.").wait_for(timeout=30_000)
-        browser.close()
     (vote,) = [v for v in studio.ratings.votes() if v["choice"] == "tie"
                and v["training_years"] is None and v["seconds_since_heard"] is not None
                and v["voted"] > time.time() - 60]
