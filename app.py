@@ -111,8 +111,8 @@ if (element.closest('#mg-first-player')) {
 
 # Asks for the vote to open once every clip of the pair has played for the pair's
 # minimum (summed over the ranges the browser actually played, so seeking ahead
-# does not count): it clicks the hidden unlock button, and the server checks the
-# time since the pair was served too.
+# does not count): it clicks the hidden unlock button. The server decides: both clips
+# downloaded in full, and the listening time passed since (`ListeningTest.vote`).
 LISTEN_JS = """
 const playedSeconds = (audio) => {
   let total = 0;
