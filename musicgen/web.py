@@ -10,6 +10,7 @@ that `FairQueue` reads the lengths of Gradio's waiting lists.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Callable
@@ -53,14 +54,29 @@ def client_address(headers: Headers | dict, socket_host: str | None,
                    proxies: int | None = None) -> str | None:
     """The visitor's network address: the socket's peer, or behind `proxies` trusted
     proxies the entry the outermost one appended (the entries before it are the
-    visitor's own words, and a script can write anything there)."""
+    visitor's own words, and a script can write anything there); IPv6 by its /64."""
     proxies = _PROXIES if proxies is None else proxies
+    address = socket_host
     if proxies > 0:
         forwarded = [part.strip() for part in
                      (headers.get("x-forwarded-for") or "").split(",") if part.strip()]
         if len(forwarded) >= proxies:
-            return forwarded[-proxies]
-    return socket_host
+            address = forwarded[-proxies]
+    return _network(address)
+
+
+def _network(address: str | None) -> str | None:
+    """An IPv6 address as its /64 (one home or phone has a whole /64 to pick from);
+    anything else as it is."""
+    try:
+        parsed = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address
+    if parsed.version == 4:
+        return str(parsed)
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
 
 
 def listener_of(keys: ListenerKeys, cookie_header: str | None) -> str | None:

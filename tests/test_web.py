@@ -66,6 +66,11 @@ def test_the_address_is_the_socket_s_unless_a_trusted_proxy_says_otherwise():
     assert client_address(headers, "10.0.0.1", proxies=1) == "203.0.113.9"
     assert client_address(headers, "10.0.0.1", proxies=2) == "6.6.6.6"
     assert client_address({}, "10.0.0.1", proxies=1) == "10.0.0.1"  # no header: the socket
+    # One phone or home has a whole IPv6 /64 to pick addresses from: it counts as one.
+    assert client_address({}, "2001:db8:1:2:aaaa::1") == client_address(
+        {}, "2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_address({}, "::ffff:192.0.2.4") == "192.0.2.4"
+    assert client_address({}, "testclient") == "testclient"  # not an address: as it is
 
 
 def _event(session: str, address: str = "10.9.9.9"):
