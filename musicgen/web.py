@@ -10,6 +10,7 @@ that `FairQueue` reads the lengths of Gradio's waiting lists.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -33,9 +34,9 @@ CLIP_PATH = "listen/clip/"  # relative to the page, so it works under any root p
 # How many proxies in front of the app append to X-Forwarded-For (a Space has one).
 PROXIES_ENV = "MUSICGEN_TRUSTED_PROXIES"
 CHUNK = 65536
-_PROXIES = 0  # trusted_proxies(), read by `server_additions`
 
 
+@functools.cache  # read once (`server_additions` does it at launch), not in every request
 def trusted_proxies() -> int:
     """Proxies whose X-Forwarded-For entries are believed: $MUSICGEN_TRUSTED_PROXIES,
     else 1 on a Hugging Face Space (which sets SPACE_ID), else 0.
@@ -55,7 +56,7 @@ def client_address(headers: Headers | dict, socket_host: str | None,
     """The visitor's network address: the socket's peer, or behind `proxies` trusted
     proxies the entry the outermost one appended (the entries before it are the
     visitor's own words, and a script can write anything there); IPv6 by its /64."""
-    proxies = _PROXIES if proxies is None else proxies
+    proxies = trusted_proxies() if proxies is None else proxies
     address = socket_host
     if proxies > 0:
         forwarded = [part.strip() for part in
@@ -266,8 +267,7 @@ def server_additions(listening: ListeningTest, fair_queue: dict | None = None) -
     """
     # The page is about 300 KB of HTML, JSON and scripts, a fifth of that compressed;
     # Starlette leaves event streams and audio as they are.
-    global _PROXIES  # noqa: PLW0603 - read once, at launch, not in every request
-    _PROXIES = trusted_proxies()
+    trusted_proxies()  # a bad setting stops the launch, in plain words
     middleware = [Middleware(GZipMiddleware, minimum_size=1024),
                   Middleware(ListenerCookie, keys=listening.keys)]
     if fair_queue is not None:
