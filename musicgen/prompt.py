@@ -29,7 +29,7 @@ PROMPT_SECONDS = Limit(0, 60, "Excerpt length (seconds)",
 DEFAULT_PROMPT_SECONDS = 10.0
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MIDI_SUFFIXES = (".mid", ".midi")
-PROMPT_KINDS = ("example", "upload", "silence")
+PROMPT_KINDS = ("example", "upload", "played", "silence")
 SHORT_PIECE_SECONDS = 60.0  # up to this long, a seed MIDI is continued from its end
 
 
@@ -41,8 +41,8 @@ class Prompt:
         tokens: Its events (no BOS); every note in it is closed by its NOTE_OFF.
         notes: Its notes as the tokens give them (10 ms steps, velocity bins),
             starting at time 0, of any length.
-        source: "example:<name>", "upload:<file name>", "silence", or as a
-            recipe recorded it.
+        source: "example:<name>", "upload:<file name>", "played:<file name>" (played
+            in the page, `musicgen.played`), "silence", or as a recipe recorded it.
         seconds: How long it lasts (to its last event): where the continuation starts.
     """
 
@@ -160,7 +160,8 @@ def choose_prompt(kind: str, *, example: str | None = None,
     Args:
         kind: One of `PROMPT_KINDS`.
         example: The example's name (kind "example"; default: the first).
-        path: The MIDI file (kind "upload").
+        path: The MIDI file (kind "upload"; kind "played": the one
+            `musicgen.played.write_played_midi` wrote).
         seconds: The excerpt's length (default `DEFAULT_PROMPT_SECONDS`).
         start: Where the excerpt begins (None: `default_start`).
 
@@ -177,6 +178,12 @@ def choose_prompt(kind: str, *, example: str | None = None,
         if not path:
             raise MidiError("upload a .mid or .midi file first, or choose another kind of seed")
         return prompt_from_file(path, seconds, start)
+    if kind == "played":
+        if not path:
+            raise MidiError("play something on the keyboard first, or choose another kind "
+                            "of seed")
+        return prompt_from_notes(read_seed_file(path), seconds, f"played:{Path(path).name}",
+                                 start)
     if kind == "example":
         name = example_names()[0] if example is None else example
         return prompt_from_notes(example_notes(name), seconds, f"example:{name}", start)
