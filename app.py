@@ -18,6 +18,8 @@ import argparse
 import functools
 import html
 import inspect
+import json
+import math
 import os
 import tempfile
 import urllib.parse
@@ -33,18 +35,33 @@ import gradio as gr  # noqa: E402 - the environment above must be set first
 from musicgen.checkpoint import tokens_seen  # noqa: E402
 from musicgen.errors import UserError  # noqa: E402
 from musicgen.listening import ServedPair  # noqa: E402
+from musicgen.played import MAX_PLAYED_NOTES  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
 from musicgen.settings import CHOICES, DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
 from musicgen.studio import Clip, Studio  # noqa: E402
-from musicgen.web import CLIP_PATH, client_address, listener_of, server_additions  # noqa: E402
+from musicgen.web import (  # noqa: E402
+    CLIP_PATH,
+    client_address,
+    listener_of,
+    sample_bank_routes,
+    server_additions,
+)
 
 SEED_KINDS = [("Built-in example", "example"), ("Your MIDI file", "upload"),
-              ("Silence", "silence")]
+              ("Play it", "played"), ("Silence", "silence")]
 DEFAULTS = Settings()
 SLOTS = int(LIMITS["n"].high)
 # Gradio refuses larger uploads itself, with its own words; up to this size a
 # file reaches prompt.py, which says in ours why it is too large.
 UPLOAD_LIMIT = 8 * MAX_UPLOAD_BYTES
+# The most notes a phrase may have (`musicgen.played`), at about 40 characters each.
+MAX_KEYBOARD_MESSAGE = 40 * MAX_PLAYED_NOTES
+
+# The page's piano (`page/`): its markup, style and code, read once.
+PAGE = ROOT / "page"
+KEYBOARD_HTML = (PAGE / "keyboard.html").read_text()
+KEYBOARD_JS = (PAGE / "keyboard.js").read_text()
+KEYBOARD_CSS = (PAGE / "keyboard.css").read_text()
 
 INTRO = """# musicgen
 Choose a seed MIDI, press **Generate**, and hear a model trained on 200 hours of
@@ -320,6 +337,13 @@ def _slot_updates(clips: list[Clip]) -> dict:
     return values
 
 
+def _chosen_prompt(studio: Studio, seed_kind, example, upload, played, seed_seconds,
+                   seed_start):
+    """The seed MIDI chosen on the Generate tab, as a prompt."""
+    return studio.prompt(seed_kind, example, played if seed_kind == "played" else upload,
+                         seed_seconds, seed_start if seed_kind == "upload" else None)
+
+
 def _new_session(session: dict | None) -> dict:
     return session or {"id": uuid.uuid4().hex, "clips": [], "history": [], "confidence": None}
 
@@ -344,6 +368,12 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
             ui["status"] = gr.Markdown(elem_classes=["mg-status"])
         with gr.Column(scale=2, min_width=280):
             ui["seed_kind"] = gr.Radio(SEED_KINDS, value="example", label="Seed MIDI")
+            ui["played"] = gr.State(None)  # the MIDI file of what was played as the seed
+            ui["duet"] = gr.State(None)  # `musicgen.duet.Duet`: the model's part is kept here
+            ui["keyboard"] = gr.HTML("", html_template=KEYBOARD_HTML, js_on_load=KEYBOARD_JS,
+                                     elem_id="mg-keyboard", visible=False)
+            ui["played_file"] = gr.File(label="What you played (MIDI)", interactive=False,
+                                        visible=False, height=60)
             ui["example"] = gr.Dropdown(studio.examples, value=studio.examples[0],
                                         label="Example")
             ui["upload"] = gr.File(label=f"Your MIDI file (.mid/.midi, up to "
@@ -416,10 +446,12 @@ def build_generate_tab(studio: Studio, ui: dict) -> None:
     ui["rate_status"] = gr.Markdown()
 
 
-def on_seed_kind(studio: Studio, seed_kind):
+def on_seed_kind(studio: Studio, seed_kind, played):
     """Show only the inputs of the chosen kind of seed MIDI (the drop zone always: a file
     dropped there chooses "your MIDI file")."""
     return {"example": gr.update(visible=seed_kind == "example"),
+            "keyboard": gr.update(visible=seed_kind == "played"),
+            "played_file": gr.update(visible=seed_kind == "played" and played is not None),
             "seed_start": gr.update(visible=seed_kind == "upload"),
             "seed_seconds": gr.update(visible=seed_kind != "silence"),
             "preview": gr.update(visible=seed_kind != "silence"),
@@ -437,14 +469,78 @@ def on_upload(studio: Studio, upload, seed_seconds):
                                    info=f"0 to {seed.seconds:.0f}")}
 
 
-def on_preview(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start,
+def on_preview(studio: Studio, seed_kind, example, upload, played, seed_seconds, seed_start,
                soundfont):
     """Render the excerpt the model will continue."""
-    if seed_kind == "upload" and not upload:
+    if (seed_kind == "upload" and not upload) or (seed_kind == "played" and not played):
         return {"preview": None}
-    prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
-                           seed_start if seed_kind == "upload" else None)
+    prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
+                            seed_start)
     return {"preview": studio.preview(prompt, soundfont), "seed_status": ""}
+
+
+def on_keyboard(studio: Studio, keyboard, duet, model, seed_seconds, temperature, top_k, top_p,
+                min_p, paired_notes, keep_timing, release_held_keys, key, register, density):
+    """A message from the page's keyboard (`page/keyboard.js`), answered through the
+    keyboard's own value: "seed" (what was played becomes the seed MIDI), "duet" (the
+    model answers the player's phrase), "stop" (the player cut the answer short) or
+    "clear". A message that cannot be used is answered with what is wrong, beside the
+    keyboard and in it; nothing played before is lost."""
+    message = _keyboard_message(keyboard)
+    reply = {"reply": True, "id": message.get("id")}
+    try:
+        action = message.get("action")
+        if action == "seed":
+            path, summary = studio.played_seed(message.get("notes"), seed_seconds)
+            return {"keyboard": json.dumps({**reply, "ok": True}), "played": path,
+                    "played_file": gr.update(value=path, visible=True), "seed_kind": "played",
+                    "seed_info": summary, "seed_status": ""}
+        if action == "duet":
+            settings = _settings(message.get("seconds"), temperature, top_k, top_p, min_p,
+                                 None, 1, False, None, paired_notes, keep_timing,
+                                 release_held_keys, key, register, density, True)
+            turn = studio.duet_turn(model, duet, message.get("phrase"), settings,
+                                    _clock_time(message.get("heard_from")))
+            return {"keyboard": json.dumps({**reply, "answer": turn.answer}),
+                    "duet": turn.duet, "played_file": gr.update(value=turn.midi, visible=True),
+                    "played": turn.midi, "seed_kind": "played",  # Generate goes on from the duet
+                    "seed_info": f"The model answered: {turn.recipe}.", "seed_status": ""}
+        if action == "stop":
+            duet, midi = studio.duet_stopped(duet, _clock_time(message.get("heard_from")),
+                                             _clock_time(message.get("seconds")) or 0.0)
+            return {"keyboard": json.dumps({**reply, "ok": True}), "duet": duet,
+                    "played_file": midi, "played": midi}
+        if action == "clear":
+            return {"keyboard": json.dumps({**reply, "ok": True}), "duet": None,
+                    "played": None, "played_file": gr.update(value=None, visible=False),
+                    "seed_info": "", "seed_status": ""}
+        raise UserError("the keyboard sent a message this page does not know; reload it")
+    except UserError as error:
+        return {"keyboard": json.dumps({**reply, "error": f"{error}."}),
+                "seed_status": f"⚠️ {error}."}
+
+
+def _keyboard_message(value) -> dict:
+    """The keyboard's message as a dict, or a `UserError` (too long, or not JSON)."""
+    if not isinstance(value, str) or len(value) > MAX_KEYBOARD_MESSAGE:
+        raise UserError("the keyboard sent more than a played phrase can hold; press Clear "
+                        "and play a shorter one")
+    try:
+        message = json.loads(value)
+    except ValueError:
+        raise UserError("the keyboard's message was damaged on the way; play it again") from None
+    if not isinstance(message, dict):
+        raise UserError("the keyboard's message was damaged on the way; play it again")
+    return message
+
+
+def _clock_time(value) -> float | None:
+    """A time on the duet's clock from the page: a finite number of seconds, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UserError("the keyboard's clock sent something that is not a time; press Clear")
+    return float(value)
 
 
 def on_variation_typed(studio: Studio):
@@ -482,15 +578,16 @@ def locked_run(event, button: str, handler, studio: Studio, ui: dict, outputs: l
     connect(done.then, unlock, studio, ui, [button], status=status, api_name=False)
 
 
-def on_generate(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
+def on_generate(studio: Studio, seed_kind, example, upload, played, seed_seconds, seed_start,
+                model,
                 soundfont, seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
                 max_silence, paired_notes, keep_timing, release_held_keys, key, register,
                 density, new_variation, session,
                 progress=gr.Progress()):
     """Validate, sample, and show each candidate as soon as its audio is ready."""
     session = _new_session(session)
-    prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
-                           seed_start if seed_kind == "upload" else None)
+    prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
+                            seed_start)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
                          max_silence, paired_notes, keep_timing, release_held_keys, key,
                          register, density, new_variation)
@@ -564,11 +661,17 @@ def on_rate(studio: Studio, rating0, rating1, rating2, rating3, session):
 
 
 def wire_generate_tab(studio: Studio, ui: dict) -> None:
-    preview_inputs = ("seed_kind", "example", "upload", "seed_seconds", "seed_start",
+    preview_inputs = ("seed_kind", "example", "upload", "played", "seed_seconds", "seed_start",
                       "soundfont")
     connect(ui["seed_kind"].change, on_seed_kind, studio, ui,
-            ["example", "seed_start", "seed_seconds", "preview", "silence_note"],
-            api_name=False)
+            ["example", "keyboard", "played_file", "seed_start", "seed_seconds", "preview",
+             "silence_note"], api_name=False)
+    # No progress shown on the keyboard: it stays playable while the server answers.
+    connect(ui["keyboard"].submit, on_keyboard, studio, ui,
+            ["keyboard", "played", "duet", "played_file", "seed_kind", "seed_info"],
+            status="seed_status", api_name="keyboard", kind="keyboard",
+            concurrency_limit=studio.concurrent_requests, concurrency_id="keyboard",
+            show_progress="hidden")
     connect(ui["upload"].upload, on_upload, studio, ui,
             ["seed_kind", "seed_info", "seed_start", "example"], status="seed_status",
             api_name=False)
@@ -636,7 +739,8 @@ def build_compare_tab(studio: Studio, ui: dict) -> None:
                 ui[f"compared_info{i}"] = gr.Markdown()
 
 
-def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, soundfont,
+def on_compare(studio: Studio, seed_kind, example, upload, played, seed_seconds, seed_start,
+               soundfont,
                seconds, temperature, top_k, top_p, min_p, variation, include_seed, max_silence,
                paired_notes, keep_timing, release_held_keys, key, register, density,
                new_variation, use_maestro,
@@ -652,8 +756,8 @@ def on_compare(studio: Studio, seed_kind, example, upload, seed_seconds, seed_st
                                                settings.seconds, soundfont)
         human = (notes, clip)
     else:
-        prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
-                               seed_start if seed_kind == "upload" else None)
+        prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
+                                seed_start)
     clips = studio.compare(prompt, settings, soundfont,
                            on_progress=lambda f: progress(f, desc="sampling"), human=human)
     values = {"compare_status": f"Variation {settings.seed}."}
@@ -697,12 +801,13 @@ def on_plot(studio: Studio, session):
                                    visible=True)}
 
 
-def on_versus(studio: Studio, seed_kind, example, upload, seed_seconds, seed_start, model,
+def on_versus(studio: Studio, seed_kind, example, upload, played, seed_seconds, seed_start,
+              model,
               soundfont, seconds, temperature, top_k, top_p, min_p, variation, include_seed,
               max_silence, paired_notes, keep_timing, release_held_keys, key, register,
               density, new_variation):
-    prompt = studio.prompt(seed_kind, example, upload, seed_seconds,
-                           seed_start if seed_kind == "upload" else None)
+    prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
+                            seed_start)
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1, include_seed,
                          max_silence, paired_notes, keep_timing, release_held_keys, key,
                          register, density, new_variation)
@@ -962,8 +1067,10 @@ SIGN_IN_ENV = "MUSICGEN_LISTEN_SIGN_IN"
 # no kind can fill the queue of the others. A Generate job is one person's click (the
 # button is locked while it runs), so a session waits for one at a time.
 QUEUE_LIMITS = {"generate": 48, "compare": 16, "versus": 16, "results": 16, "listen": 64,
-                "other": 128}
-QUEUE_PER_SESSION = {"generate": 1, "compare": 1, "versus": 1, "results": 1, "listen": 4}
+                "keyboard": 64, "other": 128}
+# The keyboard sends one message at a time and waits for its answer (`page/keyboard.js`).
+QUEUE_PER_SESSION = {"generate": 1, "compare": 1, "versus": 1, "results": 1, "listen": 4,
+                     "keyboard": 2}
 # A script chooses its own session ids but not its address; a classroom shares one.
 QUEUE_PER_ADDRESS = {kind: limit // 2 for kind, limit in QUEUE_LIMITS.items()}
 
@@ -978,6 +1085,7 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     gradio_cache = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))
     studio.refuse_to_serve_the_database([gradio_cache])
     studio.start_pruning([gradio_cache])
+    studio.start_sample_bank()
     kinds = demo.queue_kinds  # event index -> kind
     kinds |= {fn.api_name: kinds.get(index, "other") for index, fn in demo.fns.items()
               if fn.api_name}  # the API's /call/<name> routes name the event
@@ -991,12 +1099,14 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     # and every concurrency limit; clients (gradio_client too) go through the queue.
     demo.queue(default_concurrency_limit=1, max_size=sum(QUEUE_LIMITS.values()),
                api_open=False)
-    demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS, show_error=True,
+    demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS + KEYBOARD_CSS,
+                show_error=True,
                 allowed_paths=[str(path) for path in studio.served_dirs()],
                 app_kwargs=server_additions(studio.listening, {
                     "waiting": waiting, "kind_of": lambda index: kinds.get(index, "other"),
                     "limits": QUEUE_LIMITS, "per_session": QUEUE_PER_SESSION,
-                    "per_address": QUEUE_PER_ADDRESS}), **kwargs)
+                    "per_address": QUEUE_PER_ADDRESS},
+                    sample_bank_routes(studio.sample_bank, studio.sample_bank_tried)), **kwargs)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from musicgen import compose
 from musicgen.audio import LiveRender, Renderer, soundfont_path, write_audio
 from musicgen.batcher import MAX_ROWS
 from musicgen.controls import detect_key
-from musicgen.errors import UserError
+from musicgen.duet import Duet, answer_duet, write_duet_midi
+from musicgen.errors import MidiError, UserError
 from musicgen.examples import example_names
 from musicgen.leaderboard import MIN_VOTES, chart, for_the_public, format_summary, summarise
 from musicgen.listening import (
@@ -42,6 +43,7 @@ from musicgen.listening import (
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
 from musicgen.outputs import write_candidate
+from musicgen.played import notes_from_page, notes_to_rows, write_played_midi
 from musicgen.plots import confidence, piano_roll_svg
 from musicgen.prompt import (
     Prompt,
@@ -53,11 +55,13 @@ from musicgen.prompt import (
 from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
+from musicgen.sample_bank import SampleBank, make_sample_bank
 from musicgen.sample_report import CARD_FEATURES, current_samples
 from musicgen.samples import FRECHET_FEATURES
 from musicgen.settings import Settings, to_number
 
 KEY_FIT_TO_SAY = 0.6  # the correlation with a key profile from which an upload's key is named
+DUET_ANSWER_SECONDS = (1.0, 15.0)  # the longest answer: a turn, not a piece
 # The leaderboard is recomputed at most this often, and only when votes change.
 RESULTS_REFRESH_S = 5.0
 
@@ -114,6 +118,17 @@ class SeedFile:
     summary: str
 
 
+@dataclass(frozen=True)
+class DuetTurn:
+    """What a duet turn gives the page: the duet so far, the answer's notes as the page's
+    rows (times from the answer's start), and the MIDI file of both parts."""
+
+    duet: Duet
+    answer: list[list]
+    midi: str
+    recipe: str
+
+
 class Studio:
     """Loaded models, the renderer, the ratings, and the demo's operations.
 
@@ -168,6 +183,10 @@ class Studio:
         self.cache_dirs: list[Path] = []
         self._pruner: threading.Thread | None = None
         self._stop_pruning = threading.Event()
+        # Kept beside the outputs, not in them: the pruning there would delete it.
+        self.sample_dir = self.output_dir.with_name(self.output_dir.name + "-piano")
+        self._sample_bank: SampleBank | None = None
+        self._sample_bank_made = threading.Event()
 
     # --- choices for the UI ---
 
@@ -275,13 +294,93 @@ class Studio:
         start = default_start(notes, seconds)
         minutes, rest = divmod(notes.duration, 60)
         merged = f"; {parts.text}" if parts.text else ""
-        key, fit = detect_key(np.bincount(notes.pitch % 12, minlength=12))
-        # Below this fit the pitch classes name no key clearly (atonal, or modulating).
-        heard = f" It is mostly in {key}." if fit >= KEY_FIT_TO_SAY else ""
         summary = (f"**{Path(path).name}**: {int(minutes)}:{rest:04.1f} long, {len(notes):,} "
-                   f"notes{merged}.{heard} The excerpt starts at {start:.0f} s by default: a "
-                   "lively part, not the final bars.")
+                   f"notes{merged}.{_key_heard(notes)} The excerpt starts at {start:.0f} s by "
+                   "default: a lively part, not the final bars.")
         return SeedFile(notes.duration, len(notes), start, summary)
+
+    def played_seed(self, rows: object, seconds: float) -> tuple[str, str]:
+        """Notes played in the page as a seed MIDI file, checked as an upload is.
+
+        Args:
+            rows: What the page sent (`musicgen.played.notes_from_page`).
+            seconds: The excerpt's length, for the summary.
+
+        Returns:
+            The MIDI file's path and a line that says what was played.
+
+        Raises:
+            MidiError: What the page sent is not notes a person played.
+        """
+        notes = notes_from_page(rows)
+        if not len(notes):
+            raise MidiError("play something on the keyboard first")
+        path = write_played_midi(notes, self._request_folder() / "played.mid")
+        heard = ("all of it" if notes.duration <= seconds
+                 else f"its last {seconds:.0f} s (the excerpt length)")
+        return str(path), (f"You played {len(notes):,} notes, {notes.duration:.1f} s."
+                           f"{_key_heard(notes)} Generate continues {heard}.")
+
+    def duet_turn(self, model_name: str, duet: Duet | None, phrase: object, settings: Settings,
+                  heard_from: float | None = None) -> DuetTurn:
+        """The model's answer to the player's next phrase in a duet.
+
+        Args:
+            model_name: Which model answers.
+            duet: The duet so far (None: a new one).
+            phrase: The player's notes since the last answer, as the page sends them,
+                on the duet's clock.
+            settings: How the model plays; `seconds` is the answer's length.
+            heard_from: Where on the duet's clock the page began to play the last
+                answer (it was placed where it was asked for until the page says).
+
+        Raises:
+            UserError: A bad phrase, an answer length outside `DUET_ANSWER_SECONDS`,
+                an unknown model.
+        """
+        low, high = DUET_ANSWER_SECONDS
+        if not low <= settings.seconds <= high:
+            raise UserError(f"an answer lasts {low:g} to {high:g} seconds, not "
+                            f"{settings.seconds:g}")
+        model = self._model(model_name)
+        duet = (duet or Duet()).heard_from(heard_from).with_phrase(notes_from_page(phrase))
+        asked_at = float(duet.turns[-1].notes.end.max())
+        answer = answer_duet(model, duet, settings)
+        duet = duet.with_answer(answer, asked_at)
+        midi = write_duet_midi(duet, self._request_folder() / "duet.mid")
+        return DuetTurn(duet, notes_to_rows(answer.notes), str(midi),
+                        recipe_summary(answer.recipe))
+
+    def duet_stopped(self, duet: Duet | None, heard_from: float | None,
+                     seconds: float) -> tuple[Duet, str | None]:
+        """The duet with its last answer cut where the player stopped it, and its MIDI file."""
+        if duet is None:
+            return Duet(), None
+        duet = duet.heard_from(heard_from).stopped_at(seconds)
+        return duet, str(write_duet_midi(duet, self._request_folder() / "duet.mid"))
+
+    # --- the keyboard's sound ---
+
+    def start_sample_bank(self) -> None:
+        """Make the keyboard's piano samples in the background (`sample_bank` waits)."""
+        def make() -> None:
+            try:
+                self._sample_bank = make_sample_bank(self.renderer, self.sample_dir)
+            except Exception:
+                logging.getLogger(__name__).exception("the keyboard's piano samples failed")
+            finally:
+                self._sample_bank_made.set()
+
+        threading.Thread(target=make, name="sample-bank", daemon=True).start()
+
+    def sample_bank(self, wait_s: float = 0.0) -> SampleBank | None:
+        """The keyboard's piano samples: None until made, or where they cannot be."""
+        self._sample_bank_made.wait(wait_s)
+        return self._sample_bank
+
+    def sample_bank_tried(self) -> bool:
+        """Whether making the samples has ended, with a bank or without."""
+        return self._sample_bank_made.is_set()
 
     def continuation_seed(self, clip: Clip, seconds: float) -> tuple[str, float]:
         """A generated clip as the next seed MIDI: (its MIDI file, the start of its last part)."""
@@ -669,6 +768,13 @@ class Studio:
             except Exception:  # noqa: BLE001 - a failed clean-up must not end the thread
                 logging.getLogger(__name__).exception("pruning old outputs failed")
             self._stop_pruning.wait(PRUNE_INTERVAL_S)
+
+
+def _key_heard(notes: Notes) -> str:
+    """" It is mostly in D minor." where the pitch classes name a key clearly, else ""."""
+    key, fit = detect_key(np.bincount(notes.pitch % 12, minlength=12))
+    # Below this fit the pitch classes name no key clearly (atonal, or modulating).
+    return f" It is mostly in {key}." if fit >= KEY_FIT_TO_SAY else ""
 
 
 def _size(folder: Path) -> int:

@@ -21,16 +21,24 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from musicgen.errors import UserError
 from musicgen.listening import ListenerKeys, ListeningTest
+from musicgen.sample_bank import SampleBank
 
 LISTENER_COOKIE = "musicgen_listener"
 LISTENER_COOKIE_DAYS = 365
 CLIP_PATH = "listen/clip/"  # relative to the page, so it works under any root path
+PIANO_PATH = "piano/"  # the keyboard's samples: PIANO_PATH + "bank.mp3" and "bank.json"
 # How many proxies in front of the app append to X-Forwarded-For (a Space has one).
 PROXIES_ENV = "MUSICGEN_TRUSTED_PROXIES"
 CHUNK = 65536
@@ -159,6 +167,29 @@ def clip_route(listening: ListeningTest) -> Route:
     return Route("/" + CLIP_PATH + "{ticket}", serve, methods=["GET"])
 
 
+def sample_bank_routes(bank: Callable[[], SampleBank | None],
+                       made: Callable[[], bool]) -> list[Route]:
+    """GET `PIANO_PATH` bank.mp3 and bank.json: the keyboard's samples (`musicgen.sample_bank`).
+
+    `bank()` gives the files once they are made; until `made()` (the app makes
+    them in the background as it starts) the page hears 503 and asks again;
+    where they cannot be made (no FluidSynth), 404.
+    """
+    def serve(request: Request) -> Response:
+        kind = request.path_params["kind"]
+        files = bank()
+        if kind not in ("mp3", "json"):
+            return PlainTextResponse("Not found.", status_code=404)
+        if files is None:
+            return PlainTextResponse("There are no piano samples on this server.",
+                                     status_code=404 if made() else 503)
+        path = files.audio if kind == "mp3" else files.manifest
+        # The names hold no version, so a day's caching at most outlives a new soundfont.
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+    return [Route("/" + PIANO_PATH + "bank.{kind:str}", serve, methods=["GET"])]
+
+
 def byte_range(header: str | None, total: int) -> tuple[int, int] | None:
     """The bytes a Range header asks for, as (start, end exclusive): the whole file
     without one (or with one this route does not take: several ranges); None if it lies
@@ -258,12 +289,14 @@ def _address_of(event) -> str | None:
     return client_address(request.headers, getattr(request.client, "host", None))
 
 
-def server_additions(listening: ListeningTest, fair_queue: dict | None = None) -> dict:
+def server_additions(listening: ListeningTest, fair_queue: dict | None = None,
+                     routes: list[Route] = ()) -> dict:
     """`app_kwargs` for `gr.Blocks.launch`: the clip route and the middleware.
 
     Args:
         listening: The studio's listening test.
         fair_queue: `FairQueue`'s keyword arguments (None: no per-kind limits).
+        routes: More routes (`sample_bank_routes`).
     """
     # The page is about 300 KB of HTML, JSON and scripts, a fifth of that compressed;
     # Starlette leaves event streams and audio as they are.
@@ -272,4 +305,4 @@ def server_additions(listening: ListeningTest, fair_queue: dict | None = None) -
                   Middleware(ListenerCookie, keys=listening.keys)]
     if fair_queue is not None:
         middleware.append(Middleware(FairQueue, **fair_queue))
-    return {"routes": [clip_route(listening)], "middleware": middleware}
+    return {"routes": [clip_route(listening), *routes], "middleware": middleware}
