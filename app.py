@@ -212,6 +212,13 @@ this: it scores one step at a time with the real past. The reports are in the co
 Transformer, and `paired-notes/`, `timing/` and `controls/` what pairing, keeping the timing
 and Min-p change.
 
+### Play it yourself
+Choose *Play it* as the seed. Play the keys on screen (mouse or fingers), the computer
+keys A W S E D F T G Y H U J K O L P ; (Z and X move an octave), or a MIDI keyboard:
+Chrome, Edge, Firefox and Opera have Web MIDI (Safari does not), and it needs https or
+localhost. *Record a seed*: Generate continues what you played. *Duet*: play a phrase
+and pause; the model answers, then it is your turn. Download either as MIDI.
+
 ### Key, register and density
 A model trained to read them (see the Models table) is told, beside every event, the key,
 register and density the next 10 seconds should have. In training these came from the
