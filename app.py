@@ -37,6 +37,7 @@ from musicgen.errors import UserError  # noqa: E402
 from musicgen.listening import ServedPair  # noqa: E402
 from musicgen.played import MAX_PLAYED_NOTES  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
+from musicgen.sample import Stopped  # noqa: E402
 from musicgen.settings import CHOICES, DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
 from musicgen.studio import Clip, Studio  # noqa: E402
 from musicgen.web import (  # noqa: E402
@@ -268,6 +269,7 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
     def problem(error: UserError) -> dict:
         return {ui[status]: f"⚠️ {error}."}
 
+    # Stopped: the page went away (`Studio.page_closed`); there is nobody left to tell.
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(bound)
         def run(*args, **kw):
@@ -276,6 +278,8 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
                     yield by_component(values)
             except UserError as error:
                 yield problem(error)
+            except Stopped:
+                return
     else:
         @functools.wraps(bound)
         def run(*args, **kw):
@@ -283,6 +287,8 @@ def connect(event, handler, studio: Studio, ui: dict, outputs: list[str],
                 return by_component(bound(*args, **kw))
             except UserError as error:
                 return problem(error)
+            except Stopped:
+                return by_component({})
     # Gradio finds these parameters by their types; the wrapper has no annotations.
     special = {"request": gr.Request, "profile": gr.OAuthProfile | None}
     run.__annotations__ = {name: annotation for name, annotation in special.items()
@@ -349,6 +355,33 @@ def _chosen_prompt(studio: Studio, seed_kind, example, upload, played, seed_seco
     """The seed MIDI chosen on the Generate tab, as a prompt."""
     return studio.prompt(seed_kind, example, played if seed_kind == "played" else upload,
                          seed_seconds, seed_start if seed_kind == "upload" else None)
+
+
+def _page_stop(studio: Studio, request: gr.Request | None):
+    """What stops this request's sampling when its page goes away (None: no page known)."""
+    page = getattr(request, "session_hash", None)
+    return studio.page_stop(page) if page else None
+
+
+def _browser(studio: Studio, request: gr.Request | None) -> str | None:
+    """This browser's id: the signed cookie `musicgen.web.ListenerCookie` gives every page."""
+    headers = request.headers if request is not None else {}
+    return listener_of(studio.listening.keys, headers.get("cookie"))
+
+
+def on_page_opened(studio: Studio, session, request: gr.Request):
+    """A page (re)opened: show what this browser generated last, while it is kept."""
+    clips = studio.last_result(_browser(studio, request) or "")
+    if not clips:
+        return {}
+    return {**_slot_updates(clips), "session": {**_new_session(session), "clips": clips},
+            "status": "Your last result is back (kept for an hour)."}
+
+
+def on_page_closed(studio: Studio, request: gr.Request) -> None:
+    """A page was closed or reloaded: stop what is being sampled for it."""
+    if request is not None and request.session_hash:
+        studio.page_closed(request.session_hash)
 
 
 def _new_session(session: dict | None) -> dict:
@@ -589,9 +622,10 @@ def on_generate(studio: Studio, seed_kind, example, upload, played, seed_seconds
                 model,
                 soundfont, seconds, temperature, top_k, top_p, min_p, variation, n, include_seed,
                 max_silence, paired_notes, keep_timing, release_held_keys, key, register,
-                density, new_variation, session,
+                density, new_variation, session, request: gr.Request,
                 progress=gr.Progress()):
-    """Validate, sample, and show each candidate as soon as its audio is ready."""
+    """Validate, sample, and show each candidate as soon as its audio is ready; stop
+    sampling if the page goes away (`on_page_closed`)."""
     session = _new_session(session)
     prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
                             seed_start)
@@ -601,7 +635,7 @@ def on_generate(studio: Studio, seed_kind, example, upload, played, seed_seconds
     pairs = []
     for clip, candidate in studio.generate_each(
             model, prompt, settings, soundfont,
-            on_progress=lambda f: progress(f, desc="sampling")):
+            on_progress=lambda f: progress(f, desc="sampling"), stop=_page_stop(studio, request)):
         if not pairs:
             session = {**session, "confidence": (candidate.entropy, candidate.chosen_probability,
                                                  f"{model}, T={settings.temperature:g}")}
@@ -609,6 +643,9 @@ def on_generate(studio: Studio, seed_kind, example, upload, played, seed_seconds
         yield {**_slot_updates([clip for clip, _ in pairs]), "variation": settings.seed,
                "status": f"{len(pairs)} of {settings.n} ready.", "session": session}
     clips = studio.on_one_axis(pairs)
+    browser = _browser(studio, request)
+    if browser:
+        studio.remember(browser, clips)
     yield {**_slot_updates(clips), "variation": settings.seed, "rate_status": "",
            "session": {**session, "clips": clips},
            "status": f"Done: variation {settings.seed}." + (
@@ -752,7 +789,7 @@ def on_compare(studio: Studio, seed_kind, example, upload, played, seed_seconds,
                paired_notes, keep_timing, release_held_keys, key, register, density,
                new_variation, use_maestro,
                maestro_piece,
-               maestro_start, progress=gr.Progress()):
+               maestro_start, request: gr.Request, progress=gr.Progress()):
     """Every model on the same seed MIDI (or a MAESTRO excerpt, with the pianist's version)."""
     settings = _settings(seconds, temperature, top_k, top_p, min_p, variation, 1,
                          include_seed, max_silence, paired_notes, keep_timing,
@@ -766,7 +803,8 @@ def on_compare(studio: Studio, seed_kind, example, upload, played, seed_seconds,
         prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
                                 seed_start)
     clips = studio.compare(prompt, settings, soundfont,
-                           on_progress=lambda f: progress(f, desc="sampling"), human=human)
+                           on_progress=lambda f: progress(f, desc="sampling"), human=human,
+                           stop=_page_stop(studio, request))
     values = {"compare_status": f"Variation {settings.seed}."}
     for i in range(len(studio.model_names()) + 1):
         clip = clips[i] if i < len(clips) else None
@@ -1040,6 +1078,15 @@ def build_app(studio: Studio) -> gr.Blocks:
         locked_run(ui["versus"].click, "versus", on_versus, studio, ui, versus,
                    "versus_status", "versus", "versus")
         connect(demo.load, on_preview, studio, ui, ["preview"], status="seed_status",
+                api_name=False)
+
+        def page_closed(request: gr.Request) -> None:
+            on_page_closed(studio, request)
+
+        # Gradio finds the request by this type; the module's annotations are strings.
+        page_closed.__annotations__ = {"request": gr.Request}
+        demo.unload(page_closed)
+        connect(demo.load, on_page_opened, studio, ui, [*GENERATE_OUTPUTS, "status"],
                 api_name=False)
     demo.queue_kinds = ui["kinds"]  # event index -> kind, for `launch`'s fair queue
     return demo

@@ -11,6 +11,7 @@ back into the prompt and settings of this call.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from musicgen.notes import Notes
 from musicgen.prompt import Prompt
 from musicgen.recipe import make_recipe, read_recipe, recipe_text, replay
 from musicgen.resources import checkpoint_dir
-from musicgen.sample import SamplingRequest
+from musicgen.sample import SamplingRequest, Stopped
 from musicgen.serving import ServingModel, load_serving
 from musicgen.settings import Settings
 
@@ -113,7 +114,7 @@ class Candidate:
 def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
             on_progress: Callable[[float], None] | None = None,
             on_music: Callable[[int, pretty_midi.PrettyMIDI, float], None] | None = None,
-            ) -> list[Candidate]:
+            stop: threading.Event | None = None) -> list[Candidate]:
     """Continue a prompt `settings.n` times.
 
     Args:
@@ -127,9 +128,13 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
             finished candidate's `midi` too (`musicgen.audio.LiveRender`
             plays them while the rest is sampled: one candidate's, so the
             app passes it n=1). Rows that have finished are not passed on.
+        stop: Set it (from any thread) to end the sampling at its next step.
 
     Returns:
         One `Candidate` per sequence; candidate i used seed `settings.seed + i`.
+
+    Raises:
+        Stopped: `stop` was set before the sampling was done.
     """
     def pass_on(rows: dict[int, np.ndarray]) -> None:
         for i, tokens in rows.items():
@@ -145,7 +150,9 @@ def compose(model: LoadedModel, prompt: Prompt, settings: Settings,
         release_held_keys=settings.release_held_keys,
         on_tokens=pass_on if on_music is not None else None,
         controls=target_controls(prompt.tokens, settings.key, settings.register,
-                                 settings.density)))
+                                 settings.density), stop=stop))
+    if "stopped" in generation.stop_reasons:
+        raise Stopped("the sampling was stopped before it was done")
     sampling_s = time.perf_counter() - began
     candidates = []
     for i, continuation in enumerate(generation.tokens):

@@ -13,6 +13,7 @@ seeds seed, seed+1, ... No torch is needed unless the model is a torch module.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -246,6 +247,11 @@ class SamplingRequest:
     release_held_keys: bool = False
     on_tokens: Callable[[dict[int, np.ndarray]], None] | None = None
     controls: np.ndarray | None = None
+    stop: threading.Event | None = None  # once set, the rows end at the next step ("stopped")
+
+
+class Stopped(Exception):  # noqa: N818 - no error: the caller ended the request
+    """A request was stopped before it was done (its `stop` was set: its page went away)."""
 
 
 def generate(model, prompt_tokens, *, seconds: float | None = None,
@@ -477,12 +483,16 @@ class SamplingRun:
         self._follow_notes(chosen, is_note_on)
         by_eos = chosen == vocab.eos
         by_time = ~by_eos & (self.elapsed >= self.target_steps)
-        finished = live & (by_eos | by_time | (self.steps >= self.budget))
+        stopped = [key for key, request in self._requests.items()
+                   if request.stop is not None and request.stop.is_set()]
+        by_stop = np.isin(self.owner, stopped) if stopped else np.zeros_like(by_eos)
+        finished = live & (by_eos | by_time | by_stop | (self.steps >= self.budget))
         done = {}
         for row in np.nonzero(finished)[0]:
             key, length = int(self.owner[row]), int(self.steps[row])
             buffer = self.buffers[row]
-            reason = "eos" if by_eos[row] else "seconds" if by_time[row] else "max_tokens"
+            reason = ("stopped" if by_stop[row] else "eos" if by_eos[row] else
+                      "seconds" if by_time[row] else "max_tokens")
             self._done[key][self.index[row]] = (buffer[0, :length].astype(np.int64),
                                                 buffer[1, :length].astype(np.float32),
                                                 buffer[2, :length].astype(np.float32), reason)

@@ -9,6 +9,7 @@ behind a lock) and the list of MAESTRO test files (read once, on first use).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,7 @@ from musicgen.prompt import (
 from musicgen.ratings import RatingsStore
 from musicgen.recipe import recipe_summary, without_tokens
 from musicgen.resources import checkpoint_dir as default_checkpoint_dir
+from musicgen.sample import Stopped
 from musicgen.sample_bank import SampleBank, make_sample_bank
 from musicgen.sample_report import CARD_FEATURES, current_samples
 from musicgen.samples import FRECHET_FEATURES
@@ -66,6 +69,7 @@ DUET_ANSWER_SECONDS = (1.0, 15.0)  # the longest answer: a turn, not a piece
 RESULTS_REFRESH_S = 5.0
 
 OUTPUT_TTL_S = 3600.0
+REMEMBERED_BROWSERS = 5000  # browsers whose last result a reload brings back (a few KB each)
 # Old request folders and listening pairs never voted on are cleared this often, by a
 # thread of their own: done in every request, the clean-up took 422 ms at 50,000 folders.
 PRUNE_INTERVAL_S = 60.0
@@ -73,7 +77,8 @@ PAIR_TTL_S = 24 * 3600.0  # a pair not voted on within a day is forgotten
 # Outputs plus the UI's cache may hold this much; beyond it the oldest go first (a
 # maximum Generate writes about 6 MB, so this is some 170 of them).
 DISK_CAP_BYTES = 1 << 30
-DISK_MIN_AGE_S = 600.0# What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
+DISK_MIN_AGE_S = 600.0
+# What every clip goes to the browser as: mono MP3, about 0.2 MB for a 30 s
 # continuation with its 10 s seed, where the WAV was 7 MB (musicgen.audio).
 CLIP_SUFFIX = ".mp3"
 # How the models answer, in words, by kind (BENCHMARKS.md, 2-core machine: a
@@ -183,6 +188,10 @@ class Studio:
         self.cache_dirs: list[Path] = []
         self._pruner: threading.Thread | None = None
         self._stop_pruning = threading.Event()
+        self._open_pages: dict[str, threading.Event] = {}  # page (session) -> its stop
+        self._pages_lock = threading.Lock()
+        self.requests_stopped = 0  # requests stopped because their page went away
+        self._last_results: OrderedDict[str, list[Clip]] = OrderedDict()  # browser -> clips
         # Kept beside the outputs, not in them: the pruning there would delete it.
         self.sample_dir = self.output_dir.with_name(self.output_dir.name + "-piano")
         self._sample_bank: SampleBank | None = None
@@ -359,6 +368,50 @@ class Studio:
         duet = duet.heard_from(heard_from).stopped_at(seconds)
         return duet, str(write_duet_midi(duet, self._request_folder() / "duet.mid"))
 
+    # --- what a browser last made ---
+
+    def remember(self, browser: str, clips: list[Clip]) -> None:
+        """Keep a browser's last result, so that a reload can show it again (`last_result`)."""
+        with self._pages_lock:
+            self._last_results.pop(browser, None)
+            self._last_results[browser] = clips
+            while len(self._last_results) > REMEMBERED_BROWSERS:
+                self._last_results.popitem(last=False)
+
+    def last_result(self, browser: str) -> list[Clip]:
+        """The clips this browser generated last, while their files are kept (`OUTPUT_TTL_S`);
+        none after that, or for a browser never seen."""
+        with self._pages_lock:
+            clips = self._last_results.get(browser, [])
+        if not all(Path(clip.audio).is_file() and Path(clip.midi).is_file() for clip in clips):
+            return []
+        return clips
+
+    # --- pages that go away ---
+
+    def page_stop(self, page: str) -> threading.Event:
+        """The event that `page_closed(page)` sets: work for that page stops when it is set."""
+        with self._pages_lock:
+            return self._open_pages.setdefault(page, threading.Event())
+
+    def page_closed(self, page: str) -> None:
+        """A page went away (closed or reloaded): stop what is being sampled for it. Measured
+        before: a reload 3 s into a 120 s run left it writing files for 12 s more, and the
+        next person's 30 s click took 3.3 s instead of 1.2 s."""
+        with self._pages_lock:
+            stop = self._open_pages.pop(page, None)
+        if stop is not None:
+            stop.set()
+
+    @contextlib.contextmanager
+    def _counting_stops(self) -> Iterator[None]:
+        try:
+            yield
+        except Stopped:
+            with self._pages_lock:
+                self.requests_stopped += 1
+            raise
+
     # --- the keyboard's sound ---
 
     def start_sample_bank(self) -> None:
@@ -400,11 +453,16 @@ class Studio:
     def generate_each(self, model_name: str, prompt: Prompt, settings: Settings,
                       soundfont: str | None = None,
                       on_progress: Callable[[float], None] | None = None,
+                      stop: threading.Event | None = None,
                       ) -> Iterator[tuple[Clip, compose.Candidate]]:
         """Sample all candidates at once, then yield each as soon as its files are written.
 
+        Args:
+            stop: Set it to end the work at the next sampling step (`page_stop`).
+
         Raises:
             UserError: An unknown model or soundfont (checked before sampling).
+            Stopped: `stop` was set.
         """
         model = self._model(model_name)
         soundfont_path(soundfont)
@@ -418,17 +476,19 @@ class Studio:
         # while sampling").
         title = self.display_name(model_name)
         share = 1 / settings.n
-        with self.renderer.live(soundfont) as live:
+        with self._counting_stops(), self.renderer.live(soundfont) as live:
             (first,) = compose.compose(model, prompt, settings.but(n=1),
                                        on_progress=_part(on_progress, 0.0, share),
-                                       on_music=lambda _, midi, final: live.advance(midi, final))
+                                       on_music=lambda _, midi, final: live.advance(midi, final),
+                                       stop=stop)
             clip = self._clip(first, folder, f"{title} #1", soundfont, None, live=live)
         yield clip, first
         if settings.n == 1:
             return
-        rest = compose.compose(model, prompt,
-                               settings.but(seed=settings.seed + 1, n=settings.n - 1),
-                               on_progress=_part(on_progress, share, 1.0))
+        with self._counting_stops():
+            rest = compose.compose(model, prompt,
+                                   settings.but(seed=settings.seed + 1, n=settings.n - 1),
+                                   on_progress=_part(on_progress, share, 1.0), stop=stop)
         for candidate in rest:
             candidate.index += 1
             yield self._clip(candidate, folder, f"{title} #{candidate.index + 1}", soundfont,
@@ -451,6 +511,7 @@ class Studio:
 
     def compare(self, prompt: Prompt, settings: Settings, soundfont: str | None = None,
                 on_progress: Callable[[float], None] | None = None,
+                stop: threading.Event | None = None,
                 human: tuple[Notes, Clip] | None = None) -> list[Clip]:
         """One candidate per model, same prompt, settings and variation, on one pitch axis.
 
@@ -465,7 +526,9 @@ class Studio:
             def progress(fraction: float, k: int = k) -> None:
                 if on_progress is not None:
                     on_progress((k + fraction) / len(names))
-            candidates += compose.compose(self.models[name], prompt, settings.but(n=1), progress)
+            with self._counting_stops():
+                candidates += compose.compose(self.models[name], prompt, settings.but(n=1),
+                                              progress, stop=stop)
         folder = self._request_folder()
         pitch_range = _pitch_range([c.notes for c in candidates] + ([human[0]] if human else []))
         clips = [self._clip(candidate, folder, name, soundfont, pitch_range)

@@ -302,3 +302,52 @@ def test_a_short_request_is_not_kept_waiting_for_a_long_one(tmp_path):
     assert [name for name, _ in order] == ["short", "long"]  # it joined, and left first
     alone = generate_batch(serving, [short])[0]
     assert np.array_equal(dict(order)["short"].tokens[0], alone.tokens[0])
+
+
+def test_a_stopped_request_ends_at_once_and_its_batch_goes_on_untouched(tmp_path):
+    import threading
+    import time
+
+    from musicgen.batcher import Batcher
+    from musicgen.sample import SamplingRequest, generate_batch
+
+    # The shipped LSTM: a random one ends its rows early with EOS.
+    serving = load_serving(REPO / "checkpoints" / "lstm")[0]
+    batcher = Batcher(serving)
+    stop = threading.Event()
+    # A minute and more of tokens unless stopped; two rows, both stopped.
+    doomed = SamplingRequest(np.array([60]), max_tokens=200_000, temperature=0.9, seed=2,
+                             n=2, stop=stop)
+    other = SamplingRequest(np.array([62, 300]), max_tokens=1_000, temperature=0.9, seed=3)
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(doomed=batcher.generate(doomed)))
+    thread.start()
+    while batcher._worker is None or batcher._waiting:
+        time.sleep(0.001)  # until it has joined the run
+    other_thread = threading.Thread(target=lambda: results.update(other=batcher.generate(other)))
+    other_thread.start()
+    time.sleep(0.2)
+    stopped_at = time.perf_counter()
+    stop.set()
+    thread.join(timeout=60)
+    assert time.perf_counter() - stopped_at < 2.0
+    assert results["doomed"].stop_reasons == ["stopped", "stopped"]
+    other_thread.join(timeout=300)
+    alone = generate_batch(serving, [other])[0]
+    assert np.array_equal(results["other"].tokens[0], alone.tokens[0])
+
+
+def test_compose_says_stopped_when_its_page_went_away(tmp_path):
+    import threading
+
+    from musicgen.compose import compose, load_model
+    from musicgen.prompt import silence
+    from musicgen.sample import Stopped
+    from musicgen.settings import Settings
+
+    model = load_model(tiny_checkpoint(tmp_path / "lstm"))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        compose(model, silence(), Settings.from_user(seconds=120, seed=1), stop=stop)
+    assert len(compose(model, silence(), Settings.from_user(seconds=2, seed=1))) == 1
