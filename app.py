@@ -52,9 +52,6 @@ SEED_KINDS = [("Built-in example", "example"), ("Your MIDI file", "upload"),
               ("Play it", "played"), ("Silence", "silence")]
 DEFAULTS = Settings()
 SLOTS = int(LIMITS["n"].high)
-# Gradio refuses larger uploads itself, with its own words; up to this size a
-# file reaches prompt.py, which says in ours why it is too large.
-UPLOAD_LIMIT = 8 * MAX_UPLOAD_BYTES
 # The most notes a phrase may have (`musicgen.played`), at about 40 characters each.
 MAX_KEYBOARD_MESSAGE = 40 * MAX_PLAYED_NOTES
 
@@ -509,14 +506,25 @@ def on_upload(studio: Studio, upload, seed_seconds):
                                    info=f"0 to {seed.seconds:.0f}")}
 
 
+# Hidden, not only emptied: an emptied gr.Audio went on showing the old waveform.
+NO_PREVIEW = gr.update(value=None, visible=False)
+
+
+def on_upload_cleared(studio: Studio):
+    """The file was taken away: so is what was said about it."""
+    return {"seed_info": "", "seed_status": "", "seed_start": gr.update(visible=False),
+            "preview": NO_PREVIEW}
+
+
 def on_preview(studio: Studio, seed_kind, example, upload, played, seed_seconds, seed_start,
                soundfont):
     """Render the excerpt the model will continue."""
     if (seed_kind == "upload" and not upload) or (seed_kind == "played" and not played):
-        return {"preview": None}
+        return {"preview": NO_PREVIEW}
     prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
                             seed_start)
-    return {"preview": studio.preview(prompt, soundfont), "seed_status": ""}
+    excerpt = studio.preview(prompt, soundfont)
+    return {"preview": gr.update(value=excerpt, visible=excerpt is not None), "seed_status": ""}
 
 
 def on_keyboard(studio: Studio, keyboard, duet, model, seed_seconds, temperature, top_k, top_p,
@@ -716,6 +724,19 @@ def wire_generate_tab(studio: Studio, ui: dict) -> None:
             status="seed_status", api_name="keyboard", kind="keyboard",
             concurrency_limit=studio.concurrent_requests, concurrency_id="keyboard",
             show_progress="hidden")
+    # A message beside Generate is about what was asked; once the seed or a setting
+    # changes, it no longer is. The browser clears it (no request for so little).
+    forget = "(status) => (status || '').startsWith('⚠️') ? '' : status"
+    changed = [ui[name].input for name in (
+        "seed_kind", "example", "seed_seconds", "seed_start", "model", "seconds", "key",
+        "density", "preset", "temperature", "top_p", "top_k", "min_p", "n", "max_silence",
+        "variation", "soundfont", "include_seed", "keep_timing", "paired_notes", "register",
+        "release_held_keys", "new_variation")]
+    for event in [*changed, ui["upload"].upload, ui["upload"].clear]:
+        event(None, inputs=[ui["status"]], outputs=[ui["status"]], js=forget, queue=False,
+              show_progress="hidden", api_name=False)
+    connect(ui["upload"].clear, on_upload_cleared, studio, ui,
+            ["seed_info", "seed_start", "preview"], status="seed_status", api_name=False)
     connect(ui["upload"].upload, on_upload, studio, ui,
             ["seed_kind", "seed_info", "seed_start", "example"], status="seed_status",
             api_name=False)
@@ -1153,14 +1174,15 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
     # and every concurrency limit; clients (gradio_client too) go through the queue.
     demo.queue(default_concurrency_limit=1, max_size=sum(QUEUE_LIMITS.values()),
                api_open=False)
-    demo.launch(max_file_size=UPLOAD_LIMIT, theme=gr.themes.Soft(), css=CSS + KEYBOARD_CSS,
-                show_error=True,
+    # No max_file_size: Gradio's check would answer in its words; `UploadLimit` does in ours.
+    demo.launch(theme=gr.themes.Soft(), css=CSS + KEYBOARD_CSS, show_error=True,
                 allowed_paths=[str(path) for path in studio.served_dirs()],
                 app_kwargs=server_additions(studio.listening, {
                     "waiting": waiting, "kind_of": lambda index: kinds.get(index, "other"),
                     "limits": QUEUE_LIMITS, "per_session": QUEUE_PER_SESSION,
                     "per_address": QUEUE_PER_ADDRESS},
-                    sample_bank_routes(studio.sample_bank, studio.sample_bank_tried)), **kwargs)
+                    sample_bank_routes(studio.sample_bank, studio.sample_bank_tried),
+                    MAX_UPLOAD_BYTES), **kwargs)
 
 
 if __name__ == "__main__":

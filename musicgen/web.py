@@ -99,6 +99,40 @@ def listener_of(keys: ListenerKeys, cookie_header: str | None) -> str | None:
     return keys.listener(morsel.value if morsel else None)
 
 
+class UploadLimit:
+    """Refuses an upload larger than `max_bytes` before a byte of it is read, in our words.
+
+    The page's own check (Gradio's `max_file_size`) answers in Gradio's words, and
+    without one a file reached `musicgen.prompt` only after the whole of it was sent.
+    Browsers and gradio_client send a Content-Length with every upload; one without
+    is refused too, or a stream could run on without end. The page shows the text
+    after "HTTP 413: ".
+    """
+
+    SLACK = 64 * 1024  # the multipart form around the file; a file this close gets prompt.py's
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope.get("method") != "POST"
+                or not scope.get("path", "").rstrip("/").endswith("/upload")):
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        limit = self.max_bytes // 2**20
+        if length is None or not length.isdigit():
+            refusal = PlainTextResponse(f"Send the file with its length (seed MIDI files are "
+                                        f"limited to {limit} MB).", status_code=411)
+        elif int(length) > self.max_bytes + self.SLACK:
+            refusal = PlainTextResponse(f"That file is {int(length) / 2**20:.1f} MB; seed MIDI "
+                                        f"files are limited to {limit} MB.", status_code=413)
+        else:
+            await self.app(scope, receive, send)
+            return
+        await refusal(scope, receive, send)
+
+
 class ListenerCookie:
     """Gives every browser without a valid listener cookie a new signed one.
 
@@ -290,13 +324,14 @@ def _address_of(event) -> str | None:
 
 
 def server_additions(listening: ListeningTest, fair_queue: dict | None = None,
-                     routes: list[Route] = ()) -> dict:
+                     routes: list[Route] = (), max_upload_bytes: int | None = None) -> dict:
     """`app_kwargs` for `gr.Blocks.launch`: the clip route and the middleware.
 
     Args:
         listening: The studio's listening test.
         fair_queue: `FairQueue`'s keyword arguments (None: no per-kind limits).
         routes: More routes (`sample_bank_routes`).
+        max_upload_bytes: The largest file taken (`UploadLimit`; None: no limit here).
     """
     # The page is about 300 KB of HTML, JSON and scripts, a fifth of that compressed;
     # Starlette leaves event streams and audio as they are.
@@ -305,4 +340,6 @@ def server_additions(listening: ListeningTest, fair_queue: dict | None = None,
                   Middleware(ListenerCookie, keys=listening.keys)]
     if fair_queue is not None:
         middleware.append(Middleware(FairQueue, **fair_queue))
+    if max_upload_bytes is not None:
+        middleware.append(Middleware(UploadLimit, max_bytes=max_upload_bytes))
     return {"routes": [clip_route(listening), *routes], "middleware": middleware}
