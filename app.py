@@ -847,8 +847,10 @@ def build_temperature_tab(studio: Studio, ui: dict) -> None:
         ui["versus"] = gr.Button("Greedy vs sampled, same variation and seed MIDI",
                                  variant="primary")
     ui["versus_status"] = gr.Markdown(elem_classes=["mg-status"])
-    ui["last_plot"] = gr.Image(label="Your last generated clip", type="filepath",
-                               interactive=False, visible=False)
+    # No label or buttons: Gradio lays them over the picture, on the axis titles. The
+    # plot's own title says what it shows.
+    ui["last_plot"] = gr.Image(type="filepath", interactive=False, visible=False,
+                               show_label=False, buttons=[], elem_id="mg-last-plot")
     with gr.Row(equal_height=False):
         for i in range(2):
             with gr.Column(min_width=300):

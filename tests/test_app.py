@@ -363,6 +363,21 @@ def test_what_is_said_about_a_file_goes_with_it_and_its_limit_is_said_in_our_wor
     _shot(page, "upload-too-large")
 
 
+def test_a_second_click_on_generate_does_not_start_a_second_generation(browser, served):
+    url, studio = served
+    page = _open(browser, url)
+    before = {path.parent for path in studio.output_dir.rglob("candidate-*")}
+    button = page.locator("#generate-button")
+    button.click()
+    for gap_ms in (50, 300):  # a double click, and an impatient second press
+        page.wait_for_timeout(gap_ms)
+        button.click(force=True)  # as a person would, whether it looks enabled or not
+    page.get_by_role("button", name="Generate", exact=True).wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)  # a second run, had one started, would be writing by now
+    after = {path.parent for path in studio.output_dir.rglob("candidate-*")}
+    assert len(after - before) == 1
+
+
 def _no_error_shown(page) -> None:
     """Neither a Gradio error toast nor an "Error" badge anywhere on the page."""
     assert not page.locator(".toast-body").count(), page.locator(".toast-body").all_inner_texts()
@@ -469,6 +484,20 @@ def test_the_phone_layout_puts_generate_first_and_stacks_player_and_files(browse
     assert files["y"] >= player["y"] + player["height"] - 1  # below, not beside
     assert player["width"] <= PHONE["width"]
     _shot(page, "phone")
+
+
+def test_the_confidence_plot_of_the_last_clip_has_nothing_over_it(browser, app_url):
+    page = _open(browser, app_url)
+    _generate_in(page)
+    page.get_by_role("tab", name="Temperature").click()
+    page.get_by_role("button", name="Plot my last generated clip (candidate 1)").click()
+    plot = page.locator("#mg-last-plot img")
+    plot.wait_for(timeout=30_000)
+    # Gradio's label badge and its buttons sit over the picture's top corners.
+    covering = page.locator("#mg-last-plot :is([data-testid=block-label], button:not(:has(img)))")
+    assert not [element.evaluate("e => e.outerHTML") for element in covering.all()
+                if element.is_visible()]
+    _shot(page, "temperature-plot")
 
 
 def test_screenshots_of_every_tab(browser, app_url):
