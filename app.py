@@ -48,6 +48,7 @@ from musicgen.web import (  # noqa: E402
     server_additions,
 )
 
+SHARE_PARAM = "result"  # ?result=<token> opens a shared result (`Studio.share`)
 SEED_KINDS = [("Built-in example", "example"), ("Your MIDI file", "upload"),
               ("Play it", "played"), ("Silence", "silence")]
 DEFAULTS = Settings()
@@ -367,12 +368,19 @@ def _browser(studio: Studio, request: gr.Request | None) -> str | None:
 
 
 def on_page_opened(studio: Studio, session, request: gr.Request):
-    """A page (re)opened: show what this browser generated last, while it is kept."""
-    clips = studio.last_result(_browser(studio, request) or "")
+    """A page (re)opened: show the result its link shares, else what this browser
+    generated last, while it is kept."""
+    token = request.query_params.get(SHARE_PARAM) if request is not None else None
+    clips, said = (studio.shared(token), "A result shared with you.") if token else ([], "")
+    if token and not clips:
+        return {"status": "That link's result is no longer kept (results last an hour)."}
+    if not clips:
+        clips, said = (studio.last_result(_browser(studio, request) or ""),
+                       "Your last result is back (kept for an hour).")
     if not clips:
         return {}
     return {**_slot_updates(clips), "session": {**_new_session(session), "clips": clips},
-            "status": "Your last result is back (kept for an hour)."}
+            "status": said}
 
 
 def on_page_closed(studio: Studio, request: gr.Request) -> None:
@@ -654,9 +662,10 @@ def on_generate(studio: Studio, seed_kind, example, upload, played, seed_seconds
     browser = _browser(studio, request)
     if browser:
         studio.remember(browser, clips)
+    share = f" [A link to share it](?{SHARE_PARAM}={studio.share(clips)}) (for an hour)."
     yield {**_slot_updates(clips), "variation": settings.seed, "rate_status": "",
            "session": {**session, "clips": clips},
-           "status": f"Done: variation {settings.seed}." + (
+           "status": f"Done: variation {settings.seed}." + share + (
                f" {settings.n} candidates, variations {settings.seed}-"
                f"{settings.seed + settings.n - 1}." if settings.n > 1 else "")
            + " (A variation number gives the same notes again: type it under Advanced.)"}

@@ -192,6 +192,7 @@ class Studio:
         self._pages_lock = threading.Lock()
         self.requests_stopped = 0  # requests stopped because their page went away
         self._last_results: OrderedDict[str, list[Clip]] = OrderedDict()  # browser -> clips
+        self._shared: OrderedDict[str, list[Clip]] = OrderedDict()  # share token -> clips
         # Kept beside the outputs, not in them: the pruning there would delete it.
         self.sample_dir = self.output_dir.with_name(self.output_dir.name + "-piano")
         self._sample_bank: SampleBank | None = None
@@ -383,9 +384,23 @@ class Studio:
         none after that, or for a browser never seen."""
         with self._pages_lock:
             clips = self._last_results.get(browser, [])
-        if not all(Path(clip.audio).is_file() and Path(clip.midi).is_file() for clip in clips):
-            return []
-        return clips
+        return clips if _kept(clips) else []
+
+    def share(self, clips: list[Clip]) -> str:
+        """A token that opens these clips for anyone who has it (`shared`), while their
+        files are kept: the name of their request folder, random and not guessable."""
+        token = Path(clips[0].audio).parent.name
+        with self._pages_lock:
+            self._shared[token] = clips
+            while len(self._shared) > REMEMBERED_BROWSERS:
+                self._shared.popitem(last=False)
+        return token
+
+    def shared(self, token: str) -> list[Clip]:
+        """The clips `share` gave this token, while their files are kept (else none)."""
+        with self._pages_lock:
+            clips = self._shared.get(token, [])
+        return clips if _kept(clips) else []
 
     # --- pages that go away ---
 
@@ -831,6 +846,11 @@ class Studio:
             except Exception:  # noqa: BLE001 - a failed clean-up must not end the thread
                 logging.getLogger(__name__).exception("pruning old outputs failed")
             self._stop_pruning.wait(PRUNE_INTERVAL_S)
+
+
+def _kept(clips: list[Clip]) -> bool:
+    """Whether every file of these clips is still there (`prune` deletes old ones)."""
+    return all(Path(clip.audio).is_file() and Path(clip.midi).is_file() for clip in clips)
 
 
 def _key_heard(notes: Notes) -> str:

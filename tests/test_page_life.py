@@ -71,3 +71,22 @@ def test_a_reload_brings_back_the_browser_s_last_result_and_no_one_else_s(browse
     assert not other.locator("#mg-first-player audio").count()
     stranger.close()
     context.close()
+
+
+def test_a_result_opens_from_its_link_in_another_browser(browser, served):  # noqa: F811
+    url, _ = served
+    mine = browser.new_context(viewport=DESKTOP)
+    page = _open(mine, url)
+    _generate_in(page)
+    audio = page.locator("#mg-first-player audio").get_attribute("src")
+    href = page.get_by_role("link", name="A link to share it").get_attribute("href")
+    assert href.startswith("?result=")
+    theirs = browser.new_context(viewport=DESKTOP)
+    other = _open(theirs, url + href)
+    other.get_by_text("A result shared with you.").wait_for(timeout=30_000)
+    assert other.locator("#mg-first-player audio").get_attribute("src") == audio
+    _shot(other, "shared-result")
+    gone = _open(theirs, url + "?result=" + "0" * 32)
+    gone.get_by_text("That link's result is no longer kept").wait_for(timeout=30_000)
+    theirs.close()
+    mine.close()
