@@ -19,7 +19,6 @@ import functools
 import html
 import inspect
 import json
-import math
 import os
 import tempfile
 import urllib.parse
@@ -35,7 +34,7 @@ import gradio as gr  # noqa: E402 - the environment above must be set first
 from musicgen.checkpoint import tokens_seen  # noqa: E402
 from musicgen.errors import UserError  # noqa: E402
 from musicgen.listening import ServedPair  # noqa: E402
-from musicgen.played import MAX_PLAYED_NOTES  # noqa: E402
+from musicgen.played import MAX_PLAYED_NOTES, is_finite_number  # noqa: E402
 from musicgen.prompt import DEFAULT_PROMPT_SECONDS, MAX_UPLOAD_BYTES, PROMPT_SECONDS  # noqa: E402
 from musicgen.sample import Stopped  # noqa: E402
 from musicgen.settings import CHOICES, DEFAULT_PRESET, LIMITS, PRESETS, Settings  # noqa: E402
@@ -499,7 +498,7 @@ def on_seed_kind(studio: Studio, seed_kind, played):
             "played_file": gr.update(visible=seed_kind == "played" and played is not None),
             "seed_start": gr.update(visible=seed_kind == "upload"),
             "seed_seconds": gr.update(visible=seed_kind != "silence"),
-            "preview": gr.update(visible=seed_kind != "silence"),
+            "preview": gr.update(visible=seed_kind not in ("silence", "played")),
             "silence_note": gr.update(visible=seed_kind == "silence")}
 
 
@@ -527,7 +526,7 @@ def on_upload_cleared(studio: Studio):
 def on_preview(studio: Studio, seed_kind, example, upload, played, seed_seconds, seed_start,
                soundfont):
     """Render the excerpt the model will continue."""
-    if (seed_kind == "upload" and not upload) or (seed_kind == "played" and not played):
+    if (seed_kind == "upload" and not upload) or seed_kind == "played":
         return {"preview": NO_PREVIEW}
     prompt = _chosen_prompt(studio, seed_kind, example, upload, played, seed_seconds,
                             seed_start)
@@ -535,19 +534,21 @@ def on_preview(studio: Studio, seed_kind, example, upload, played, seed_seconds,
     return {"preview": gr.update(value=excerpt, visible=excerpt is not None), "seed_status": ""}
 
 
-def on_keyboard(studio: Studio, keyboard, duet, model, seed_seconds, temperature, top_k, top_p,
-                min_p, paired_notes, keep_timing, release_held_keys, key, register, density):
+def on_keyboard(studio: Studio, keyboard, duet, played, model, seed_seconds, temperature, top_k,
+                top_p, min_p, paired_notes, keep_timing, release_held_keys, key, register,
+                density):
     """A message from the page's keyboard (`page/keyboard.js`), answered through the
     keyboard's own value: "seed" (what was played becomes the seed MIDI), "duet" (the
     model answers the player's phrase), "stop" (the player cut the answer short) or
     "clear". A message that cannot be used is answered with what is wrong, beside the
     keyboard and in it; nothing played before is lost."""
-    message = _keyboard_message(keyboard)
-    reply = {"reply": True, "id": message.get("id")}
+    reply = {"reply": True, "id": None}  # no id: the message could not be read
     try:
+        message = _keyboard_message(keyboard)
+        reply["id"] = message.get("id")
         action = message.get("action")
         if action == "seed":
-            path, summary = studio.played_seed(message.get("notes"), seed_seconds)
+            path, summary = studio.played_seed(message.get("notes"), seed_seconds, played)
             return {"keyboard": json.dumps({**reply, "ok": True}), "played": path,
                     "played_file": gr.update(value=path, visible=True), "seed_kind": "played",
                     "seed_info": summary, "seed_status": ""}
@@ -556,14 +557,17 @@ def on_keyboard(studio: Studio, keyboard, duet, model, seed_seconds, temperature
                                  None, 1, False, None, paired_notes, keep_timing,
                                  release_held_keys, key, register, density, True)
             turn = studio.duet_turn(model, duet, message.get("phrase"), settings,
-                                    _clock_time(message.get("heard_from")))
-            return {"keyboard": json.dumps({**reply, "answer": turn.answer}),
+                                    message.get("turns"), message.get("answered"), played)
+            turns = len(turn.duet.turns)
+            return {"keyboard": json.dumps({**reply, "answer": turn.answer, "turn": turns - 1,
+                                            "turns": turns}),
                     "duet": turn.duet, "played_file": gr.update(value=turn.midi, visible=True),
-                    "played": turn.midi, "seed_kind": "played",  # Generate goes on from the duet
+                    "played": turn.midi, "seed_kind": "played",  # Generate goes on from it
                     "seed_info": f"The model answered: {turn.recipe}.", "seed_status": ""}
         if action == "stop":
-            duet, midi = studio.duet_stopped(duet, _clock_time(message.get("heard_from")),
-                                             _clock_time(message.get("seconds")) or 0.0)
+            duet, midi = studio.duet_stopped(duet, message.get("turns"),
+                                             message.get("answered"),
+                                             _clock_time(message.get("seconds")) or 0.0, played)
             return {"keyboard": json.dumps({**reply, "ok": True}), "duet": duet,
                     "played_file": midi, "played": midi}
         if action == "clear":
@@ -583,8 +587,8 @@ def _keyboard_message(value) -> dict:
                         "and play a shorter one")
     try:
         message = json.loads(value)
-    except ValueError:
-        raise UserError("the keyboard's message was damaged on the way; play it again") from None
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+        message = None
     if not isinstance(message, dict):
         raise UserError("the keyboard's message was damaged on the way; play it again")
     return message
@@ -594,7 +598,7 @@ def _clock_time(value) -> float | None:
     """A time on the duet's clock from the page: a finite number of seconds, or None."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise UserError("the keyboard's clock sent something that is not a time; press Clear")
     return float(value)
 
@@ -722,7 +726,9 @@ def on_rate(studio: Studio, rating0, rating1, rating2, rating3, session):
 
 
 def wire_generate_tab(studio: Studio, ui: dict) -> None:
-    preview_inputs = ("seed_kind", "example", "upload", "played", "seed_seconds", "seed_start",
+    # Not "played": the keyboard plays what was played back itself, and a preview after
+    # every pause would queue renders behind each other for everyone.
+    preview_inputs = ("seed_kind", "example", "upload", "seed_seconds", "seed_start",
                       "soundfont")
     connect(ui["seed_kind"].change, on_seed_kind, studio, ui,
             ["example", "keyboard", "played_file", "seed_start", "seed_seconds", "preview",
@@ -732,7 +738,9 @@ def wire_generate_tab(studio: Studio, ui: dict) -> None:
             ["keyboard", "played", "duet", "played_file", "seed_kind", "seed_info"],
             status="seed_status", api_name="keyboard", kind="keyboard",
             concurrency_limit=studio.concurrent_requests, concurrency_id="keyboard",
-            show_progress="hidden")
+            show_progress="hidden",
+            # Not "once": a message sent as the last reply is applied would be dropped.
+            trigger_mode="multiple")
     # A message beside Generate is about what was asked; once the seed or a setting
     # changes, it no longer is. The browser clears it (no request for so little).
     forget = "(status) => (status || '').startsWith('⚠️') ? '' : status"

@@ -40,11 +40,14 @@ MAX_ANSWER_DELAY_S = 30.0  # an answer begins to sound this long after it was as
 @dataclass(frozen=True)
 class Turn:
     """One turn: whose, its notes as the page's rows on the duet's clock, and for an
-    answer its recipe (`musicgen.recipe`)."""
+    answer its recipe (`musicgen.recipe`), where it was asked for (`asked`) and where
+    it begins now (`began`: moved there when the page says where it played it)."""
 
     who: str
     rows: list[list]
     recipe: dict | None = None
+    asked: float = 0.0
+    began: float = 0.0
 
     @property
     def notes(self) -> Notes:
@@ -55,6 +58,9 @@ class Turn:
 
     @property
     def start(self) -> float:
+        """Where it begins on the duet's clock (an answer without notes: where it was)."""
+        if self.who == MODEL:
+            return self.began
         return float(self.rows[0][2]) if self.rows else 0.0
 
 
@@ -93,39 +99,48 @@ class Duet:
         return replace(self, turns=(*self.turns, Turn(PLAYER, notes_to_rows(phrase))))
 
     def with_answer(self, answer: compose.Candidate, at: float) -> Duet:
-        """The duet with the model's answer, which began to sound at `at` on its clock."""
+        """The duet with the model's answer, placed at `at` on its clock until the page
+        says where it began to play it (`heard_from`)."""
         return replace(self, turns=(*self.turns, Turn(MODEL, notes_to_rows(answer.notes, at),
-                                                      answer.recipe)))
+                                                      answer.recipe, at, at)))
 
-    def heard_from(self, seconds: float | None) -> Duet:
-        """The duet with the model's last answer moved to where the page began to play it
-        (it is placed where it was asked for until then); None leaves it.
+    def heard_from(self, turn: int, seconds: float) -> Duet:
+        """The duet with answer `turn` (its index in `turns`) moved to where the page
+        began to play it. Saying it again moves it to the same place.
 
         Raises:
-            MidiError: `seconds` lies before the answer was asked for, or more than
-                `MAX_ANSWER_DELAY_S` after.
+            MidiError: `turn` is no answer, or `seconds` lies before it was asked for or
+                more than `MAX_ANSWER_DELAY_S` after.
         """
-        if seconds is None or not self.turns or self.turns[-1].who != MODEL:
-            return self
-        last = self.turns[-1]
-        if not last.rows:
-            return self
-        if not last.start <= seconds <= last.start + MAX_ANSWER_DELAY_S:
+        answer = self._answer(turn)
+        if not answer.asked <= seconds <= answer.asked + MAX_ANSWER_DELAY_S:
             raise MidiError("the page's clock does not match the duet's: press Clear to "
                             "begin a new duet")
-        shift = seconds - last.start
-        rows = [[p, v, round(s + shift, 3), round(e + shift, 3)] for p, v, s, e in last.rows]
-        return replace(self, turns=(*self.turns[:-1], replace(last, rows=rows)))
+        shift = seconds - answer.began
+        rows = [[p, v, round(s + shift, 3), round(e + shift, 3)] for p, v, s, e in answer.rows]
+        return self._with(turn, replace(answer, rows=rows, began=seconds))
 
-    def stopped_at(self, seconds: float) -> Duet:
-        """The duet with the model's last answer cut `seconds` after it began: the player
-        stopped it there, so what follows was never heard."""
-        if not self.turns or self.turns[-1].who != MODEL:
-            return self
-        last = self.turns[-1]
-        cut = last.start + max(0.0, seconds)
-        rows = [[p, v, s, min(e, cut)] for p, v, s, e in last.rows if s < cut]
-        return replace(self, turns=(*self.turns[:-1], replace(last, rows=rows)))
+    def stopped_at(self, turn: int, seconds: float) -> Duet:
+        """The duet with answer `turn` cut `seconds` after it began: the player stopped
+        it there, so what follows was never heard.
+
+        Raises:
+            MidiError: `turn` is no answer.
+        """
+        answer = self._answer(turn)
+        cut = answer.began + max(0.0, seconds)
+        rows = [[p, v, s, min(e, cut)] for p, v, s, e in answer.rows if s < cut]
+        return self._with(turn, replace(answer, rows=rows))
+
+    def _answer(self, turn: object) -> Turn:
+        if (not isinstance(turn, int) or isinstance(turn, bool)
+                or not 0 <= turn < len(self.turns) or self.turns[turn].who != MODEL):
+            raise MidiError("the page named an answer this duet does not have: press Clear "
+                            "to begin a new duet")
+        return self.turns[turn]
+
+    def _with(self, index: int, turn: Turn) -> Duet:
+        return replace(self, turns=(*self.turns[:index], turn, *self.turns[index + 1:]))
 
 
 def answer_duet(model: compose.LoadedModel, duet: Duet, settings: Settings,
@@ -140,9 +155,12 @@ def answer_duet(model: compose.LoadedModel, duet: Duet, settings: Settings,
     notes = duet.notes
     if not len(notes):
         raise MidiError("play a phrase first: the model answers what you play")
-    start = max(0.0, float(notes.end.max()) - prompt_seconds)
+    # The first onset of the last `prompt_seconds`; or, after one long held note,
+    # the last onset there is.
+    recent = notes.start[notes.start >= float(notes.end.max()) - prompt_seconds]
+    start = float(recent[0]) if len(recent) else float(notes.start.max())
     prompt = prompt_from_notes(notes, prompt_seconds, f"played:duet turn {len(duet.turns)}",
-                               start=float(notes.start[notes.start >= start][0]))
+                               start=start)
     (answer,) = compose.compose(model, prompt, settings.but(n=1, include_prompt=False))
     if len(answer.notes):
         answer.notes = answer.notes.shifted(-float(answer.notes.start[0]))

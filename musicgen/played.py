@@ -58,8 +58,7 @@ def notes_from_page(rows: object, max_notes: int = MAX_PLAYED_NOTES,
         return Notes.empty()
     for number, row in enumerate(rows, 1):
         if (not isinstance(row, list) or len(row) != 4
-                or not all(isinstance(value, int | float) and not isinstance(value, bool)
-                           and math.isfinite(value) for value in row)):
+                or not all(is_finite_number(value) for value in row)):
             raise MidiError(f"note {number} from the page is not four numbers (pitch, "
                             "velocity, start, end)")
     pitch, velocity, start, end = np.asarray(rows, dtype=np.float64).T
@@ -79,6 +78,16 @@ def notes_from_page(rows: object, max_notes: int = MAX_PLAYED_NOTES,
         if wrong.any():
             raise MidiError(f"note {int(np.argmax(wrong)) + 1} from the page {saying}")
     return Notes.from_arrays(pitch.astype(np.int16), velocity.astype(np.int16), start, end)
+
+
+def is_finite_number(value: object) -> bool:
+    """A JSON number a float can hold (not a bool, NaN, infinity, or an int like 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def notes_to_rows(notes: Notes, shift: float = 0.0) -> list[list]:

@@ -257,7 +257,7 @@ def to_number(label: str, value, whole: bool = False) -> float | int:
         raise SettingsError(f"{label} must be a number, not {value}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
         shown = str(value)[:40] if str(value).strip() else "an empty field"
         raise SettingsError(f"{label} must be a number, not {shown}") from None
     if not math.isfinite(number):

@@ -45,7 +45,7 @@ from musicgen.listening import (
 from musicgen.midi import notes_to_pretty_midi, read_midi
 from musicgen.notes import Notes
 from musicgen.outputs import write_candidate
-from musicgen.played import notes_from_page, notes_to_rows, write_played_midi
+from musicgen.played import is_finite_number, notes_from_page, notes_to_rows, write_played_midi
 from musicgen.plots import confidence, piano_roll_svg
 from musicgen.prompt import (
     Prompt,
@@ -309,12 +309,15 @@ class Studio:
                    "default: a lively part, not the final bars.")
         return SeedFile(notes.duration, len(notes), start, summary)
 
-    def played_seed(self, rows: object, seconds: float) -> tuple[str, str]:
+    def played_seed(self, rows: object, seconds: float,
+                    previous: str | None = None) -> tuple[str, str]:
         """Notes played in the page as a seed MIDI file, checked as an upload is.
 
         Args:
             rows: What the page sent (`musicgen.played.notes_from_page`).
             seconds: The excerpt's length, for the summary.
+            previous: The file this page's playing was written to before: written
+                again in its folder (the page sends its playing after every pause).
 
         Returns:
             The MIDI file's path and a line that says what was played.
@@ -325,14 +328,15 @@ class Studio:
         notes = notes_from_page(rows)
         if not len(notes):
             raise MidiError("play something on the keyboard first")
-        path = write_played_midi(notes, self._request_folder() / "played.mid")
+        path = write_played_midi(notes, self._folder_for(previous) / "played.mid")
         heard = ("all of it" if notes.duration <= seconds
                  else f"its last {seconds:.0f} s (the excerpt length)")
         return str(path), (f"You played {len(notes):,} notes, {notes.duration:.1f} s."
                            f"{_key_heard(notes)} Generate continues {heard}.")
 
     def duet_turn(self, model_name: str, duet: Duet | None, phrase: object, settings: Settings,
-                  heard_from: float | None = None) -> DuetTurn:
+                  turns: object, answered: object = None,
+                  previous: str | None = None) -> DuetTurn:
         """The model's answer to the player's next phrase in a duet.
 
         Args:
@@ -341,33 +345,51 @@ class Studio:
             phrase: The player's notes since the last answer, as the page sends them,
                 on the duet's clock.
             settings: How the model plays; `seconds` is the answer's length.
-            heard_from: Where on the duet's clock the page began to play the last
-                answer (it was placed where it was asked for until the page says).
+            turns: How many turns the page knows of: they must be all there are (a
+                page and its server out of step begin again, rather than mix turns).
+            answered: `[turn, seconds]`: where on the duet's clock the page began to
+                play answer `turn` (it is placed where it was asked for until then).
+            previous: The duet's MIDI file so far (written again in its folder).
 
         Raises:
-            UserError: A bad phrase, an answer length outside `DUET_ANSWER_SECONDS`,
-                an unknown model.
+            UserError: A bad phrase or message, an answer length outside
+                `DUET_ANSWER_SECONDS`, an unknown model.
         """
         low, high = DUET_ANSWER_SECONDS
         if not low <= settings.seconds <= high:
             raise UserError(f"an answer lasts {low:g} to {high:g} seconds, not "
                             f"{settings.seconds:g}")
         model = self._model(model_name)
-        duet = (duet or Duet()).heard_from(heard_from).with_phrase(notes_from_page(phrase))
+        duet = _heard(_in_step(duet or Duet(), turns), answered)
+        duet = duet.with_phrase(notes_from_page(phrase))
         asked_at = float(duet.turns[-1].notes.end.max())
         answer = answer_duet(model, duet, settings)
         duet = duet.with_answer(answer, asked_at)
-        midi = write_duet_midi(duet, self._request_folder() / "duet.mid")
+        midi = write_duet_midi(duet, self._folder_for(previous) / "duet.mid")
         return DuetTurn(duet, notes_to_rows(answer.notes), str(midi),
                         recipe_summary(answer.recipe))
 
-    def duet_stopped(self, duet: Duet | None, heard_from: float | None,
-                     seconds: float) -> tuple[Duet, str | None]:
-        """The duet with its last answer cut where the player stopped it, and its MIDI file."""
+    def duet_stopped(self, duet: Duet | None, turns: object, answered: object,
+                     seconds: float, previous: str | None = None) -> tuple[Duet, str | None]:
+        """The duet with answer `answered[0]` cut `seconds` after it began (where the player
+        stopped it), and its MIDI file; arguments as for `duet_turn`."""
         if duet is None:
             return Duet(), None
-        duet = duet.heard_from(heard_from).stopped_at(seconds)
-        return duet, str(write_duet_midi(duet, self._request_folder() / "duet.mid"))
+        if answered is None:
+            raise UserError("the page did not say which answer it stopped; reload it")
+        duet = _heard(_in_step(duet, turns), answered)
+        duet = duet.stopped_at(answered[0], seconds)
+        return duet, str(write_duet_midi(duet, self._folder_for(previous) / "duet.mid"))
+
+    def _folder_for(self, previous: str | None) -> Path:
+        """The folder of a file this page wrote before, if it is still kept (its time
+        renewed); else a new one."""
+        if previous:
+            folder = Path(previous).resolve().parent
+            if folder.parent == self.output_dir.resolve() and folder.is_dir():
+                os.utime(folder)  # still in use: not pruned an hour after it was made
+                return folder
+        return self._request_folder()
 
     # --- what a browser last made ---
 
@@ -846,6 +868,25 @@ class Studio:
             except Exception:  # noqa: BLE001 - a failed clean-up must not end the thread
                 logging.getLogger(__name__).exception("pruning old outputs failed")
             self._stop_pruning.wait(PRUNE_INTERVAL_S)
+
+
+def _in_step(duet: Duet, turns: object) -> Duet:
+    """The duet, if the page knows all its turns; else a `UserError`."""
+    if turns != len(duet.turns):
+        raise UserError("the page and the server lost step in this duet (an answer came "
+                        "too late?); press Clear to begin a new one")
+    return duet
+
+
+def _heard(duet: Duet, answered: object) -> Duet:
+    """The duet with the answer the page played moved to where it played it."""
+    if answered is None:
+        return duet
+    if not (isinstance(answered, list) and len(answered) == 2
+            and is_finite_number(answered[1])):
+        raise UserError("the page said when it played an answer in words this server does "
+                        "not read; reload it")
+    return duet.heard_from(answered[0], float(answered[1]))
 
 
 def _kept(clips: list[Clip]) -> bool:

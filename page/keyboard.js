@@ -14,17 +14,26 @@ const COMPUTER_KEYS = 'awsedftgyhujkolp;';  // C C# D D# E F F# G G# A A# B C C#
 const BLACK = new Set([1, 3, 6, 8, 10]);
 const ROLL_SECONDS = 12;
 const SEED_SEND_MS = 300;  // a seed is sent this long after the last key went up
-const REPLY_TIMEOUT_MS = 20000;
+const SLOW_REPLY_MS = 20000;  // then the page says it is still waiting,
+const REPLY_TIMEOUT_MS = 120000;  // and after this gives up (the next message finds out)
+const COMPUTER_CODES = ['KeyA', 'KeyW', 'KeyS', 'KeyE', 'KeyD', 'KeyF', 'KeyT', 'KeyG', 'KeyY',
+  'KeyH', 'KeyU', 'KeyJ', 'KeyK', 'KeyO', 'KeyL', 'KeyP', 'Semicolon'];  // where the keys are
 const NAMES = ['C', 'C#', 'D', 'Eb', 'E', 'F', 'F#', 'G', 'Ab', 'A', 'Bb', 'B'];
 
 const kb = window.mgKeyboard ??= {
-  notes: [],          // [pitch, velocity, start, end, who ('you' | 'model'), sent to a duet]
+  // [pitch, velocity, start, end, who ('you' | 'model'), in the duet: false (not yet sent),
+  // 'pending' (on its way) or true (the server has it)]
+  notes: [],
   held: new Map(),    // pitch -> {velocity, start, voice, source}
+  keys: new Map(),    // a computer key's code -> the pitch it holds down
   t0: null,           // performance.now() of the clock's zero
   mode: 'seed', low: 48, octaves: 2, pauseS: 1, answerS: 4,
   pauseTimer: null, seedTimer: null, pauseEnded: null,
-  answer: null,       // the answer playing: {voices, began (clock), ends (performance.now)}
+  turns: 0,           // the duet's turns the server has told of
+  lastAnswer: null,   // [its turn, where on the clock it began to sound]: told to the server
+  answer: null,       // the answer playing: {voices, lights, midi, turn, began, ends}
   playback: null,     // the recording playing back: {voices, timer}
+  epoch: 0,           // Clear begins a new one: answers to messages from before are dropped
   queue: [], inFlight: null, inFlightTimer: null, nextId: 1,
   midiOut: null, sendOut: false, midiNote: '',
   pressTimings: [],   // ms from an input event to its sound starting: this code's own work
@@ -171,55 +180,79 @@ function release(pitch, source) {
 }
 
 function sendSeed() {
-  if (kb.notes.length) send({action: 'seed', notes: rows(kb.notes)});
+  // The model's notes still to sound are not played yet: not part of the seed.
+  send(() => {
+    const now = clock();
+    const notes = kb.notes.filter((n) => n[2] <= now);
+    return notes.length ? {action: 'seed', notes: rows(notes)} : null;
+  }, 'seed');
 }
 
 function askForAnswer() {
-  if (kb.held.size) return;
-  const phrase = kb.notes.filter((n) => n[4] === 'you' && !n[5]);
-  if (!phrase.length) return;
+  if (kb.held.size || !kb.notes.some((n) => n[4] === 'you' && n[5] === false)) return;
   kb.pauseEnded = performance.now();
   say('The model is answering…');
-  send({action: 'duet', phrase: rows(phrase), seconds: kb.answerS,
-        heard_from: kb.lastAnswerBegan ?? null}, phrase);
+  send(() => {
+    // Built when it goes, not when asked for: notes played meanwhile go with it, and
+    // notes on their way in a message before it do not go twice.
+    const phrase = kb.notes.filter((n) => n[4] === 'you' && n[5] === false);
+    if (!phrase.length) return null;
+    phrase.forEach((n) => { n[5] = 'pending'; });
+    return {action: 'duet', phrase: rows(phrase), seconds: kb.answerS, turns: kb.turns,
+            answered: kb.lastAnswer, phrase_notes: phrase};
+  }, 'duet');
 }
 
-// One message at a time: a newer seed replaces a seed still waiting.
-function send(message, phrase) {
-  message.id = kb.nextId++;
-  if (message.action === 'seed') kb.queue = kb.queue.filter((m) => m.message.action !== 'seed');
-  kb.queue.push({message, phrase});
-  if (!kb.inFlight) dispatch();
+// One message at a time, each built as it goes; a newer seed replaces one still waiting.
+function send(build, kind) {
+  if (kind === 'seed') kb.queue = kb.queue.filter((m) => m.kind !== 'seed');
+  kb.queue.push({build, kind, epoch: kb.epoch});
+  // Later, not now: called while Gradio applies a reply (in `watch`), a new value and
+  // trigger were lost in that update.
+  setTimeout(dispatch, 0);
 }
 
-kb.send = send;  // for tests: a message exactly as the page sends its own
+kb.send = (message) => send(() => message, message.action);  // for tests: as the page sends
 
 function dispatch() {
-  const next = kb.queue.shift();
-  if (!next) return;
-  kb.inFlight = next;
-  kb.inFlightTimer = setTimeout(() => received({reply: true, id: next.message.id,
-    error: 'The server did not answer in time; play on, it will be asked again.'}),
-  REPLY_TIMEOUT_MS);
-  kb.io.props.value = JSON.stringify(next.message);
-  kb.io.trigger('submit');
+  while (kb.queue.length && !kb.inFlight) {
+    const next = kb.queue.shift();
+    const message = next.build();
+    if (!message) continue;
+    const {phrase_notes: phrase, ...sent} = message;
+    sent.id = kb.nextId++;
+    kb.inFlight = {...next, message: sent, phrase: phrase || []};
+    const id = sent.id;
+    kb.inFlightTimer = setTimeout(() => {
+      say('The server is slow to answer; still waiting…');
+      kb.inFlightTimer = setTimeout(() => received({reply: true, id,
+        error: 'The server did not answer; play on'}), REPLY_TIMEOUT_MS - SLOW_REPLY_MS);
+    }, SLOW_REPLY_MS);
+    kb.io.props.value = JSON.stringify(sent);
+    kb.io.trigger('submit');
+  }
 }
 
 function received(reply) {
-  if (!kb.inFlight || reply.id !== kb.inFlight.message.id) return;
+  // A reply without an id answers a message the server could not read: ours in flight.
+  if (!kb.inFlight || (reply.id !== null && reply.id !== kb.inFlight.message.id)) return;
   clearTimeout(kb.inFlightTimer);
-  const {message, phrase} = kb.inFlight;
+  const {message, phrase, epoch} = kb.inFlight;
   kb.inFlight = null;
   kb.messages.push(reply);
-  if (reply.error) {
+  if (epoch !== kb.epoch) {
+    // Sent before Clear: what it answers is gone.
+  } else if (reply.error) {
+    phrase.forEach((n) => { n[5] = false; });  // not taken: they go with the next phrase
     say('⚠️ ' + reply.error);
   } else if (message.action === 'duet') {
     phrase.forEach((n) => { n[5] = true; });
-    playAnswer(reply.answer);
+    kb.turns = reply.turns;
+    playAnswer(reply.answer, reply.turn);
   } else if (message.action === 'seed') {
-    say(`${kb.notes.length} notes recorded: Generate continues them.`);
+    say(`${message.notes.length} notes recorded: Generate continues them.`);
   }
-  dispatch();
+  setTimeout(dispatch, 0);
 }
 
 watch('value', () => {
@@ -230,13 +263,13 @@ watch('value', () => {
 
 // --- the duet ---
 
-function playAnswer(answer) {
+function playAnswer(answer, turn) {
+  if (kb.answer) stopAnswer(true);  // the player played over it, and a new answer comes
   const ctx = piano.context();
   const lead = 0.01;  // seconds ahead, so the first note is not scheduled in the past
   const startsAt = performance.now() + lead * 1000;
   const began = round3(clock(startsAt));
-  const voices = [];
-  const lights = [];  // the model's keys go down on screen as they sound
+  const voices = [], lights = [], midi = [];
   for (const [pitch, velocity, start, end] of answer) {
     if (ctx) {
       const voice = piano.start(pitch, velocity, ctx.currentTime + lead + start);
@@ -244,22 +277,23 @@ function playAnswer(answer) {
       voices.push(voice);
     }
     kb.notes.push([pitch, velocity, round3(began + start), round3(began + end), 'model', true]);
+    // The model's keys go down on screen as they sound.
     lights.push(setTimeout(() => keyOf(pitch)?.classList.add('mg-model'), start * 1000),
                 setTimeout(() => keyOf(pitch)?.classList.remove('mg-model'), end * 1000));
-  }
-  if (kb.sendOut && kb.midiOut) {
-    for (const [pitch, velocity, start, end] of answer) {
-      kb.midiOut.send([0x90, pitch, velocity], startsAt + start * 1000);
-      kb.midiOut.send([0x80, pitch, 0], startsAt + end * 1000);
+    // To a MIDI output note by note as they come (not scheduled ahead: Stop must be
+    // able to take back what has not sounded, and outputs cannot all do that).
+    if (kb.sendOut && kb.midiOut) {
+      midi.push(setTimeout(() => kb.midiOut?.send([0x90, pitch, velocity]), start * 1000),
+                setTimeout(() => kb.midiOut?.send([0x80, pitch, 0]), end * 1000));
     }
   }
   const last = answer.length ? Math.max(...answer.map((n) => n[3])) : 0;
-  kb.lastAnswerBegan = began;
+  kb.lastAnswer = [turn, began];
   if (answer.length) {
     const latency = ctx ? (ctx.outputLatency || ctx.baseLatency || 0) * 1000 : 0;
     kb.duetTimings.push(startsAt + answer[0][2] * 1000 + latency - kb.pauseEnded);
   }
-  kb.answer = {voices, lights, began, ends: startsAt + last * 1000};
+  kb.answer = {voices, lights, midi, turn, began, ends: startsAt + last * 1000};
   $('.mg-stop-model').disabled = false;
   say(answer.length ? 'The model answers. Your turn when it ends.'
     : 'The model had nothing to add; play on.');
@@ -267,6 +301,14 @@ function playAnswer(answer) {
     if (kb.answer?.began === began) stopAnswer(false);
   }, last * 1000 + 50);
   animate();
+}
+
+function silenceAnswer(answer) {
+  piano.silence(answer.voices);
+  answer.lights.forEach(clearTimeout);
+  answer.midi.forEach(clearTimeout);
+  kb.root.querySelectorAll('.mg-model').forEach((key) => key.classList.remove('mg-model'));
+  if (kb.midiOut && answer.midi.length) kb.midiOut.send([0xB0, 123, 0]);  // all notes off
 }
 
 // Ends the answer: at its end (cut=false), or cut short by the player, which the
@@ -280,18 +322,12 @@ function stopAnswer(cut) {
     say('Your turn.');
     return;
   }
-  piano.silence(answer.voices);
-  answer.lights.forEach(clearTimeout);
-  kb.root.querySelectorAll('.mg-model').forEach((key) => key.classList.remove('mg-model'));
-  if (kb.midiOut) {
-    kb.midiOut.clear?.();
-    kb.midiOut.send([0xB0, 123, 0]);  // all notes off
-  }
-  const heard = round3(Math.max(0, clock() - answer.began));
-  kb.notes = kb.notes.filter((n) => n[4] !== 'model' || n[2] < answer.began + heard)
-    .map((n) => (n[4] === 'model' && n[3] > answer.began + heard
-      ? [n[0], n[1], n[2], round3(answer.began + heard), n[4], n[5]] : n));
-  send({action: 'stop', heard_from: answer.began, seconds: heard});
+  silenceAnswer(answer);
+  const cutAt = round3(Math.max(answer.began, clock()));
+  kb.notes = kb.notes.filter((n) => n[4] !== 'model' || n[2] < cutAt)
+    .map((n) => (n[4] === 'model' && n[3] > cutAt ? [n[0], n[1], n[2], cutAt, n[4], n[5]] : n));
+  send(() => ({action: 'stop', turns: kb.turns, answered: [answer.turn, answer.began],
+               seconds: round3(cutAt - answer.began)}), 'stop');
   say('Stopped. Your turn.');
   draw();
 }
@@ -326,18 +362,29 @@ function playBack() {
 }
 
 function clearAll() {
-  if (kb.answer) stopAnswer(false);
+  kb.epoch++;  // a reply on its way now answers for what is cleared: it is dropped
+  if (kb.answer) silenceAnswer(kb.answer);
+  kb.answer = null;
+  $('.mg-stop-model').disabled = true;
   if (kb.playback) playBack();
   for (const pitch of [...kb.held.keys()]) release(pitch);
   clearTimeout(kb.pauseTimer);
   clearTimeout(kb.seedTimer);
   kb.notes = [];
   kb.t0 = null;
-  kb.lastAnswerBegan = null;
+  kb.turns = 0;
+  kb.lastAnswer = null;
   kb.queue = [];
-  send({action: 'clear'});
+  send(() => ({action: 'clear'}), 'clear');
   say('Cleared.');
   draw();
+}
+
+// Keys held when the page loses the keyboard (another window, a hidden tab) would never
+// come up: they are let go.
+function releaseAll() {
+  for (const pitch of [...kb.held.keys()]) release(pitch);
+  kb.keys.clear();
 }
 
 // --- the keys on screen ---
@@ -394,6 +441,11 @@ function shift(octaves) {
 }
 
 function setMode(mode) {
+  if (mode !== kb.mode) {
+    clearTimeout(kb.pauseTimer);
+    clearTimeout(kb.seedTimer);
+    if (kb.answer) stopAnswer(true);
+  }
   kb.mode = mode;
   for (const button of kb.root.querySelectorAll('.mg-mode')) {
     button.setAttribute('aria-pressed', String(button.dataset.mode === mode));
@@ -512,22 +564,28 @@ function wirePage() {
       && !['radio', 'checkbox', 'range', 'button', 'submit', 'file'].includes(target.type);
   };
   const shown = () => kb.root.isConnected && kb.root.offsetParent !== null;
+  // By where the key is (e.code), not what it types: Shift and keyboard layouts change e.key.
   document.addEventListener('keydown', (e) => {
     if (e.repeat || e.ctrlKey || e.metaKey || e.altKey || typing(e) || !shown()) return;
-    const key = e.key.toLowerCase();
-    if (key === 'z' || key === 'x') {
-      shift(key === 'z' ? -1 : 1);
+    if (e.code === 'KeyZ' || e.code === 'KeyX') {
+      shift(e.code === 'KeyZ' ? -1 : 1);
       return;
     }
-    const i = COMPUTER_KEYS.indexOf(key);
+    const i = COMPUTER_CODES.indexOf(e.code);
     if (i < 0) return;
     e.preventDefault();
-    press(kb.low + i, 80, `key${i}`, e.timeStamp);
+    kb.keys.set(e.code, kb.low + i);  // the pitch it sounds, whatever the octave becomes
+    press(kb.low + i, 80, e.code, e.timeStamp);
     animate();
   });
   document.addEventListener('keyup', (e) => {
-    const i = COMPUTER_KEYS.indexOf(e.key.toLowerCase());
-    if (i >= 0) release(kb.low + i, `key${i}`);
+    if (!kb.keys.has(e.code)) return;
+    release(kb.keys.get(e.code), e.code);
+    kb.keys.delete(e.code);
+  });
+  window.addEventListener('blur', releaseAll);
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) releaseAll();
   });
   if (!navigator.requestMIDIAccess) {
     kb.midiNote = 'This browser has no Web MIDI: play on the screen or the computer keys.';
@@ -541,8 +599,8 @@ function wirePage() {
         input.onmidimessage = (e) => {
           const [status, pitch, velocity] = e.data;
           const kind = status & 0xF0;
-          if (!shown()) return;
           if (kind === 0x90 && velocity > 0) {
+            if (!shown()) return;  // a key let go while hidden must still come up
             press(pitch, velocity, 'midi', e.timeStamp);
             animate();
           } else if (kind === 0x80 || (kind === 0x90 && velocity === 0)) {
@@ -550,9 +608,9 @@ function wirePage() {
           }
         };
       }
-      kb.midiOut = outputs[0] || null;
-      kb.root.querySelector('.mg-out').hidden = !kb.midiOut;
-      if (kb.midiOut) kb.root.querySelector('.mg-out-name').textContent = kb.midiOut.name;
+      // Not a "Midi Through" port: what goes out there comes back in as the player's.
+      kb.midiOut = outputs.find((port) => !/through/i.test(port.name)) || null;
+      showOutput();
       kb.midiNote = inputs.length ? `MIDI keyboard: ${inputs.map((i) => i.name).join(', ')}.`
         : 'No MIDI keyboard found (connect one and it is used at once).';
       say();
@@ -565,9 +623,19 @@ function wirePage() {
   });
 }
 
+// What this mount shows of the state it finds (the keyboard was hidden and shown again).
+function showOutput() {
+  $('.mg-out').hidden = !kb.midiOut;
+  if (kb.midiOut) $('.mg-out-name').textContent = kb.midiOut.name;
+  $('.mg-send-out').checked = kb.sendOut;
+}
+
 wireScreen();
 wirePage();
 build();
 setMode(kb.mode);
+showOutput();
+$('.mg-stop-model').disabled = !kb.answer;
+if (kb.playback) $('.mg-playback').textContent = '■ Stop';
 draw();
 window.mgKeyboardReady = true;

@@ -137,6 +137,10 @@ def test_a_phrase_from_a_midi_keyboard_is_continued_in_its_register(browser, ser
     length = page.get_by_label("number input for Length of the continuation (seconds)")
     length.fill("10")
     length.press("Enter")
+    page.get_by_text("Advanced").first.click()
+    variation = page.get_by_label("Variation", exact=True)  # the same notes every run
+    variation.fill("7")
+    variation.press("Enter")
     page.locator("#generate-button").click()
     page.get_by_text("Done: variation").wait_for(timeout=120_000)
     (midi_path,) = [p for p in studio.output_dir.rglob("candidate-1-*.mid")]
@@ -188,16 +192,63 @@ def test_the_model_can_be_stopped_mid_answer_and_the_download_holds_only_what_so
     url, _ = served
     page = _keyboard_page(browser, url)
     page.locator("#mg-keyboard .mg-mode[data-mode='duet']").click()
-    page.evaluate("window.mgKeyboard.pauseS = 0.5; window.mgKeyboard.answerS = 8")
+    page.evaluate("window.mgKeyboard.pauseS = 0.5; window.mgKeyboard.answerS = 12")
     _midi_phrase(page, [60, 62, 64, 65, 67])
     _wait_replies(page, 1)
+    page.wait_for_function("window.mgKeyboard.answer !== null")
     time.sleep(1.0)
     page.locator("#mg-keyboard .mg-stop-model").click()
     assert _wait_replies(page, 2)["ok"]
     midi = pretty_midi.PrettyMIDI(io.BytesIO(_download(url, page, "duet.mid")))
     you, model = midi.instruments
     began = min(n.start for n in model.notes)
-    assert max(n.end for n in model.notes) - began < 2.5  # of 8 s, about 1 s was heard
+    # Of 12 s, about 1 s was heard: the file holds that, as the page does.
+    heard = max(n.end for n in model.notes) - began
+    assert heard < 6.0
+    shown = page.evaluate("Math.max(...window.mgKeyboard.notes.filter(n => n[4] === 'model')"
+                          ".map(n => n[3]))")
+    assert abs((began + heard) - shown) < 0.01
+    page.context.close()
+
+
+def test_playing_on_while_the_model_thinks_and_clearing_mid_answer_keep_the_duet_in_step(
+        browser, served):
+    url, _ = served
+    page = _keyboard_page(browser, url)
+    page.locator("#mg-keyboard .mg-mode[data-mode='duet']").click()
+    page.evaluate("window.mgKeyboard.pauseS = 0.5; window.mgKeyboard.answerS = 2")
+    # A second phrase, with a pause of its own, while the first's answer is on its way.
+    page.evaluate("""async () => {
+        const play = async (pitch) => {
+            window.__midi.play(0x90, pitch, 90);
+            await new Promise(r => setTimeout(r, 100));
+            window.__midi.play(0x80, pitch, 0);
+        };
+        await play(60);
+        await new Promise(r => setTimeout(r, 520));  // the pause ends: the first goes
+        await play(62);
+        await new Promise(r => setTimeout(r, 520));  // and the second is asked for
+    }""")
+    answers = "window.mgKeyboard.messages.filter(m => m.answer)"
+    page.wait_for_function(f"{answers}.length === 2", timeout=30_000)  # both turns taken
+    assert not [reply for reply in _replies(page) if "error" in reply]
+    page.wait_for_function("window.mgKeyboard.answer === null", timeout=30_000)
+    mine = page.evaluate("window.mgKeyboard.notes.filter(n => n[4] === 'you').map(n => n[5])")
+    assert mine == [True, True]
+    _midi_phrase(page, [64, 65])
+    page.wait_for_function(f"{answers}.length === 3", timeout=30_000)
+    # Clear with a phrase on its way: its answer, when it comes, is not played.
+    _midi_phrase(page, [67])
+    page.wait_for_function("window.mgKeyboard.inFlight !== null", timeout=10_000)
+    page.locator("#mg-keyboard .mg-clear").click()
+    page.wait_for_function(f"{answers}.length === 4", timeout=30_000)
+    page.wait_for_function("window.mgKeyboard.queue.length === 0 && !window.mgKeyboard.inFlight")
+    assert page.evaluate("window.mgKeyboard.notes.length") == 0
+    assert page.evaluate("window.mgKeyboard.answer") is None
+    _midi_phrase(page, [60, 64])  # a new duet begins at its first turn
+    page.wait_for_function(f"{answers}.length === 5", timeout=30_000)
+    assert page.evaluate(f"{answers}.at(-1).turn") == 1
+    assert not [reply for reply in _replies(page) if "error" in reply]
     page.context.close()
 
 
@@ -213,7 +264,7 @@ def test_a_bad_message_from_the_page_is_refused_in_plain_words_and_nothing_is_lo
              "note 1 from the page has a pitch outside MIDI's 0-127"),
             ({"action": "seed", "notes": "all of them"},
              "the notes from the page did not arrive as a list of notes"),
-            ({"action": "duet", "phrase": [[60, 80, 2, 1]], "seconds": 4},
+            ({"action": "duet", "phrase": [[60, 80, 2, 1]], "seconds": 4, "turns": 0},
              "note 1 from the page ends before it starts"),
             ({"action": "sing"}, "the keyboard sent a message this page does not know")):
         page.evaluate("(m) => window.mgKeyboard.send(m)", message)
@@ -243,10 +294,12 @@ def test_on_a_phone_the_keyboard_fits_and_takes_several_fingers(browser, served)
         key = page.locator(f"#mg-keyboard [data-pitch='{pitch}']").bounding_box()
         points.append({"x": key["x"] + key["width"] / 2, "y": key["y"] + key["height"] * 0.85})
     client.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": points})
-    page.wait_for_function("window.mgKeyboard.held.size === 2")
+    page.wait_for_timeout(200)
     client.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     page.wait_for_function("window.mgKeyboard.notes.length === 2")
-    assert sorted(n[0] for n in page.evaluate("window.mgKeyboard.notes")) == [60, 64]
+    notes = page.evaluate("window.mgKeyboard.notes")
+    assert sorted(n[0] for n in notes) == [60, 64]
+    assert abs(notes[0][2] - notes[1][2]) < 0.05  # struck together
     for tab in ("Generate", "Compare", "Temperature", "Listen", "About"):
         tab_box = page.get_by_role("tab", name=tab).bounding_box()
         assert tab_box["x"] + tab_box["width"] <= PHONE["width"]
@@ -267,5 +320,15 @@ def test_the_keyboard_answers_a_script_in_plain_words_too(served):
     assert reply["error"] == "an answer lasts 1 to 15 seconds, not 99."
     *_, status = client.predict(keyboard="x" * 1_000_000, api_name="/keyboard")
     assert status.startswith("⚠️ the keyboard sent more than a played phrase can hold")
-    *_, status = client.predict(keyboard="not json at all", api_name="/keyboard")
-    assert status.startswith("⚠️ the keyboard's message was damaged on the way")
+    for damaged in ("not json at all", "[" * 100_000):  # deep enough to break the parser
+        reply, *_, status = client.predict(keyboard=damaged, api_name="/keyboard")
+        assert status.startswith("⚠️ the keyboard's message was damaged on the way")
+        assert json.loads(reply) == {"reply": True, "id": None, "error": status[3:]}
+    reply = json.loads(client.predict(keyboard=json.dumps(
+        {"action": "duet", "id": 2, "phrase": [[60, 80, 0, 0.5]], "seconds": 10**400}),
+        api_name="/keyboard")[0])
+    assert "must be a number" in reply["error"]
+    reply = json.loads(client.predict(keyboard=json.dumps(
+        {"action": "duet", "id": 3, "phrase": [[60, 80, 0, 0.5]], "seconds": 2, "turns": 4}),
+        api_name="/keyboard")[0])
+    assert "lost step" in reply["error"]

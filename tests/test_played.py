@@ -10,7 +10,7 @@ from conftest import tiny_checkpoint
 
 from musicgen.compose import load_model
 from musicgen.duet import MODEL, PLAYER, Duet, answer_duet, write_duet_midi
-from musicgen.errors import MidiError
+from musicgen.errors import MidiError, SettingsError
 from musicgen.played import (
     MAX_PLAYED_NOTES,
     PLAYED_TEXT,
@@ -98,17 +98,33 @@ def test_an_answer_moves_to_where_the_page_played_it_and_is_cut_where_it_was_sto
     duet = Duet().with_phrase(notes_from_page(PHRASE))
     answer = answer_duet(model, duet, settings)
     duet = duet.with_answer(answer, 2.6)
-    moved = duet.heard_from(2.9)
-    assert moved.turns[-1].start == pytest.approx(2.9)
+    moved = duet.heard_from(1, 2.9)
+    assert moved.turns[1].start == pytest.approx(2.9)
+    assert moved.heard_from(1, 2.9) == moved  # said again (every message says it): no drift
     with pytest.raises(MidiError, match="clock"):
-        duet.heard_from(1.0)  # before it was asked for
-    cut = moved.stopped_at(0.5)
+        duet.heard_from(1, 1.0)  # before it was asked for
+    with pytest.raises(MidiError, match="an answer this duet does not have"):
+        duet.heard_from(0, 2.9)  # the player's turn
+    cut = moved.stopped_at(1, 0.5)
     rows = np.array(cut.turns[-1].rows)
     assert len(rows) and (rows[:, 2] < 3.4).all() and (rows[:, 3] <= 3.4 + 1e-9).all()
     with pytest.raises(MidiError, match="only runs forward"):
         cut.with_phrase(notes_from_page([[60, 80, 0.2, 0.3]]))
     with pytest.raises(MidiError, match="play a phrase first"):
         Duet().with_phrase(notes_from_page([]))
+
+
+def test_a_phrase_of_one_long_held_note_is_answered(model):
+    duet = Duet().with_phrase(notes_from_page([[60, 80, 0.0, 15.0]]))
+    answer = answer_duet(model, duet, Settings.from_user(seconds=2, seed=1))
+    assert answer.recipe["prompt_seconds"] > 0
+
+
+def test_numbers_past_a_float_s_range_are_refused_in_words():
+    with pytest.raises(MidiError, match="not four numbers"):
+        notes_from_page([[60, 80, 0, 10**400]])
+    with pytest.raises(SettingsError, match="must be a number"):
+        Settings.from_user(seconds=10**400)
 
 
 def test_the_piano_samples_are_fluidsynth_notes_louder_for_the_louder_layer(tmp_path):
@@ -138,4 +154,6 @@ def test_the_piano_samples_are_fluidsynth_notes_louder_for_the_louder_layer(tmp_
     assert min(level) > 0.01  # every slot holds a note
     soft, loud = np.array(level[0::2]), np.array(level[1::2])
     assert (loud > soft).mean() > 0.9
-    assert make_sample_bank(renderer, tmp_path) == bank  # kept, not made again
+    made = bank.audio.stat().st_mtime_ns
+    assert make_sample_bank(renderer, tmp_path) == bank
+    assert bank.audio.stat().st_mtime_ns == made  # kept, not made again
