@@ -73,6 +73,14 @@ def _keyboard_page(browser, url, viewport=DESKTOP, touch=False, midi=True):
     return page
 
 
+def _duet_page(browser, url, answer_s: float):
+    """A page in Duet mode that answers after half a second, for `answer_s` seconds."""
+    page = _keyboard_page(browser, url)
+    page.locator("#mg-keyboard .mg-mode[data-mode='duet']").click()
+    page.evaluate(f"window.mgKeyboard.pauseS = 0.5; window.mgKeyboard.answerS = {answer_s}")
+    return page
+
+
 def _replies(page) -> list[dict]:
     return page.evaluate("window.mgKeyboard.messages")
 
@@ -157,10 +165,8 @@ def test_a_phrase_from_a_midi_keyboard_is_continued_in_its_register(browser, ser
 def test_a_duet_of_three_turns_sounds_each_answer_and_downloads_them_all_in_order(browser,
                                                                                   served):
     url, studio = served
-    page = _keyboard_page(browser, url)
-    page.locator("#mg-keyboard .mg-mode[data-mode='duet']").click()
+    page = _duet_page(browser, url, 2)
     page.locator("#mg-keyboard .mg-send-out").check()  # the model's part to the "digital piano"
-    page.evaluate("window.mgKeyboard.pauseS = 0.5; window.mgKeyboard.answerS = 2")
     for turn in range(3):
         _midi_phrase(page, [60 + turn, 64 + turn, 67 + turn])
         reply = _wait_replies(page, turn + 1)
@@ -190,9 +196,7 @@ def test_a_duet_of_three_turns_sounds_each_answer_and_downloads_them_all_in_orde
 def test_the_model_can_be_stopped_mid_answer_and_the_download_holds_only_what_sounded(
         browser, served):
     url, _ = served
-    page = _keyboard_page(browser, url)
-    page.locator("#mg-keyboard .mg-mode[data-mode='duet']").click()
-    page.evaluate("window.mgKeyboard.pauseS = 0.5; window.mgKeyboard.answerS = 12")
+    page = _duet_page(browser, url, 12)
     _midi_phrase(page, [60, 62, 64, 65, 67])
     _wait_replies(page, 1)
     page.wait_for_function("window.mgKeyboard.answer !== null")
@@ -214,9 +218,7 @@ def test_the_model_can_be_stopped_mid_answer_and_the_download_holds_only_what_so
 def test_playing_on_while_the_model_thinks_and_clearing_mid_answer_keep_the_duet_in_step(
         browser, served):
     url, _ = served
-    page = _keyboard_page(browser, url)
-    page.locator("#mg-keyboard .mg-mode[data-mode='duet']").click()
-    page.evaluate("window.mgKeyboard.pauseS = 0.5; window.mgKeyboard.answerS = 2")
+    page = _duet_page(browser, url, 2)
     # A second phrase, with a pause of its own, while the first's answer is on its way.
     page.evaluate("""async () => {
         const play = async (pitch) => {

@@ -4,19 +4,8 @@ finishes too quickly to be caught mid-sampling."""
 
 import time
 
-import pytest
-from test_app import CHROMIUM, CHROMIUM_FLAGS, DESKTOP, _chromium_or_skip, _generate_in, _shot
-from test_keyboard import served  # noqa: F401 - the app with the shipped models
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _chromium_or_skip()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                                              headless=True)
-        yield launched
-        launched.close()
+from test_app import DESKTOP, _generate_in, _shot
+from test_keyboard import browser, served  # noqa: F401 - the app with the shipped models
 
 
 def _open(context, url):
@@ -50,8 +39,8 @@ def test_closing_the_page_stops_its_generation(browser, served):  # noqa: F811
     context.close()
 
 
-def test_a_reload_brings_back_the_browser_s_last_result_and_no_one_else_s(browser,
-                                                                          served):  # noqa: F811
+def test_a_reload_brings_back_the_browser_s_last_result_and_no_one_else_s(
+        browser, served):  # noqa: F811
     url, _ = served
     context = browser.new_context(viewport=DESKTOP)
     page = _open(context, url)
