@@ -133,14 +133,22 @@ def test_clicked_and_typed_notes_are_recorded_heard_and_kept_as_the_seed(browser
     page.context.close()
 
 
-def test_a_phrase_from_a_midi_keyboard_is_continued_in_its_register(browser, served):
+@pytest.mark.parametrize("played_on", ["screen", "midi"])
+def test_a_played_phrase_is_continued_in_its_register(browser, served, played_on):
     url, studio = served
     page = _keyboard_page(browser, url)
-    page.get_by_text("MIDI keyboard: Test piano").wait_for(timeout=10_000)
     phrase = [84, 86, 88, 89, 91, 89, 88, 86, 84, 91]  # two octaves above middle C
-    _midi_phrase(page, phrase)
+    if played_on == "midi":
+        page.get_by_text("MIDI keyboard: Test piano").wait_for(timeout=10_000)
+        _midi_phrase(page, phrase)
+    else:
+        while page.locator("#mg-keyboard .mg-keys [data-pitch='91']").count() == 0:
+            page.locator("#mg-keyboard .mg-higher").click()  # up an octave until they show
+        for pitch in phrase:
+            page.locator(f"#mg-keyboard .mg-keys [data-pitch='{pitch}']").click()
     assert _wait_replies(page, 1)["ok"]
     page.get_by_text("You played 10 notes").wait_for(timeout=30_000)
+    before = set(studio.output_dir.rglob("candidate-1-*.mid"))
     # 10 s: over 30 s, the LSTM drifts from so high a seed towards the middle of the piano.
     length = page.get_by_label("number input for Length of the continuation (seconds)")
     length.fill("10")
@@ -151,14 +159,14 @@ def test_a_phrase_from_a_midi_keyboard_is_continued_in_its_register(browser, ser
     variation.press("Enter")
     page.locator("#generate-button").click()
     page.get_by_text("Done: variation").wait_for(timeout=120_000)
-    (midi_path,) = [p for p in studio.output_dir.rglob("candidate-1-*.mid")]
+    (midi_path,) = set(studio.output_dir.rglob("candidate-1-*.mid")) - before
     recipe = read_recipe(midi_path)
     assert recipe["prompt_source"] == "played:played.mid"
     notes = read_midi(midi_path)
     continuation = notes.pitch[notes.start >= recipe["prompt_seconds"] - 1e-6]
     assert len(continuation) > 10
     assert abs(float(np.median(continuation)) - np.mean(phrase)) <= 12
-    _shot(page, "keyboard-midi-generated")
+    _shot(page, f"keyboard-{played_on}-generated")
     page.context.close()
 
 
