@@ -549,9 +549,11 @@ def on_keyboard(studio: Studio, keyboard, duet, played, model, seed_seconds, tem
         action = message.get("action")
         if action == "seed":
             path, summary = studio.played_seed(message.get("notes"), seed_seconds, played)
+            # No preview: the keyboard plays it back (one still on its way from the
+            # page's load, of the example, is taken away).
             return {"keyboard": json.dumps({**reply, "ok": True}), "played": path,
                     "played_file": gr.update(value=path, visible=True), "seed_kind": "played",
-                    "seed_info": summary, "seed_status": ""}
+                    "seed_info": summary, "seed_status": "", "preview": NO_PREVIEW}
         if action == "duet":
             settings = _settings(message.get("seconds"), temperature, top_k, top_p, min_p,
                                  None, 1, False, None, paired_notes, keep_timing,
@@ -735,7 +737,7 @@ def wire_generate_tab(studio: Studio, ui: dict) -> None:
              "silence_note"], api_name=False)
     # No progress shown on the keyboard: it stays playable while the server answers.
     connect(ui["keyboard"].submit, on_keyboard, studio, ui,
-            ["keyboard", "played", "duet", "played_file", "seed_kind", "seed_info"],
+            ["keyboard", "played", "duet", "played_file", "seed_kind", "seed_info", "preview"],
             status="seed_status", api_name="keyboard", kind="keyboard",
             concurrency_limit=studio.concurrent_requests, concurrency_id="keyboard",
             show_progress="hidden",
