@@ -168,7 +168,9 @@ def test_a_played_phrase_is_continued_in_its_register(browser, served, played_on
     notes = read_midi(midi_path)
     continuation = notes.pitch[notes.start >= recipe["prompt_seconds"] - 1e-6]
     assert len(continuation) > 10
-    assert abs(float(np.median(continuation)) - np.mean(phrase)) <= 12
+    # In the phrase's register: nearer it than the middle of the keyboard (C4), where the
+    # music of a seed there would sit. Over 10 s the LSTM comes down from C6 a little.
+    assert float(np.median(continuation)) > (np.mean(phrase) + 60) / 2
     _shot(page, f"keyboard-{played_on}-generated")
     page.context.close()
 
@@ -211,9 +213,14 @@ def test_the_model_can_be_stopped_mid_answer_and_the_download_holds_only_what_so
     _midi_phrase(page, [60, 62, 64, 65, 67])
     _wait_replies(page, 1)
     page.wait_for_function("window.mgKeyboard.answer !== null")
+    link = page.locator("a[href*='duet.mid']").first
+    link.wait_for(state="attached", timeout=30_000)
+    answered = link.get_attribute("href")
     time.sleep(1.0)
     page.locator("#mg-keyboard .mg-stop-model").click()
     assert _wait_replies(page, 2)["ok"]
+    page.wait_for_function("old => document.querySelector(\"a[href*='duet.mid']\")"
+                           ".getAttribute('href') !== old", arg=answered, timeout=30_000)
     midi = pretty_midi.PrettyMIDI(io.BytesIO(_download(url, page, "duet.mid")))
     you, model = midi.instruments
     began = min(n.start for n in model.notes)
@@ -300,7 +307,11 @@ def test_on_a_phone_the_keyboard_fits_and_takes_several_fingers(browser, served)
     assert page.evaluate("window.mgKeyboard.octaves") == 2
     whites = page.locator("#mg-keyboard .mg-white")
     assert whites.count() == 15 and whites.first.bounding_box()["width"] >= 20
-    # Two fingers at once: a chord (CDP touch events, as a phone sends them).
+    # Two fingers at once: a chord (CDP touch events, as a phone sends them). Touches go
+    # where the keys are in the window, so the keys must be in it.
+    keys.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)  # the page settles (a file block may appear above)
+    keys.scroll_into_view_if_needed()
     client = page.context.new_cdp_session(page)
     points = []
     for pitch in (60, 64):
