@@ -983,13 +983,12 @@ def _listener(studio: Studio, request: gr.Request | None) -> tuple[str, str | No
     Raises:
         UserError: No valid listener cookie came with it.
     """
-    headers = request.headers if request is not None else {}
-    listener = listener_of(studio.listening.keys, headers.get("cookie"))
+    listener = _browser(studio, request)
     if listener is None:
         raise UserError("this browser has no listener id yet: reload the page (the listening "
                         "test keeps one in a cookie)")
     host = getattr(getattr(request, "client", None), "host", None)
-    return listener, client_address(headers, host)
+    return listener, client_address(request.headers, host)
 
 
 def _account(profile) -> str | None:

@@ -396,10 +396,7 @@ class Studio:
     def remember(self, browser: str, clips: list[Clip]) -> None:
         """Keep a browser's last result, so that a reload can show it again (`last_result`)."""
         with self._pages_lock:
-            self._last_results.pop(browser, None)
-            self._last_results[browser] = clips
-            while len(self._last_results) > REMEMBERED_BROWSERS:
-                self._last_results.popitem(last=False)
+            _keep_newest(self._last_results, browser, clips)
 
     def last_result(self, browser: str) -> list[Clip]:
         """The clips this browser generated last, while their files are kept (`OUTPUT_TTL_S`);
@@ -413,9 +410,7 @@ class Studio:
         files are kept: the name of their request folder, random and not guessable."""
         token = Path(clips[0].audio).parent.name
         with self._pages_lock:
-            self._shared[token] = clips
-            while len(self._shared) > REMEMBERED_BROWSERS:
-                self._shared.popitem(last=False)
+            _keep_newest(self._shared, token, clips)
         return token
 
     def shared(self, token: str) -> list[Clip]:
@@ -887,6 +882,15 @@ def _heard(duet: Duet, answered: object) -> Duet:
         raise UserError("the page said when it played an answer in words this server does "
                         "not read; reload it")
     return duet.heard_from(answered[0], float(answered[1]))
+
+
+def _keep_newest(kept: OrderedDict, key: str, clips: list[Clip]) -> None:
+    """Put `clips` under `key` as the newest entry; forget the oldest past
+    `REMEMBERED_BROWSERS`."""
+    kept.pop(key, None)
+    kept[key] = clips
+    while len(kept) > REMEMBERED_BROWSERS:
+        kept.popitem(last=False)
 
 
 def _kept(clips: list[Clip]) -> bool:

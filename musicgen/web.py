@@ -1,5 +1,6 @@
 """What the app's web server adds around the Gradio page: listener cookies, the listening
-test's audio route, fair queues and compression.
+test's audio route, the keyboard's piano samples, fair queues, the upload limit and
+compression.
 
     launch(..., app_kwargs=server_additions(studio, demo))
 

@@ -638,4 +638,3 @@ showOutput();
 $('.mg-stop-model').disabled = !kb.answer;
 if (kb.playback) $('.mg-playback').textContent = '■ Stop';
 draw();
-window.mgKeyboardReady = true;
